@@ -1,0 +1,399 @@
+//! The command line as typed: clap derive structs holding raw flags. The doc comment on each field is
+//! its `--help` line. Checking that flags make sense together happens in `config`, not here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units;
+
+/// Fetch huge URL lists and load-test HTTP/1.1 servers on io_uring.
+///
+/// ringfetch runs one io_uring event loop per CPU, keeps connections alive, pipelines requests and
+/// reports every URL exactly once. Examples:
+///
+///   ringfetch bench                                  # benchmark the built-in server (demo)
+///   ringfetch bench http://127.0.0.1:8080/ -c 256 -p 16 -d 10s
+///   ringfetch fetch urls.txt -o results.jsonl --save-dir bodies/
+///   ringfetch serve --addr 127.0.0.1:8080 --body-size 1024
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringfetch",
+    version,
+    verbatim_doc_comment,
+    max_term_width = 100,
+    args_override_self = true
+)]
+pub struct Cli {
+    /// Print what the engine probed and chose (kernel, ring flags, workers, fd limit) on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Fetch(FetchArgs),
+    Bench(BenchArgs),
+    Serve(ServeArgs),
+}
+
+/// Flags shared by `fetch` and `bench`: how requests look and how the engine sends them.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Worker threads, each with its own io_uring, pinned to its own CPU [default: the CPUs this
+    /// process may run on, so `taskset -c 1 ringfetch …` runs one worker on CPU 1].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Requests written back to back on one connection before their responses arrive (HTTP/1.1
+    /// pipelining). 1 waits for each response.
+    #[arg(short = 'p', long, value_name = "N", default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// With -p N, write more requests once this many pipeline slots are free [default: N/4]. Fewer,
+    /// larger writes cost less CPU; it must stay below N so corked servers do not stall.
+    #[arg(long, value_name = "N")]
+    pub refill_at: Option<usize>,
+
+    /// HTTP method.
+    #[arg(
+        short = 'X',
+        long = "request",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
+    pub method: String,
+
+    /// Extra request header, 'Name: value'; repeat for more. Replaces a default of the same name
+    /// (User-Agent, Accept, Host).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// Longest wait for one attempt, from its request being written to the last byte of its
+    /// response, e.g. 30, 1.5, 500ms.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = units::duration)]
+    pub timeout: Duration,
+
+    /// Longest wait for a TCP connection to be established.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::duration)]
+    pub connect_timeout: Duration,
+
+    /// Print the summary as one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Fetch every URL of a list, each exactly once, and report each result.
+///
+/// URLs come one per line from FILE, or from stdin when FILE is absent or '-'. Blank lines and lines
+/// starting with '#' are skipped; a URL's `index` is its 0-based position among the other lines.
+/// With -o, each URL gets one JSON line: index, url, status, body_bytes, elapsed_ms, attempts, error
+/// ("KIND: message", KIND one of invalid-url dns connect tls timeout protocol io too-large) and path
+/// (with --save-dir).
+///
+/// Exit status: 0 when every URL got a response (any HTTP status), 1 when some ended in an error
+/// (all were still attempted and reported), 2 for a usage error (nothing fetched).
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment, args_override_self = true)]
+pub struct FetchArgs {
+    /// File of URLs, one per line ('-' or absent: stdin).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Most requests outstanding at once, over all threads.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 1024)]
+    pub concurrency: usize,
+
+    /// Most connections to one origin (scheme, host, port), per worker thread.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub conns_per_host: usize,
+
+    /// Write one JSON line per URL here, in completion order ('-' for stdout; the summary then goes to
+    /// stderr).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Save each body (de-chunked) to DIR/<index>; created if missing. Failed URLs leave no file.
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
+
+    /// Retries of a request that failed before any byte of its response arrived (idempotent methods
+    /// only). Requests a server left unanswered behind `Connection: close` are re-sent for free.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Largest body accepted; a larger one ends that URL with `too-large`. E.g. 10M, 1G.
+    #[arg(long, value_name = "BYTES", value_parser = units::bytes)]
+    pub max_body: Option<u64>,
+
+    /// Fetch only the lines whose index % N == K, to split one list over several machines.
+    #[arg(long, value_name = "K/N", value_parser = units::shard)]
+    pub shard: Option<(u64, u64)>,
+
+    /// Reserved for https (not supported yet): skip certificate verification.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Reserved for https (not supported yet): trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+}
+
+/// Load-test a server: keep -c connections busy with -p requests each, then summarise.
+///
+/// With no URL, starts the built-in server on 127.0.0.1 and benchmarks that (half the allowed CPUs
+/// serve, the other half load). Latency is measured per request, from the write of its batch to the
+/// last byte of its response.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment, args_override_self = true)]
+pub struct BenchArgs {
+    /// URLs to load; connections are spread over them round-robin.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Connections, over all threads.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64)]
+    pub connections: usize,
+
+    /// How long to run, e.g. 10s, 1m.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = units::duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many responses instead of after a duration, e.g. 100k.
+    #[arg(short = 'n', long, value_name = "N", value_parser = units::count)]
+    pub requests: Option<u64>,
+
+    /// Body size of the built-in server when no URL is given.
+    #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
+    pub body_size: u64,
+}
+
+/// Serve a fixed response, fast: the built-in benchmark target.
+///
+/// Answers every request on any path with 200 and a body of --body-size bytes (HEAD: headers only).
+/// Keep-alive and pipelining aware: all requests found in one read are answered in one write.
+/// The first line on stdout is `listening on ADDR`.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment, args_override_self = true)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+
+    /// Server threads, each with its own io_uring and listening socket (SO_REUSEPORT) [default: the
+    /// allowed CPUs].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Size of each response body.
+    #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
+    pub body_size: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ringfetch").chain(args.iter().copied()))
+    }
+
+    fn fetch(args: &[&str]) -> FetchArgs {
+        match parse(&[&["fetch"], args].concat()).unwrap().command {
+            Command::Fetch(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn bench(args: &[&str]) -> BenchArgs {
+        match parse(&[&["bench"], args].concat()).unwrap().command {
+            Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fetch_defaults() {
+        let f = fetch(&[]);
+        assert_eq!(f.file, None);
+        assert_eq!(f.concurrency, 1024);
+        assert_eq!(f.conns_per_host, 8);
+        assert_eq!(f.retries, 2);
+        assert_eq!(f.http.pipeline, 1);
+        assert_eq!(f.http.threads, None);
+        assert_eq!(f.http.method, "GET");
+        assert_eq!(f.http.timeout, Duration::from_secs(30));
+        assert_eq!(f.http.connect_timeout, Duration::from_secs(10));
+        assert!(!f.http.json && !f.insecure);
+        assert_eq!(
+            (f.output, f.save_dir, f.max_body, f.shard),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn fetch_flags_short_and_long() {
+        let f = fetch(&[
+            "urls.txt",
+            "-t",
+            "3",
+            "-c",
+            "10",
+            "-p",
+            "16",
+            "-X",
+            "HEAD",
+            "-H",
+            "A: 1",
+            "--header",
+            "B: 2",
+            "-o",
+            "out.jsonl",
+            "--save-dir",
+            "d",
+            "--timeout",
+            "500ms",
+            "--connect-timeout",
+            "2",
+            "--retries",
+            "0",
+            "--max-body",
+            "1k",
+            "--shard",
+            "1/3",
+            "--json",
+            "--conns-per-host",
+            "2",
+            "--refill-at",
+            "8",
+        ]);
+        assert_eq!(f.file.unwrap().to_str(), Some("urls.txt"));
+        assert_eq!(f.http.threads, Some(3));
+        assert_eq!(f.concurrency, 10);
+        assert_eq!(f.http.pipeline, 16);
+        assert_eq!(f.http.refill_at, Some(8));
+        assert_eq!(f.http.method, "HEAD");
+        assert_eq!(f.http.headers, ["A: 1", "B: 2"]);
+        assert_eq!(f.output.unwrap().to_str(), Some("out.jsonl"));
+        assert_eq!(f.save_dir.unwrap().to_str(), Some("d"));
+        assert_eq!(f.http.timeout, Duration::from_millis(500));
+        assert_eq!(f.http.connect_timeout, Duration::from_secs(2));
+        assert_eq!(f.retries, 0);
+        assert_eq!(f.max_body, Some(1024));
+        assert_eq!(f.shard, Some((1, 3)));
+        assert_eq!(f.conns_per_host, 2);
+        assert!(f.http.json);
+        let f = fetch(&[
+            "--threads",
+            "2",
+            "--concurrency",
+            "5",
+            "--pipeline",
+            "4",
+            "--request",
+            "PUT",
+            "--output",
+            "-",
+        ]);
+        assert_eq!(
+            (f.http.threads, f.concurrency, f.http.pipeline),
+            (Some(2), 5, 4)
+        );
+        assert_eq!(f.http.method, "PUT");
+    }
+
+    #[test]
+    fn last_one_wins() {
+        let f = fetch(&["-c", "1", "-c", "2", "-p", "3", "--pipeline", "4"]);
+        assert_eq!((f.concurrency, f.http.pipeline), (2, 4));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse(&["fetch", "--shard", "5/2"]).is_err());
+        assert!(parse(&["fetch", "--timeout", "soon"]).is_err());
+        assert!(parse(&["fetch", "-c", "-1"]).is_err());
+        assert!(parse(&["fetch", "--no-such-flag"]).is_err());
+        assert!(parse(&["bench", "-d", "1s", "-n", "10"]).is_err());
+    }
+
+    #[test]
+    fn bench_flags() {
+        let b = bench(&[]);
+        assert!(b.urls.is_empty());
+        assert_eq!(b.connections, 64);
+        assert_eq!((b.duration, b.requests), (None, None));
+        assert_eq!(b.body_size, 1024);
+        let b = bench(&[
+            "http://127.0.0.1:1/",
+            "http://127.0.0.1:2/",
+            "-c",
+            "8",
+            "-d",
+            "2s",
+            "-p",
+            "16",
+            "-t",
+            "1",
+            "--json",
+        ]);
+        assert_eq!(b.urls.len(), 2);
+        assert_eq!(b.connections, 8);
+        assert_eq!(b.duration, Some(Duration::from_secs(2)));
+        assert_eq!(b.http.pipeline, 16);
+        assert!(b.http.json);
+        let b = bench(&["-n", "100k", "--body-size", "4k"]);
+        assert_eq!((b.requests, b.body_size), (Some(100_000), 4096));
+    }
+
+    #[test]
+    fn serve_flags() {
+        let Command::Serve(s) = parse(&["serve"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (s.addr.as_str(), s.threads, s.body_size),
+            ("127.0.0.1:8080", None, 1024)
+        );
+        let Command::Serve(s) = parse(&[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "-t",
+            "2",
+            "--body-size",
+            "10",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (s.addr.as_str(), s.threads, s.body_size),
+            ("127.0.0.1:0", Some(2), 10)
+        );
+    }
+
+    #[test]
+    fn verbose_is_global() {
+        assert!(parse(&["fetch", "-v"]).unwrap().verbose);
+        assert!(parse(&["-v", "serve"]).unwrap().verbose);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,254 @@
+//! Raw flags become validated plans. Every usage error is found here, before anything is fetched, and
+//! says which argument to fix (exit status 2).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{BenchArgs, FetchArgs, HttpArgs, ServeArgs};
+use crate::error::UsageError;
+use crate::http::pipeline::default_refill_at;
+use crate::http::request::RequestTemplate;
+use crate::sys;
+use crate::target::{Scheme, Target};
+
+/// Where the workers run.
+#[derive(Clone, Debug)]
+pub struct EnginePlan {
+    /// Worker i is pinned to `cpus[i % cpus.len()]`.
+    pub cpus: Vec<usize>,
+    pub threads: usize,
+    pub verbose: bool,
+}
+
+/// How requests look and how connections send them.
+#[derive(Clone, Debug)]
+pub struct HttpPlan {
+    pub template: RequestTemplate,
+    pub depth: usize,
+    pub refill_at: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub json: bool,
+}
+
+pub enum Input {
+    Stdin,
+    File(PathBuf, File),
+}
+
+pub enum Output {
+    Stdout,
+    File(File),
+}
+
+pub struct FetchPlan {
+    pub engine: EnginePlan,
+    pub http: HttpPlan,
+    pub input: Input,
+    pub concurrency: usize,
+    pub conns_per_host: usize,
+    pub output: Option<Output>,
+    pub save_dir: Option<PathBuf>,
+    pub retries: u32,
+    pub max_body: u64,
+    pub shard: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    After(Duration),
+    Requests(u64),
+}
+
+pub struct BenchPlan {
+    pub engine: EnginePlan,
+    pub http: HttpPlan,
+    /// Empty: start the built-in server and load it.
+    pub targets: Vec<Target>,
+    pub connections: usize,
+    pub stop: Stop,
+    pub body_size: u64,
+}
+
+pub struct ServePlan {
+    pub addr: SocketAddr,
+    pub engine: EnginePlan,
+    pub body_size: u64,
+}
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+fn at_least_one(value: usize, flag: &str) -> Result<usize, UsageError> {
+    if value == 0 {
+        return Err(usage(format!("{flag} 0: must be at least 1")));
+    }
+    Ok(value)
+}
+
+pub fn engine(threads: Option<usize>, verbose: bool) -> Result<EnginePlan, UsageError> {
+    let cpus = sys::allowed_cpus()
+        .map_err(|e| usage(format!("cannot read this process's CPU affinity: {e}")))?;
+    let threads = match threads {
+        Some(n) => at_least_one(n, "-t")?,
+        None => cpus.len().max(1),
+    };
+    if threads > 4096 {
+        return Err(usage(format!("-t {threads}: at most 4096 worker threads")));
+    }
+    Ok(EnginePlan {
+        cpus,
+        threads,
+        verbose,
+    })
+}
+
+fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
+    let depth = at_least_one(args.pipeline, "-p")?;
+    if depth > 1024 {
+        return Err(usage(format!(
+            "-p {depth}: at most 1024 requests in flight per connection"
+        )));
+    }
+    let refill_at = match args.refill_at {
+        None => default_refill_at(depth),
+        Some(0) => return Err(usage("--refill-at 0: must be at least 1")),
+        Some(r) if depth > 1 && r >= depth => {
+            return Err(usage(format!(
+                "--refill-at {r} with -p {depth}: must be below the pipeline depth, or servers that cork \
+                 their last response (nginx tcp_nopush) stall every batch"
+            )))
+        }
+        Some(r) => r.min(depth),
+    };
+    if args.timeout.is_zero() || args.connect_timeout.is_zero() {
+        return Err(usage("--timeout and --connect-timeout must be above 0"));
+    }
+    Ok(HttpPlan {
+        template: RequestTemplate::new(&args.method, &args.headers)?,
+        depth,
+        refill_at,
+        timeout: args.timeout,
+        connect_timeout: args.connect_timeout,
+        json: args.json,
+    })
+}
+
+pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
+    let http = http(&args.http)?;
+    let engine = engine(args.http.threads, verbose)?;
+    let concurrency = at_least_one(args.concurrency, "-c")?;
+    let conns_per_host = at_least_one(args.conns_per_host, "--conns-per-host")?;
+    if let Some(path) = &args.cacert {
+        let mut text = String::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|e| usage(format!("--cacert {}: cannot read it: {e}", path.display())))?;
+    }
+    let input = match &args.file {
+        None => Input::Stdin,
+        Some(p) if p.as_os_str() == "-" => Input::Stdin,
+        Some(p) => {
+            let file = File::open(p).map_err(|e| {
+                usage(format!(
+                    "cannot open URL list {}: {}",
+                    p.display(),
+                    plain(&e)
+                ))
+            })?;
+            Input::File(p.clone(), file)
+        }
+    };
+    let output = match &args.output {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Output::Stdout),
+        Some(p) => Some(Output::File(File::create(p).map_err(|e| {
+            usage(format!(
+                "cannot create output file {}: {}",
+                p.display(),
+                plain(&e)
+            ))
+        })?)),
+    };
+    if let Some(dir) = &args.save_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            usage(format!(
+                "cannot create --save-dir {}: {}",
+                dir.display(),
+                plain(&e)
+            ))
+        })?;
+    }
+    Ok(FetchPlan {
+        engine,
+        http,
+        input,
+        concurrency,
+        conns_per_host,
+        output,
+        save_dir: args.save_dir,
+        retries: args.retries,
+        max_body: args.max_body.unwrap_or(u64::MAX),
+        shard: args.shard,
+    })
+}
+
+pub fn bench(args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError> {
+    let http = http(&args.http)?;
+    let engine = engine(args.http.threads, verbose)?;
+    let connections = at_least_one(args.connections, "-c")?;
+    let mut targets = Vec::new();
+    for url in &args.urls {
+        let t = Target::parse(url).map_err(|e| usage(e.message))?;
+        if t.origin.scheme == Scheme::Https {
+            return Err(usage(format!(
+                "{url}: https is not supported yet; use http://"
+            )));
+        }
+        targets.push(t);
+    }
+    let stop = match (args.duration, args.requests) {
+        (_, Some(0)) => return Err(usage("-n 0: must be at least 1")),
+        (_, Some(n)) => Stop::Requests(n),
+        (Some(d), None) if d.is_zero() => return Err(usage("-d 0: must be above 0")),
+        (Some(d), None) => Stop::After(d),
+        (None, None) => Stop::After(Duration::from_secs(5)),
+    };
+    Ok(BenchPlan {
+        engine,
+        http,
+        targets,
+        connections,
+        stop,
+        body_size: args.body_size,
+    })
+}
+
+pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
+    let engine = engine(args.threads, verbose)?;
+    let addr = args
+        .addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            usage(format!(
+                "--addr {}: not an address to listen on; expected HOST:PORT, e.g. 127.0.0.1:8080",
+                args.addr
+            ))
+        })?;
+    Ok(ServePlan {
+        addr,
+        engine,
+        body_size: args.body_size,
+    })
+}
+
+fn plain(err: &io::Error) -> String {
+    let text = err.to_string();
+    text.split(" (os error").next().unwrap_or(&text).to_string()
+}

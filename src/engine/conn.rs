@@ -1,0 +1,349 @@
+//! THE hot path: one HTTP/1.1 connection's loop. Write a batch of pipelined requests in one write, read,
+//! parse every response already buffered, complete them, refill when the send policy says so. The same
+//! loop serves `fetch` and `bench`; what differs (where requests come from, what a response means) is
+//! the `Workload`. Steady state allocates nothing: the write buffer and the pipeline FIFO are reused,
+//! read buffers come from the worker's pool, headers are parsed in place.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use super::deadline::{Fired, Watchdog};
+use crate::error::{ErrorKind, FetchError};
+use crate::http::pipeline::{InFlight, Pipeline, Unanswered};
+use crate::http::response::{Head, ResponseDecoder, Step};
+use crate::net::Transport;
+
+/// Size of a pooled read buffer: one read takes a full window of typical small responses (16 × 1 KiB).
+const READ_BUF: usize = 32 * 1024;
+/// Compact or grow the buffer when less than this is free at its end, so reads stay large.
+const MIN_SPARE: usize = 4 * 1024;
+
+/// What a connection serves. Callbacks are synchronous and cheap; only `idle` waits.
+pub(crate) trait Workload {
+    type Ticket: Copy;
+
+    /// Appends up to `max` request heads to `out` and records each in `pipe` (sent at `now`).
+    /// Returns how many were added.
+    fn fill(
+        &self,
+        out: &mut Vec<u8>,
+        pipe: &mut Pipeline<Self::Ticket>,
+        max: usize,
+        now: Instant,
+    ) -> usize;
+
+    /// Called with nothing in flight: waits until there may be work (true) or the connection should
+    /// close (false).
+    async fn idle(&self) -> bool;
+
+    fn on_head(&self, ticket: Self::Ticket, head: &Head);
+
+    /// Body bytes of the response to `ticket`, in order. An error ends the request and the connection.
+    fn on_body(&self, ticket: Self::Ticket, data: &[u8]) -> Result<(), FetchError>;
+
+    /// The response to this request is complete; `now` is when its last byte was read.
+    fn on_done(&self, done: InFlight<Self::Ticket>, now: Instant);
+
+    /// The request ends with `err` after its response started: no retry.
+    fn on_failed(&self, ticket: Self::Ticket, err: FetchError);
+
+    /// The request got no response byte on this connection; the workload decides whether to send it
+    /// again (`http::pipeline::verdict`).
+    fn on_unanswered(&self, ticket: Self::Ticket, why: Unanswered, err: &FetchError);
+}
+
+/// A worker's resources shared by all its connections.
+pub(crate) struct Env {
+    pub pool: RefCell<Vec<Vec<u8>>>,
+    pub watchdog: Watchdog,
+    pub timeout: Duration,
+    pub depth: usize,
+    pub refill_at: usize,
+    pub reads: Cell<u64>,
+    pub writes: Cell<u64>,
+}
+
+impl Env {
+    pub fn new(timeout: Duration, depth: usize, refill_at: usize) -> Env {
+        Env {
+            pool: RefCell::new(Vec::new()),
+            watchdog: Watchdog::default(),
+            timeout,
+            depth,
+            refill_at,
+            reads: Cell::new(0),
+            writes: Cell::new(0),
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Nothing in flight and nothing more to do.
+    Idle,
+    /// The server ended the connection in good order (`Connection: close`, a close-delimited body).
+    Closed,
+    /// Reset, timeout, broken framing: the next connection to this origin starts with one request.
+    Failed,
+    /// The run was stopped.
+    Stopped,
+}
+
+enum Outcome {
+    Idle,
+    Closed,
+    Failed(FetchError),
+    Stopped,
+}
+
+/// Runs one connection until it has nothing to do, the server closes it, or it fails. With `probe`, the
+/// first request goes alone and pipelining starts after its response (RFC 9112 §9.3.2, after a failed
+/// connection).
+pub(crate) async fn drive<W: Workload>(
+    env: &Env,
+    work: &W,
+    io: &Transport,
+    mut probe: bool,
+) -> End {
+    let registration = env.watchdog.register(io.raw_fd());
+    let watch = &registration.watch;
+    let mut pipe: Pipeline<W::Ticket> = Pipeline::new(env.depth, env.refill_at);
+    let mut out: Vec<u8> = Vec::new();
+    let mut rx = RecvBuf::default();
+    let mut decoder = ResponseDecoder::default();
+    // The server announced the end of the connection: send nothing more.
+    let mut closing = false;
+    // A byte of the oldest request's response has arrived, so it must not be sent again.
+    let mut started = false;
+
+    let outcome = 'conn: loop {
+        if !closing && pipe.wants_refill() {
+            let max = if probe {
+                usize::from(pipe.is_empty())
+            } else {
+                pipe.free()
+            };
+            let now = Instant::now();
+            let was_empty = pipe.is_empty();
+            if max > 0 && work.fill(&mut out, &mut pipe, max, now) > 0 {
+                if was_empty {
+                    watch.arm(now + env.timeout);
+                }
+                let (res, buf) = io.write_all(out).await;
+                out = buf;
+                out.clear();
+                env.writes.set(env.writes.get() + 1);
+                match (watch.fired(), res) {
+                    (Fired::Stop, _) => break Outcome::Stopped,
+                    (Fired::Timeout, _) => break Outcome::Failed(timeout(env.timeout)),
+                    (Fired::No, Err(e)) => {
+                        break Outcome::Failed(FetchError::io("cannot send the request", &e))
+                    }
+                    (Fired::No, Ok(())) => {}
+                }
+            }
+        }
+
+        if pipe.is_empty() {
+            watch.disarm();
+            if !rx.data().is_empty() {
+                break Outcome::Failed(FetchError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the server sent {} bytes that answer no request",
+                        rx.data().len()
+                    ),
+                ));
+            }
+            rx.release(&env.pool);
+            if closing || !work.idle().await {
+                break Outcome::Idle;
+            }
+            if watch.fired() != Fired::No {
+                break Outcome::Stopped;
+            }
+            continue;
+        }
+
+        let buf = rx.take(&env.pool);
+        let (res, buf) = io.read(buf).await;
+        rx.put(buf);
+        env.reads.set(env.reads.get() + 1);
+        match watch.fired() {
+            Fired::Stop => break Outcome::Stopped,
+            Fired::Timeout => break Outcome::Failed(timeout(env.timeout)),
+            Fired::No => {}
+        }
+        let now = Instant::now();
+        match res {
+            Ok(0) => match decoder.close(rx.data().len()) {
+                Ok(true) => {
+                    if let Some(done) = pipe.pop() {
+                        work.on_done(done, now);
+                    }
+                    break Outcome::Closed;
+                }
+                Ok(false) => {
+                    break Outcome::Failed(FetchError::new(
+                        ErrorKind::Io,
+                        "the server closed the connection before responding",
+                    ))
+                }
+                Err(e) => break Outcome::Failed(e),
+            },
+            Ok(_) => started = true,
+            Err(e) => break Outcome::Failed(FetchError::io("connection failed while reading", &e)),
+        }
+
+        // Parse everything buffered before reading again: one read often holds many responses.
+        while let Some(front) = pipe.front() {
+            let (used, step) = match decoder.decode(rx.data(), front.head_request) {
+                Ok(decoded) => decoded,
+                Err(e) => break 'conn Outcome::Failed(e),
+            };
+            let ticket = front.ticket;
+            match step {
+                Step::NeedMore => {
+                    rx.consume(used);
+                    break;
+                }
+                Step::Head(head) => {
+                    closing |= !head.keep_alive;
+                    work.on_head(ticket, &head);
+                    rx.consume(used);
+                }
+                Step::Body(range) => {
+                    let res = work.on_body(ticket, &rx.data()[range]);
+                    rx.consume(used);
+                    if let Err(e) = res {
+                        break 'conn Outcome::Failed(e);
+                    }
+                }
+                Step::Done => {
+                    rx.consume(used);
+                    if let Some(done) = pipe.pop() {
+                        work.on_done(done, now);
+                    }
+                    started = !rx.data().is_empty();
+                    probe = false;
+                    if closing {
+                        break 'conn Outcome::Closed;
+                    }
+                    match pipe.front() {
+                        Some(next) => watch.arm(next.sent + env.timeout),
+                        None => watch.disarm(),
+                    }
+                }
+            }
+        }
+    };
+
+    rx.release(&env.pool);
+    match outcome {
+        Outcome::Idle => End::Idle,
+        Outcome::Closed => {
+            let err = FetchError::new(ErrorKind::Io, "the server closed the connection");
+            for f in pipe.drain() {
+                work.on_unanswered(f.ticket, Unanswered::Bystander, &err);
+            }
+            End::Closed
+        }
+        Outcome::Stopped => {
+            let err = FetchError::new(ErrorKind::Io, "stopped");
+            for f in pipe.drain() {
+                work.on_unanswered(f.ticket, Unanswered::Bystander, &err);
+            }
+            End::Stopped
+        }
+        Outcome::Failed(err) => {
+            let mut rest = pipe.drain();
+            if let Some(front) = rest.next() {
+                if started {
+                    work.on_failed(front.ticket, err.clone());
+                } else {
+                    work.on_unanswered(front.ticket, Unanswered::Failed, &err);
+                }
+            }
+            for f in rest {
+                work.on_unanswered(f.ticket, Unanswered::Bystander, &err);
+            }
+            End::Failed
+        }
+    }
+}
+
+fn timeout(limit: Duration) -> FetchError {
+    FetchError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no complete response within {:.1}s (--timeout); the server is slow or stalled, raise --timeout to wait longer",
+            limit.as_secs_f64()
+        ),
+    )
+}
+
+/// A connection's received bytes: `buf[start..]` is not yet consumed. The buffer is borrowed from the
+/// worker's pool only while a response is expected, so idle connections hold no read buffer.
+#[derive(Default)]
+struct RecvBuf {
+    buf: Option<Vec<u8>>,
+    start: usize,
+}
+
+impl RecvBuf {
+    fn data(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.start..],
+            None => &[],
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if let Some(b) = &mut self.buf {
+            if self.start == b.len() {
+                b.clear();
+                self.start = 0;
+            }
+        }
+    }
+
+    /// The buffer to read into, with room at its end.
+    fn take(&mut self, pool: &RefCell<Vec<Vec<u8>>>) -> Vec<u8> {
+        let mut b = self.buf.take().unwrap_or_else(|| {
+            pool.borrow_mut()
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(READ_BUF))
+        });
+        if b.capacity() - b.len() < MIN_SPARE {
+            if self.start > 0 {
+                b.copy_within(self.start.., 0);
+                b.truncate(b.len() - self.start);
+                self.start = 0;
+            }
+            // A head larger than the buffer: grow (the decoder caps heads at 64 KiB).
+            if b.capacity() - b.len() < MIN_SPARE {
+                b.reserve(READ_BUF);
+            }
+        }
+        b
+    }
+
+    fn put(&mut self, buf: Vec<u8>) {
+        self.buf = Some(buf);
+    }
+
+    /// Returns the buffer to the pool when it holds nothing.
+    fn release(&mut self, pool: &RefCell<Vec<Vec<u8>>>) {
+        if self.data().is_empty() {
+            if let Some(mut b) = self.buf.take() {
+                b.clear();
+                self.start = 0;
+                if b.capacity() <= 4 * READ_BUF {
+                    pool.borrow_mut().push(b);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Open-file limits. The soft RLIMIT_NOFILE is raised to the hard one at start; when even that cannot
+//! hold the connections asked for, the connection count is clamped and the user is told once, in one
+//! line, with the fix. No URL ever fails with EMFILE.
+
+/// Descriptors the process needs besides connections: stdio, the URL list, the output file, and per
+/// worker its ring, tokio's epoll and waker, with slack for the resolver.
+pub fn reserved_fds(workers: usize) -> u64 {
+    32 + 4 * workers as u64
+}
+
+/// The result of raising the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft limit as far as the hard one allows. Raising the hard limit needs CAP_SYS_RESOURCE,
+/// which is the administrator's call, so it is only suggested.
+pub fn raise_nofile() -> FdLimit {
+    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(_, h)| h)
+        .unwrap_or(soft);
+    FdLimit { soft, hard }
+}
+
+/// Connections that fit when each costs `fds_per_conn` descriptors.
+pub fn connection_budget(limit: FdLimit, workers: usize, fds_per_conn: u64) -> usize {
+    let usable = limit.soft.saturating_sub(reserved_fds(workers));
+    (usable / fds_per_conn.max(1)).max(1) as usize
+}
+
+/// Clamps `wanted` connections to the budget. Returns the allowed count and, when clamped, the one
+/// warning line to print.
+pub fn clamp(wanted: usize, budget: usize, limit: FdLimit, what: &str) -> (usize, Option<String>) {
+    if wanted <= budget {
+        return (wanted, None);
+    }
+    let line = format!(
+        "ringfetch: warning: open-file limit is {} (hard {}), so {what} is clamped from {wanted} to {budget}; \
+         raise it with `ulimit -Hn 1048576` as root (systemd: LimitNOFILE=1048576)",
+        limit.soft, limit.hard
+    );
+    (budget, Some(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_and_clamp() {
+        let limit = FdLimit {
+            soft: 256,
+            hard: 256,
+        };
+        let budget = connection_budget(limit, 2, 1);
+        assert_eq!(budget, 256 - 40);
+        assert_eq!(connection_budget(limit, 2, 2), (256 - 40) / 2);
+        assert_eq!(clamp(100, budget, limit, "-c").0, 100);
+        let (n, line) = clamp(1024, budget, limit, "-c");
+        assert_eq!(n, budget);
+        let line = line.unwrap();
+        assert!(line.contains("clamped from 1024 to 216"), "{line}");
+        assert!(
+            line.contains("ulimit -Hn") && line.contains("LimitNOFILE"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(connection_budget(FdLimit { soft: 10, hard: 10 }, 4, 1), 1);
+    }
+
+    #[test]
+    fn soft_limit_reaches_hard() {
+        let l = raise_nofile();
+        let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        assert_eq!((l.soft, l.hard), (soft, hard));
+        // increase_nofile_limit caps at fs.nr_open when the hard limit is unlimited.
+        assert!(l.soft == l.hard || l.hard == rlimit::INFINITY);
+    }
+}

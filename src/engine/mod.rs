@@ -1,0 +1,306 @@
+//! The engine: starts one pinned tokio-uring runtime per worker, shards the work across them, joins
+//! them and merges their reports. `runtime` builds the rings, `limits` fits connections to the fd limit,
+//! `shard` runs a worker's part of a fetch, `bench` a worker's part of a load test, `conn` is the hot
+//! path both share, `deadline` fires timeouts.
+//!
+//! Sharding policy (docs/DESIGN.md): the URL list is read by the main thread and handed out in batches
+//! through one bounded queue that idle workers pull from, so a single-origin list keeps every worker
+//! busy and a slow worker never holds back the others. Each worker pools its own connections.
+
+pub mod bench;
+pub mod conn;
+pub mod deadline;
+pub mod limits;
+pub mod runtime;
+pub mod shard;
+
+use std::io::{self, BufReader, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
+use crate::input::{Line, Lines};
+use crate::net::{self, Host};
+use crate::report::jsonl::Sink;
+use crate::report::summary::Report;
+use crate::serve;
+use bench::{BenchSettings, BenchShard, BenchTarget};
+use limits::FdLimit;
+use runtime::RingSetup;
+use shard::{FetchSettings, FetchShard, ShardLimits};
+
+/// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
+/// short list still spreads over the workers.
+const BATCH: usize = 64;
+
+/// The outcome of a run, for the summary.
+pub struct RunReport {
+    pub report: Report,
+    pub elapsed: Duration,
+    pub threads: usize,
+    /// A problem that ended the run early or lost output (exit status 1).
+    pub failure: Option<String>,
+}
+
+/// Splits `total` into `parts` near-equal shares.
+fn share(total: usize, parts: usize, i: usize) -> usize {
+    total / parts + usize::from(i < total % parts)
+}
+
+fn start(engine: &EnginePlan) -> io::Result<(RingSetup, FdLimit)> {
+    let setup = RingSetup::probe()?;
+    let limit = limits::raise_nofile();
+    if engine.verbose {
+        eprintln!("ringfetch: {}", setup.describe());
+        eprintln!(
+            "ringfetch: {} worker{} on CPUs {:?}; open-file limit {} (hard {})",
+            engine.threads,
+            if engine.threads == 1 { "" } else { "s" },
+            (0..engine.threads)
+                .map(|i| engine.cpus[i % engine.cpus.len()])
+                .collect::<Vec<_>>(),
+            limit.soft,
+            limit.hard
+        );
+    }
+    Ok((setup, limit))
+}
+
+pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
+    let (setup, limit) = start(&plan.engine)?;
+    let threads = plan.engine.threads;
+    // A connection holds its socket, and with --save-dir the file of the body it is receiving.
+    let fds_per_conn = 1 + u64::from(plan.save_dir.is_some());
+    let budget = limits::connection_budget(limit, threads, fds_per_conn);
+    // Each request in flight needs a connection unless pipelined.
+    let max_in_flight = budget.saturating_mul(plan.http.depth);
+    let (concurrency, warning) =
+        limits::clamp(plan.concurrency, max_in_flight, limit, "concurrency (-c)");
+    if let Some(line) = warning {
+        eprintln!("{line}");
+    }
+    let sink = Sink::new(match plan.output {
+        None => None,
+        Some(Output::Stdout) => Some(Box::new(io::stdout()) as Box<dyn Write + Send>),
+        Some(Output::File(f)) => Some(Box::new(io::BufWriter::with_capacity(256 * 1024, f)) as _),
+    });
+    let settings = Arc::new(FetchSettings {
+        template: plan.http.template.clone(),
+        depth: plan.http.depth,
+        refill_at: plan.http.refill_at,
+        timeout: plan.http.timeout,
+        connect_timeout: plan.http.connect_timeout,
+        retries: plan.retries,
+        max_body: plan.max_body,
+        save_dir: plan.save_dir.clone(),
+        conns_per_host: plan.conns_per_host,
+        sink: sink.clone(),
+    });
+    let (tx, rx) = async_channel::bounded::<Vec<Line>>(threads * 2);
+    let started = Instant::now();
+    let workers = runtime::spawn_workers(&setup, &plan.engine.cpus, threads, "fetch", move |i| {
+        let limits = ShardLimits {
+            cap: share(concurrency, threads, i).max(1),
+            conn_budget: share(budget, threads, i).max(1),
+        };
+        let shard = FetchShard::new(settings.clone(), limits);
+        let rx = rx.clone();
+        async move {
+            let report = shard.clone().run(rx).await;
+            (report, shard.sink_error())
+        }
+    })?;
+
+    // The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
+    // so memory stays bounded by the queue, not by the list.
+    let mut failure = None;
+    let reader: Box<dyn io::BufRead> = match plan.input {
+        Input::Stdin => Box::new(BufReader::with_capacity(256 * 1024, io::stdin())),
+        Input::File(_, f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    for line in Lines::new(reader, plan.shard) {
+        match line {
+            Ok(line) => batch.push(line),
+            Err(e) => {
+                failure = Some(format!(
+                    "reading the URL list failed: {e}; the URLs before it were fetched"
+                ));
+                break;
+            }
+        }
+        if batch.len() == BATCH
+            && tx
+                .send_blocking(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+        {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send_blocking(batch);
+    }
+    drop(tx);
+
+    let mut report = Report::default();
+    for w in workers {
+        match w.join() {
+            Ok(Ok((r, sink_error))) => {
+                report.merge(&r);
+                if let Some(e) = sink_error {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        // The reader of our output went away (`| head`): end quietly, as ripgrep does.
+                        std::process::exit(0);
+                    }
+                    failure.get_or_insert(format!("writing results failed: {e}"));
+                }
+            }
+            Ok(Err(e)) => failure = Some(format!("a worker could not start its io_uring: {e}")),
+            Err(_) => failure = Some("a worker thread panicked; results are incomplete".into()),
+        }
+    }
+    if let Err(e) = sink.flush() {
+        failure.get_or_insert(format!("writing results failed: {e}"));
+    }
+    Ok(RunReport {
+        report,
+        elapsed: started.elapsed(),
+        threads,
+        failure,
+    })
+}
+
+/// What `bench` loads, for the summary's first line.
+pub struct BenchRun {
+    pub run: RunReport,
+    pub label: String,
+}
+
+pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
+    let (setup, limit) = start(&plan.engine)?;
+    let mut cpus = plan.engine.cpus.clone();
+    let mut targets = plan.targets.clone();
+    let mut threads = plan.engine.threads;
+    let embedded = targets.is_empty();
+    if embedded {
+        // Half the allowed CPUs serve, the other half load; on one CPU both share it.
+        let server_cpus: Vec<usize> = cpus[..cpus.len() / 2].to_vec();
+        let server_cpus = if server_cpus.is_empty() {
+            cpus.clone()
+        } else {
+            server_cpus
+        };
+        if cpus.len() > 1 {
+            cpus = cpus[cpus.len() / 2..].to_vec();
+        }
+        if plan.engine.threads == plan.engine.cpus.len() {
+            threads = cpus.len();
+        }
+        let server = serve::start(
+            &setup,
+            "127.0.0.1:0".parse().expect("a literal address"),
+            server_cpus.len(),
+            &server_cpus,
+            plan.body_size,
+        )?;
+        eprintln!(
+            "ringfetch: no URL given; benchmarking the built-in server at http://{}/ ({} byte bodies, server on CPU {:?}, client on CPU {:?})",
+            server.addr, plan.body_size, server_cpus, cpus
+        );
+        targets.push(
+            crate::target::Target::parse(&format!("http://{}/", server.addr))
+                .map_err(io::Error::other)?,
+        );
+    }
+    // The built-in server holds the other end of each connection in this same process.
+    let fds_per_conn = 1 + u64::from(embedded);
+    let budget = limits::connection_budget(limit, threads, fds_per_conn);
+    let (connections, warning) = limits::clamp(plan.connections, budget, limit, "connections (-c)");
+    if let Some(line) = warning {
+        eprintln!("{line}");
+    }
+    let mut bench_targets = Vec::new();
+    for t in &targets {
+        let addrs = match &t.origin.host {
+            Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, t.origin.port)],
+            Host::Name(_) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(net::resolve(&t.origin.host, t.origin.port))
+                    .map_err(io::Error::other)?
+            }
+        };
+        bench_targets.push(BenchTarget {
+            addrs,
+            request: plan.http.template.render(&t.path, &t.authority),
+        });
+    }
+    let label = format!(
+        "bench {}",
+        targets
+            .iter()
+            .map(|t| format!("http://{}{}", t.authority, t.path))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let settings = Arc::new(BenchSettings {
+        targets: bench_targets,
+        head_request: plan.http.template.head,
+        depth: plan.http.depth,
+        refill_at: plan.http.refill_at,
+        timeout: plan.http.timeout,
+        connect_timeout: plan.http.connect_timeout,
+    });
+    let threads = threads.min(connections).max(1);
+    let stop = plan.stop;
+    let workers = runtime::spawn_workers(&setup, &cpus, threads, "bench", move |i| {
+        let mine: Vec<usize> = (i..connections).step_by(threads).collect();
+        let stop = match stop {
+            Stop::Requests(n) => Stop::Requests(share(n as usize, threads, i) as u64),
+            other => other,
+        };
+        BenchShard::run(settings.clone(), mine, stop)
+    })?;
+    let mut report = Report::default();
+    let mut span: Option<(Instant, Instant)> = None;
+    let mut failure = None;
+    for w in workers {
+        match w.join() {
+            Ok(Ok(outcome)) => {
+                report.merge(&outcome.report);
+                span = Some(match span {
+                    None => (outcome.started, outcome.ended),
+                    Some((s, e)) => (s.min(outcome.started), e.max(outcome.ended)),
+                });
+            }
+            Ok(Err(e)) => failure = Some(format!("a worker could not start its io_uring: {e}")),
+            Err(_) => failure = Some("a worker thread panicked; results are incomplete".into()),
+        }
+    }
+    let elapsed = span.map(|(s, e)| e - s).unwrap_or_default();
+    Ok(BenchRun {
+        run: RunReport {
+            report,
+            elapsed,
+            threads,
+            failure,
+        },
+        label,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for total in [0, 1, 7, 1024] {
+            for parts in 1..5 {
+                let sum: usize = (0..parts).map(|i| share(total, parts, i)).sum();
+                assert_eq!(sum, total);
+            }
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! One worker's share of a `fetch`: it pulls batches of URLs from the shared input queue, keeps a
+//! request queue and a connection pool per origin, and reports each URL exactly once. Everything here is
+//! owned by one thread (`Rc`, `Cell`, `RefCell`); only the input queue and the result sink are shared.
+//!
+//! Bounds: at most `cap` requests in flight and `cap` queued per worker, at most `conns_per_host`
+//! connections per origin, at most `conn_budget` connections open (the fd limit's share).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use tokio::sync::{Notify, OnceCell};
+
+use super::conn::{self, End, Env, Workload};
+use crate::error::{ErrorKind, FetchError};
+use crate::http::pipeline::{verdict, InFlight, Pipeline, Unanswered, Verdict};
+use crate::http::request::RequestTemplate;
+use crate::http::response::Head;
+use crate::input::Line;
+use crate::net;
+use crate::report::jsonl::{Lines, ResultLine, Sink};
+use crate::report::summary::Report;
+use crate::target::{self, Scheme, Target};
+
+/// What every worker of a fetch shares, read-only.
+pub struct FetchSettings {
+    pub template: RequestTemplate,
+    pub depth: usize,
+    pub refill_at: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub max_body: u64,
+    pub save_dir: Option<PathBuf>,
+    pub conns_per_host: usize,
+    pub sink: Sink,
+}
+
+/// This worker's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardLimits {
+    /// Requests in flight (and, separately, queued) at most.
+    pub cap: usize,
+    /// Connections open at most.
+    pub conn_budget: usize,
+}
+
+/// One URL while it is being fetched.
+struct Job {
+    index: u64,
+    url: Box<str>,
+    path: Box<str>,
+    attempts: u32,
+    retries_used: u32,
+    status: Option<u16>,
+    body_bytes: u64,
+    sent: Instant,
+    save: Option<(File, PathBuf)>,
+}
+
+struct OriginState {
+    key: target::Origin,
+    authority: String,
+    addrs: OnceCell<Result<Vec<SocketAddr>, FetchError>>,
+    /// Jobs waiting for a connection, oldest first (re-sent ones go in front).
+    queue: RefCell<VecDeque<usize>>,
+    /// Connections open or opening.
+    conns: Cell<usize>,
+    /// Connections waiting in `idle`.
+    idle: Cell<usize>,
+    wake: Notify,
+    /// The last connection failed: start the next one with a single request.
+    probe_next: Cell<bool>,
+    starved: Cell<bool>,
+}
+
+pub struct FetchShard {
+    settings: Arc<FetchSettings>,
+    limits: ShardLimits,
+    env: Env,
+    jobs: RefCell<Slab<Job>>,
+    origins: RefCell<HashMap<target::Origin, Rc<OriginState>>>,
+    in_flight: Cell<usize>,
+    queued: Cell<usize>,
+    open_conns: Cell<usize>,
+    /// Origins with queued jobs and no connection, waiting for the fd budget.
+    starved: RefCell<VecDeque<Rc<OriginState>>>,
+    input_done: Cell<bool>,
+    /// The feeder waits here for room in the queue.
+    room: Notify,
+    /// Broadcast to idle connections: input finished, capacity freed, or an origin starves.
+    wake_idle: Notify,
+    /// The last job or the last connection finished.
+    settled: Notify,
+    pub report: RefCell<Report>,
+    lines: RefCell<Lines>,
+}
+
+impl FetchShard {
+    pub fn new(settings: Arc<FetchSettings>, limits: ShardLimits) -> Rc<FetchShard> {
+        let env = Env::new(settings.timeout, settings.depth, settings.refill_at);
+        let lines = Lines::new(settings.sink.clone());
+        Rc::new(FetchShard {
+            settings,
+            limits,
+            env,
+            jobs: RefCell::new(Slab::with_capacity(limits.cap * 2)),
+            origins: RefCell::new(HashMap::new()),
+            in_flight: Cell::new(0),
+            queued: Cell::new(0),
+            open_conns: Cell::new(0),
+            starved: RefCell::new(VecDeque::new()),
+            input_done: Cell::new(false),
+            room: Notify::new(),
+            wake_idle: Notify::new(),
+            settled: Notify::new(),
+            report: RefCell::new(Report::default()),
+            lines: RefCell::new(lines),
+        })
+    }
+
+    /// Runs this worker's share of the list to the end. Returns its report.
+    pub async fn run(self: Rc<Self>, input: async_channel::Receiver<Vec<Line>>) -> Report {
+        let ticker = tokio_uring::spawn(Self::tick(self.clone()));
+        while let Ok(batch) = input.recv().await {
+            for line in batch {
+                self.admit(line);
+            }
+            while self.queued.get() >= self.limits.cap {
+                self.room.notified().await;
+            }
+        }
+        self.input_done.set(true);
+        self.wake_idle.notify_waiters();
+        while !self.jobs.borrow().is_empty() || self.open_conns.get() > 0 {
+            self.settled.notified().await;
+        }
+        ticker.abort();
+        self.lines.borrow_mut().flush();
+        let mut report = std::mem::take(&mut *self.report.borrow_mut());
+        report.reads = self.env.reads.get();
+        report.writes = self.env.writes.get();
+        report
+    }
+
+    /// The first write error of the result sink, if any.
+    pub fn sink_error(&self) -> Option<std::io::Error> {
+        self.lines.borrow_mut().failed.take()
+    }
+
+    /// Fires timeouts and flushes results a few times a second.
+    async fn tick(self: Rc<Self>) {
+        let period = (self.settings.timeout / 20)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250));
+        loop {
+            tokio::time::sleep(period).await;
+            self.env.watchdog.tick(Instant::now());
+            self.lines.borrow_mut().flush();
+        }
+    }
+
+    fn admit(self: &Rc<Self>, line: Line) {
+        let target = match Target::parse(&line.url) {
+            Ok(t) if t.origin.scheme == Scheme::Https => {
+                let err = FetchError::new(
+                    ErrorKind::Tls,
+                    "https is not supported yet (it is the next milestone); fetch http:// URLs for now",
+                );
+                return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err);
+            }
+            Ok(t) => t,
+            Err(err) => return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err),
+        };
+        let origin = self.origin(&target);
+        let key = self.jobs.borrow_mut().insert(Job {
+            index: line.index,
+            url: line.url.into_boxed_str(),
+            path: target.path.into_boxed_str(),
+            attempts: 0,
+            retries_used: 0,
+            status: None,
+            body_bytes: 0,
+            sent: Instant::now(),
+            save: None,
+        });
+        origin.queue.borrow_mut().push_back(key);
+        self.queued.set(self.queued.get() + 1);
+        self.schedule(&origin);
+    }
+
+    fn origin(&self, target: &Target) -> Rc<OriginState> {
+        let mut origins = self.origins.borrow_mut();
+        if let Some(o) = origins.get(&target.origin) {
+            return o.clone();
+        }
+        let o = Rc::new(OriginState {
+            key: target.origin.clone(),
+            authority: target.authority.clone(),
+            addrs: OnceCell::new(),
+            queue: RefCell::new(VecDeque::new()),
+            conns: Cell::new(0),
+            idle: Cell::new(0),
+            wake: Notify::new(),
+            probe_next: Cell::new(false),
+            starved: Cell::new(false),
+        });
+        origins.insert(target.origin.clone(), o.clone());
+        o
+    }
+
+    /// Gets queued jobs of `origin` moving: wake an idle connection, or open another one while each
+    /// open connection already has a full pipeline's worth queued.
+    fn schedule(self: &Rc<Self>, origin: &Rc<OriginState>) {
+        let queued = origin.queue.borrow().len();
+        if queued == 0 {
+            return;
+        }
+        if origin.idle.get() > 0 {
+            origin.wake.notify_one();
+            return;
+        }
+        let conns = origin.conns.get();
+        let wanted = conns == 0
+            || (conns < self.settings.conns_per_host && queued > conns * self.settings.depth);
+        if !wanted {
+            return;
+        }
+        if self.open_conns.get() < self.limits.conn_budget {
+            origin.conns.set(conns + 1);
+            self.open_conns.set(self.open_conns.get() + 1);
+            tokio_uring::spawn(Self::connection(self.clone(), origin.clone()));
+        } else if conns == 0 && !origin.starved.replace(true) {
+            // Every fd is taken: ask an idle connection of another origin to make room.
+            self.starved.borrow_mut().push_back(origin.clone());
+            self.wake_idle.notify_waiters();
+        }
+    }
+
+    async fn connection(self: Rc<Self>, origin: Rc<OriginState>) {
+        let addrs = origin
+            .addrs
+            .get_or_init(|| net::resolve(&origin.key.host, origin.key.port))
+            .await;
+        let connected = match addrs {
+            Ok(addrs) => net::connect(addrs, self.settings.connect_timeout).await,
+            Err(e) => Err(e.clone()),
+        };
+        match connected {
+            Ok(io) => {
+                self.report.borrow_mut().connections_opened += 1;
+                let probe = origin.probe_next.replace(false);
+                let work = OriginWork {
+                    shard: &self,
+                    origin: &origin,
+                };
+                if conn::drive(&self.env, &work, &io, probe).await == End::Failed {
+                    origin.probe_next.set(true);
+                }
+            }
+            // With no other connection to this origin alive, nobody will serve its queue: the error
+            // is every queued URL's answer (a refused port fails the whole backlog at once).
+            Err(err) if origin.conns.get() == 1 => {
+                let waiting: Vec<usize> = origin.queue.borrow_mut().drain(..).collect();
+                self.queued.set(self.queued.get() - waiting.len());
+                self.room.notify_one();
+                for key in waiting {
+                    self.finish_failed(key, err.clone());
+                }
+            }
+            Err(_) => {}
+        }
+        origin.conns.set(origin.conns.get() - 1);
+        self.open_conns.set(self.open_conns.get() - 1);
+        self.schedule(&origin);
+        let next = self.starved.borrow_mut().pop_front();
+        if let Some(starved) = next {
+            starved.starved.set(false);
+            self.schedule(&starved);
+        }
+        self.settled.notify_one();
+    }
+
+    fn finish_failed(&self, key: usize, err: FetchError) {
+        let job = self.jobs.borrow_mut().remove(key);
+        if let Some((file, tmp)) = job.save {
+            drop(file);
+            let _ = std::fs::remove_file(tmp);
+        }
+        let elapsed = job.sent.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = if job.attempts == 0 { 0.0 } else { elapsed };
+        self.report_error(
+            job.index,
+            &job.url,
+            job.status,
+            job.body_bytes,
+            job.attempts,
+            elapsed,
+            err,
+        );
+        self.after_job();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report_error(
+        &self,
+        index: u64,
+        url: &str,
+        status: Option<u16>,
+        body_bytes: u64,
+        attempts: u32,
+        elapsed_ms: f64,
+        err: FetchError,
+    ) {
+        self.report.borrow_mut().errors[err.kind.index()] += 1;
+        self.lines.borrow_mut().push(&ResultLine {
+            index,
+            url,
+            status,
+            body_bytes,
+            elapsed_ms: round3(elapsed_ms),
+            attempts,
+            error: Some(err.to_string()),
+            path: None,
+        });
+    }
+
+    fn after_job(&self) {
+        if self.input_done.get() && self.jobs.borrow().is_empty() {
+            self.wake_idle.notify_waiters();
+            self.settled.notify_one();
+        }
+    }
+}
+
+fn round3(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// A connection's view of its worker: the requests of one origin.
+struct OriginWork<'a> {
+    shard: &'a Rc<FetchShard>,
+    origin: &'a Rc<OriginState>,
+}
+
+impl OriginWork<'_> {
+    fn save_path(&self, dir: &Path, index: u64) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!(".{index}.part")),
+            dir.join(index.to_string()),
+        )
+    }
+
+    fn release_slot(&self) {
+        let s = self.shard;
+        let was_full = s.in_flight.get() >= s.limits.cap;
+        s.in_flight.set(s.in_flight.get() - 1);
+        if was_full {
+            s.wake_idle.notify_waiters();
+        }
+    }
+}
+
+impl Workload for OriginWork<'_> {
+    type Ticket = usize;
+
+    fn fill(
+        &self,
+        out: &mut Vec<u8>,
+        pipe: &mut Pipeline<usize>,
+        max: usize,
+        now: Instant,
+    ) -> usize {
+        let s = self.shard;
+        let template = &s.settings.template;
+        let mut max = max.min(s.limits.cap.saturating_sub(s.in_flight.get()));
+        // RFC 9112 §9.3.2: nothing is pipelined behind a non-idempotent request.
+        if !template.idempotent {
+            max = if pipe.is_empty() { max.min(1) } else { 0 };
+        }
+        let mut queue = self.origin.queue.borrow_mut();
+        let mut jobs = s.jobs.borrow_mut();
+        let mut n = 0;
+        while n < max {
+            let Some(key) = queue.pop_front() else { break };
+            let job = &mut jobs[key];
+            job.attempts += 1;
+            job.sent = now;
+            template.write(out, &job.path, &self.origin.authority);
+            pipe.push(InFlight {
+                ticket: key,
+                sent: now,
+                head_request: template.head,
+            });
+            n += 1;
+        }
+        if n > 0 {
+            s.queued.set(s.queued.get() - n);
+            s.in_flight.set(s.in_flight.get() + n);
+            if s.queued.get() < s.limits.cap {
+                s.room.notify_one();
+            }
+        }
+        n
+    }
+
+    async fn idle(&self) -> bool {
+        let s = self.shard;
+        loop {
+            let queued = !self.origin.queue.borrow().is_empty();
+            if queued && s.in_flight.get() < s.limits.cap {
+                return true;
+            }
+            if !queued && (s.input_done.get() || !s.starved.borrow().is_empty()) {
+                return false;
+            }
+            self.origin.idle.set(self.origin.idle.get() + 1);
+            tokio::select! {
+                _ = self.origin.wake.notified() => {}
+                _ = s.wake_idle.notified() => {}
+            }
+            self.origin.idle.set(self.origin.idle.get() - 1);
+        }
+    }
+
+    fn on_head(&self, key: usize, head: &Head) {
+        self.shard.jobs.borrow_mut()[key].status = Some(head.status);
+    }
+
+    fn on_body(&self, key: usize, data: &[u8]) -> Result<(), FetchError> {
+        let s = self.shard;
+        let mut jobs = s.jobs.borrow_mut();
+        let job = &mut jobs[key];
+        job.body_bytes += data.len() as u64;
+        if job.body_bytes > s.settings.max_body {
+            return Err(FetchError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "body exceeds --max-body {} bytes; raise --max-body to accept it",
+                    s.settings.max_body
+                ),
+            ));
+        }
+        if let Some(dir) = &s.settings.save_dir {
+            if job.save.is_none() {
+                let (tmp, _) = self.save_path(dir, job.index);
+                let file = File::create(&tmp)
+                    .map_err(|e| FetchError::io(&format!("cannot create {}", tmp.display()), &e))?;
+                job.save = Some((file, tmp));
+            }
+            if let Some((file, tmp)) = &mut job.save {
+                file.write_all(data)
+                    .map_err(|e| FetchError::io(&format!("cannot write {}", tmp.display()), &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_done(&self, done: InFlight<usize>, now: Instant) {
+        let s = self.shard;
+        let job = s.jobs.borrow_mut().remove(done.ticket);
+        self.release_slot();
+        let latency = now.saturating_duration_since(done.sent);
+        let mut path = None;
+        if let Some(dir) = &s.settings.save_dir {
+            let (tmp, fin) = self.save_path(dir, job.index);
+            let saved = match job.save {
+                Some((file, _)) => {
+                    drop(file);
+                    std::fs::rename(&tmp, &fin)
+                }
+                None => File::create(&fin).map(drop),
+            };
+            if let Err(e) = saved {
+                let _ = std::fs::remove_file(&tmp);
+                let err = FetchError::io(&format!("cannot save the body to {}", fin.display()), &e);
+                let ms = latency.as_secs_f64() * 1000.0;
+                s.report_error(
+                    job.index,
+                    &job.url,
+                    job.status,
+                    job.body_bytes,
+                    job.attempts,
+                    ms,
+                    err,
+                );
+                s.after_job();
+                return;
+            }
+            path = Some(fin);
+        }
+        {
+            let mut report = s.report.borrow_mut();
+            report.requests += 1;
+            report.bytes += job.body_bytes;
+            *report.status.entry(job.status.unwrap_or(0)).or_default() += 1;
+            report.latency.record(latency);
+        }
+        let path_text = path.as_ref().map(|p| p.to_string_lossy());
+        s.lines.borrow_mut().push(&ResultLine {
+            index: job.index,
+            url: &job.url,
+            status: job.status,
+            body_bytes: job.body_bytes,
+            elapsed_ms: round3(latency.as_secs_f64() * 1000.0),
+            attempts: job.attempts,
+            error: None,
+            path: path_text.as_deref(),
+        });
+        s.after_job();
+    }
+
+    fn on_failed(&self, key: usize, err: FetchError) {
+        self.release_slot();
+        self.shard.finish_failed(key, err);
+    }
+
+    fn on_unanswered(&self, key: usize, why: Unanswered, err: &FetchError) {
+        let s = self.shard;
+        let decision = {
+            let jobs = s.jobs.borrow();
+            let job = &jobs[key];
+            verdict(
+                why,
+                s.settings.template.idempotent,
+                job.retries_used,
+                s.settings.retries,
+            )
+        };
+        if decision == Verdict::GiveUp {
+            return self.on_failed(key, err.clone());
+        }
+        {
+            let mut jobs = s.jobs.borrow_mut();
+            let job = &mut jobs[key];
+            let mut report = s.report.borrow_mut();
+            if decision == Verdict::Retry {
+                job.retries_used += 1;
+                report.retries += 1;
+            } else {
+                report.resent += 1;
+            }
+            job.status = None;
+            job.body_bytes = 0;
+            if let Some((file, tmp)) = job.save.take() {
+                drop(file);
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+        self.release_slot();
+        self.origin.queue.borrow_mut().push_front(key);
+        s.queued.set(s.queued.get() + 1);
+        // The connection that dropped it is still counted; it schedules a replacement as it closes.
+    }
+}

@@ -1,0 +1,154 @@
+//! The error contract: eight stable kinds that scripts match on, and a message that says what happened
+//! and what to try. Expected outcomes on the hot path (partial input, clean close) are not errors; see
+//! `http::response::Step` and `engine::conn`.
+
+use std::fmt;
+use std::io;
+
+/// The stable error kinds of the JSONL contract. Their spelling (`as_str`) never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    InvalidUrl,
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    Protocol,
+    Io,
+    TooLarge,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::InvalidUrl,
+        ErrorKind::Dns,
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::Protocol,
+        ErrorKind::Io,
+        ErrorKind::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid-url",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Io => "io",
+            ErrorKind::TooLarge => "too-large",
+        }
+    }
+
+    /// Index into per-kind counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One URL's failure: a kind for scripts and a message for people. Displays as `kind: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FetchError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl FetchError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> FetchError {
+        FetchError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an I/O error from a connection that was established. EMFILE and EADDRNOTAVAIL are
+    /// named, because reporting them as plain "connect errors" hides the fix (wrk#47).
+    pub fn io(context: &str, err: &io::Error) -> FetchError {
+        FetchError::new(ErrorKind::Io, format!("{context}: {}", describe(err)))
+    }
+
+    /// Classifies a failure to establish a connection to `addr`.
+    pub fn connect(addr: &str, err: &io::Error) -> FetchError {
+        let hint = match err.raw_os_error() {
+            Some(libc::ECONNREFUSED) => "; is a server listening there?",
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                "; out of file descriptors: lower -c or raise `ulimit -n`"
+            }
+            Some(libc::EADDRNOTAVAIL) => {
+                "; no free local port toward this address: lower -c or widen net.ipv4.ip_local_port_range"
+            }
+            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => "; check the address and routes",
+            _ => "",
+        };
+        FetchError::new(
+            ErrorKind::Connect,
+            format!("cannot connect to {addr}: {}{hint}", describe(err)),
+        )
+    }
+}
+
+/// `io::Error`'s Display appends "(os error N)"; keep the text and drop the noise.
+fn describe(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// A usage or configuration error: printed on stderr, exit code 2, nothing fetched.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_spell_the_contract() {
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "invalid-url",
+                "dns",
+                "connect",
+                "tls",
+                "timeout",
+                "protocol",
+                "io",
+                "too-large"
+            ]
+        );
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+    }
+
+    #[test]
+    fn display_is_kind_colon_message() {
+        let e = FetchError::new(ErrorKind::TooLarge, "body over 10 bytes");
+        assert_eq!(e.to_string(), "too-large: body over 10 bytes");
+    }
+
+    #[test]
+    fn connect_refused_says_what_to_check() {
+        let err = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let e = FetchError::connect("127.0.0.1:9", &err);
+        assert_eq!(e.kind, ErrorKind::Connect);
+        assert!(e.message.contains("127.0.0.1:9"), "{}", e.message);
+        assert!(e.message.contains("refused"), "{}", e.message);
+        assert!(!e.message.contains("os error"), "{}", e.message);
+    }
+}

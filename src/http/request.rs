@@ -1,0 +1,179 @@
+//! Request heads. The parts common to every request (User-Agent, Accept, `-H` headers) are rendered once
+//! into `RequestTemplate`; per request only the method, target and Host are appended into the
+//! connection's reused write buffer, so a pipelined batch is one buffer and one write.
+
+use crate::error::UsageError;
+
+/// Everything about a request that does not depend on the URL.
+#[derive(Clone, Debug)]
+pub struct RequestTemplate {
+    pub method: String,
+    /// RFC 9110 §9.2.2: only these may be retried or re-sent automatically.
+    pub idempotent: bool,
+    /// HEAD responses never have a body (RFC 9112 §6.3).
+    pub head: bool,
+    /// A `-H Host:` value replaces the URL's authority.
+    host_override: Option<String>,
+    /// Rendered header lines after Host, each ending in CRLF, including the blank line.
+    tail: Vec<u8>,
+}
+
+impl RequestTemplate {
+    /// Validates `-X` and `-H` and renders the shared header block. Defaults are dropped when the user
+    /// gives the same header, so `-H 'User-Agent: x'` replaces ours rather than adding a second one.
+    pub fn new(method: &str, headers: &[String]) -> Result<RequestTemplate, UsageError> {
+        if method.is_empty() || !method.bytes().all(is_token_byte) {
+            return Err(UsageError(format!(
+                "-X '{method}' is not an HTTP method; expected e.g. GET, HEAD, POST, PUT, DELETE"
+            )));
+        }
+        if method.eq_ignore_ascii_case("CONNECT") {
+            return Err(UsageError(
+                "-X CONNECT opens a tunnel and is not supported; use GET, HEAD, POST, ...".into(),
+            ));
+        }
+        let mut host_override = None;
+        let mut user = Vec::new();
+        let has = |name: &str, lines: &[(String, String)]| {
+            lines.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        let mut lines: Vec<(String, String)> = Vec::new();
+        for raw in headers {
+            let (name, value) = raw.split_once(':').ok_or_else(|| {
+                UsageError(format!(
+                    "-H '{raw}' is not a header; expected 'Name: value', e.g. -H 'Accept: text/html'"
+                ))
+            })?;
+            let name = name.trim();
+            let value = value.trim();
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(UsageError(format!(
+                    "-H '{raw}': '{name}' is not a valid header name"
+                )));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(UsageError(format!(
+                    "-H '{}': header values cannot contain line breaks",
+                    raw.escape_debug()
+                )));
+            }
+            if name.eq_ignore_ascii_case("host") {
+                host_override = Some(value.to_string());
+            } else {
+                lines.push((name.to_string(), value.to_string()));
+            }
+        }
+        if !has("user-agent", &lines) {
+            user.push((
+                "User-Agent".to_string(),
+                concat!("ringfetch/", env!("CARGO_PKG_VERSION")).to_string(),
+            ));
+        }
+        if !has("accept", &lines) {
+            user.push(("Accept".to_string(), "*/*".to_string()));
+        }
+        let upper = method.to_ascii_uppercase();
+        // Servers reject body-carrying methods without a length (411); we send no body yet.
+        if matches!(upper.as_str(), "POST" | "PUT" | "PATCH") && !has("content-length", &lines) {
+            user.push(("Content-Length".to_string(), "0".to_string()));
+        }
+        let mut tail = Vec::new();
+        for (name, value) in user.iter().chain(lines.iter()) {
+            tail.extend_from_slice(name.as_bytes());
+            tail.extend_from_slice(b": ");
+            tail.extend_from_slice(value.as_bytes());
+            tail.extend_from_slice(b"\r\n");
+        }
+        tail.extend_from_slice(b"\r\n");
+        Ok(RequestTemplate {
+            idempotent: matches!(
+                upper.as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+            head: upper == "HEAD",
+            method: method.to_string(),
+            host_override,
+            tail,
+        })
+    }
+
+    /// Appends one request head: `METHOD target HTTP/1.1`, Host, then the shared block.
+    pub fn write(&self, out: &mut Vec<u8>, target: &str, host: &str) {
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(self.host_override.as_deref().unwrap_or(host).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.tail);
+    }
+
+    /// One rendered head, for workloads that send the same request over and over.
+    pub fn render(&self, target: &str, host: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out, target, host);
+        out
+    }
+}
+
+/// RFC 9110 §5.6.2 tchar.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, headers: &[&str]) -> String {
+        let headers: Vec<String> = headers.iter().map(|s| s.to_string()).collect();
+        let t = RequestTemplate::new(method, &headers).unwrap();
+        String::from_utf8(t.render("/a?b=1", "example.test:8080")).unwrap()
+    }
+
+    #[test]
+    fn default_get() {
+        let v = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            head("GET", &[]),
+            format!("GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nUser-Agent: ringfetch/{v}\r\nAccept: */*\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn user_headers_replace_defaults_and_host() {
+        assert_eq!(
+            head("HEAD", &["User-Agent: me", "Host: vhost", "X-A:  1 "]),
+            "HEAD /a?b=1 HTTP/1.1\r\nHost: vhost\r\nAccept: */*\r\nUser-Agent: me\r\nX-A: 1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn post_gets_a_length() {
+        assert!(head("POST", &[]).contains("Content-Length: 0\r\n"));
+        let t = RequestTemplate::new("POST", &[]).unwrap();
+        assert!(!t.idempotent && !t.head);
+        let t = RequestTemplate::new("HEAD", &[]).unwrap();
+        assert!(t.idempotent && t.head);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(RequestTemplate::new("GE T", &[]).is_err());
+        assert!(RequestTemplate::new("CONNECT", &[]).is_err());
+        assert!(RequestTemplate::new("GET", &["NoColon".into()]).is_err());
+        assert!(RequestTemplate::new("GET", &["Bad Name: x".into()]).is_err());
+        assert!(RequestTemplate::new("GET", &["X: a\r\nInjected: 1".into()]).is_err());
+    }
+
+    #[test]
+    fn batch_is_contiguous() {
+        let t = RequestTemplate::new("GET", &[]).unwrap();
+        let mut out = Vec::new();
+        t.write(&mut out, "/1", "h");
+        t.write(&mut out, "/2", "h");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("HTTP/1.1\r\n").count(), 2);
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+}

@@ -1,0 +1,154 @@
+//! ringfetch: an io_uring HTTP/1.1 bulk fetcher and load generator.
+//!
+//! Module map, from the command line down to the bytes:
+//! - `cli`: clap structs (raw flags); `config`: raw flags to validated plans, every usage error;
+//!   `units`: durations, counts, sizes, shards.
+//! - `input`: the URL list reader; `target`: one URL split into origin and request target.
+//! - `engine`: worker runtimes, sharding, limits; `engine::conn` is the hot path.
+//! - `http`: the sans-IO HTTP/1.1 codec (request writer, response framing, chunked decoder, pipeline).
+//! - `net`: transports (plain TCP today) behind one enum.
+//! - `report`: result lines, histograms, the summary.
+//! - `serve`: the built-in benchmark server.
+//! - `sys`: the few raw system calls, and all of the crate's `unsafe`.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![allow(async_fn_in_trait)]
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod input;
+pub mod net;
+pub mod report;
+pub mod serve;
+pub mod sys;
+pub mod target;
+pub mod units;
+
+use std::io::Write;
+
+use cli::{Cli, Command};
+use error::UsageError;
+use report::summary::Summary;
+
+/// Exit statuses of the contract.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERRORS: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs one command line; returns the exit status. Messages go to stderr, results and the summary to
+/// stdout (or where `-o -` moves them).
+pub fn run(cli: Cli) -> u8 {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("ringfetch: {e}");
+            EXIT_USAGE
+        }
+        Err(Failure::Io(e)) => {
+            eprintln!("ringfetch: {e}");
+            EXIT_ERRORS
+        }
+    }
+}
+
+enum Failure {
+    Usage(UsageError),
+    Io(std::io::Error),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Fetch(args) => {
+            let plan = config::fetch(args, cli.verbose)?;
+            let json = plan.http.json;
+            let to_stderr = matches!(plan.output, Some(config::Output::Stdout));
+            let run = engine::run_fetch(plan)?;
+            let summary = Summary::new(&run.report, run.elapsed, run.threads);
+            print_summary(&summary, "fetch", json, to_stderr);
+            if let Some(f) = &run.failure {
+                eprintln!("ringfetch: {f}");
+            }
+            Ok(if run.report.error_count() > 0 || run.failure.is_some() {
+                EXIT_ERRORS
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Bench(args) => {
+            let plan = config::bench(args, cli.verbose)?;
+            let json = plan.http.json;
+            let bench = engine::run_bench(plan)?;
+            let run = &bench.run;
+            let summary = Summary::new(&run.report, run.elapsed, run.threads);
+            print_summary(&summary, &bench.label, json, false);
+            if let Some(f) = &run.failure {
+                eprintln!("ringfetch: {f}");
+            }
+            Ok(if run.failure.is_some() || run.report.requests == 0 {
+                EXIT_ERRORS
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Serve(args) => {
+            let plan = config::serve(args, cli.verbose)?;
+            let setup = engine::runtime::RingSetup::probe()?;
+            let limit = engine::limits::raise_nofile();
+            if plan.engine.verbose {
+                eprintln!(
+                    "ringfetch: {}; open-file limit {}",
+                    setup.describe(),
+                    limit.soft
+                );
+            }
+            let server = serve::start(
+                &setup,
+                plan.addr,
+                plan.engine.threads,
+                &plan.engine.cpus,
+                plan.body_size,
+            )
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", plan.addr))
+            })?;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "listening on {}", server.addr);
+            let _ = out.flush();
+            for t in server.threads {
+                if let Ok(Err(e)) = t.join() {
+                    return Err(e.into());
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn print_summary(summary: &Summary, what: &str, json: bool, to_stderr: bool) {
+    let text = if json {
+        summary.to_json() + "\n"
+    } else {
+        summary.to_text(what)
+    };
+    let res = if to_stderr {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        std::io::stdout().write_all(text.as_bytes())
+    };
+    // A closed stdout (`| head`) is not an error worth a message.
+    let _ = res;
+}

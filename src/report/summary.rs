@@ -1,0 +1,252 @@
+//! The counters each worker keeps (plain fields, no atomics), their merge, and the summary printed at
+//! the end: aligned text for people, one JSON object (`--json`) for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::histogram::{Latency, LatencySummary};
+use crate::error::ErrorKind;
+
+/// One worker's counters, summed once at the end.
+#[derive(Default)]
+pub struct Report {
+    /// Responses received in full.
+    pub requests: u64,
+    pub errors: [u64; ErrorKind::ALL.len()],
+    pub status: BTreeMap<u16, u64>,
+    /// Body bytes (de-chunked).
+    pub bytes: u64,
+    pub latency: Latency,
+    pub connections_opened: u64,
+    /// Transmissions charged to `--retries`.
+    pub retries: u64,
+    /// Requests sent again because a connection closed before answering them.
+    pub resent: u64,
+    /// Read and write operations submitted to the ring.
+    pub reads: u64,
+    pub writes: u64,
+}
+
+impl Report {
+    pub fn merge(&mut self, other: &Report) {
+        self.requests += other.requests;
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a += b;
+        }
+        for (code, n) in &other.status {
+            *self.status.entry(*code).or_default() += n;
+        }
+        self.bytes += other.bytes;
+        self.latency.merge(&other.latency);
+        self.connections_opened += other.connections_opened;
+        self.retries += other.retries;
+        self.resent += other.resent;
+        self.reads += other.reads;
+        self.writes += other.writes;
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+}
+
+/// The `--json` schema. Field names are a contract; new fields may be added, none renamed.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub status: BTreeMap<String, u64>,
+    pub bytes: u64,
+    pub elapsed_s: f64,
+    pub rps: f64,
+    pub latency_us: LatencySummary,
+    pub connections_opened: u64,
+    pub threads: usize,
+    pub retries: u64,
+    pub resent: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+impl Summary {
+    pub fn new(report: &Report, elapsed: Duration, threads: usize) -> Summary {
+        let secs = elapsed.as_secs_f64();
+        Summary {
+            requests: report.requests,
+            errors: ErrorKind::ALL
+                .iter()
+                .filter(|k| report.errors[k.index()] > 0)
+                .map(|k| (k.as_str(), report.errors[k.index()]))
+                .collect(),
+            status: report
+                .status
+                .iter()
+                .map(|(code, n)| (code.to_string(), *n))
+                .collect(),
+            bytes: report.bytes,
+            elapsed_s: (secs * 1000.0).round() / 1000.0,
+            rps: if secs > 0.0 {
+                (report.requests as f64 / secs * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            latency_us: report.latency.summary(),
+            connections_opened: report.connections_opened,
+            threads,
+            retries: report.retries,
+            resent: report.resent,
+            reads: report.reads,
+            writes: report.writes,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain maps, numbers and strings always serialize.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// wrk-like aligned text. `what` names the run, e.g. "fetch" or "bench http://…".
+    pub fn to_text(&self, what: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "ringfetch {what}: {} responses in {:.2}s with {} thread{}",
+            self.requests,
+            self.elapsed_s,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(s, "  {:<12}{:.0}/s", "throughput", self.rps);
+        let l = &self.latency_us;
+        let _ = writeln!(
+            s,
+            "  {:<12}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+            "latency",
+            us(l.p50 as f64),
+            us(l.p90 as f64),
+            us(l.p99 as f64),
+            us(l.p999 as f64),
+            us(l.max as f64),
+            us(l.mean)
+        );
+        let status: Vec<String> = self
+            .status
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {:<12}{}",
+            "status",
+            if status.is_empty() {
+                "-".into()
+            } else {
+                status.join("  ")
+            }
+        );
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {:<12}{}",
+            "errors",
+            if errors.is_empty() {
+                "0".into()
+            } else {
+                errors.join("  ")
+            }
+        );
+        let _ = writeln!(s, "  {:<12}{} body bytes", "transfer", bytes(self.bytes));
+        let _ = writeln!(
+            s,
+            "  {:<12}{} opened, {} retried, {} re-sent; {} reads, {} writes",
+            "connections",
+            self.connections_opened,
+            self.retries,
+            self.resent,
+            self.reads,
+            self.writes
+        );
+        s
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.2}s", v / 1e6)
+    } else if v >= 1000.0 {
+        format!("{:.2}ms", v / 1e3)
+    } else {
+        format!("{v:.0}us")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_and_schema() {
+        let mut a = Report::default();
+        a.requests = 3;
+        a.errors[ErrorKind::Timeout.index()] = 1;
+        a.status.insert(200, 3);
+        a.latency.record(Duration::from_micros(100));
+        let mut b = Report::default();
+        b.requests = 2;
+        b.status.insert(200, 1);
+        b.status.insert(404, 1);
+        b.bytes = 10;
+        b.connections_opened = 2;
+        a.merge(&b);
+        let s = Summary::new(&a, Duration::from_secs(2), 2);
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(v["requests"], 5);
+        assert_eq!(v["errors"]["timeout"], 1);
+        assert_eq!(v["status"]["200"], 4);
+        assert_eq!(v["status"]["404"], 1);
+        assert_eq!(v["bytes"], 10);
+        assert_eq!(v["rps"], 2.5);
+        assert_eq!(v["elapsed_s"], 2.0);
+        assert_eq!(v["connections_opened"], 2);
+        assert_eq!(v["threads"], 2);
+        for p in ["p50", "p90", "p99", "p999", "max", "mean"] {
+            assert!(v["latency_us"][p].is_number(), "{p}");
+        }
+        let text = s.to_text("fetch");
+        assert!(
+            text.contains("timeout: 1") && text.contains("404: 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(us(999.0), "999us");
+        assert_eq!(us(1500.0), "1.50ms");
+        assert_eq!(us(2_500_000.0), "2.50s");
+        assert_eq!(bytes(10), "10 B");
+        assert_eq!(bytes(10 * 1024 * 1024), "10.0 MiB");
+    }
+}

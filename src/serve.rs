@@ -1,0 +1,286 @@
+//! The built-in benchmark target: answers every request with 200 and a fixed body, on the same
+//! tokio-uring engine as the client. Each server thread has its own listening socket on the same port
+//! (SO_REUSEPORT, so the kernel spreads connections) and its own ring. Pipelining aware: every request
+//! found in one read is answered in one write.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+
+use socket2::{Domain, Socket, Type};
+use tokio_uring::net::{TcpListener, TcpStream};
+
+use crate::engine::runtime::{spawn_workers, RingSetup};
+
+/// A request head larger than this is refused with 431.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+const READ_BUF: usize = 16 * 1024;
+
+/// A running server: its address and its threads (which run until the process ends).
+pub struct Server {
+    pub addr: SocketAddr,
+    pub threads: Vec<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+/// Binds `threads` listening sockets on `addr` (port 0: a free port, shared by all) and starts one
+/// server thread per socket, pinned round-robin over `cpus`.
+pub fn start(
+    setup: &RingSetup,
+    addr: SocketAddr,
+    threads: usize,
+    cpus: &[usize],
+    body_size: u64,
+) -> io::Result<Server> {
+    let first = bind(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind(addr)?);
+    }
+    let responses = Responses::new(body_size);
+    let listeners = std::sync::Arc::new(std::sync::Mutex::new(
+        listeners.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
+    let threads = spawn_workers(setup, cpus, threads, "serve", move |i| {
+        let responses = responses.clone();
+        let listener = listeners.lock().ok().and_then(|mut l| l[i].take());
+        async move {
+            if let Some(listener) = listener {
+                accept_loop(TcpListener::from_std(listener), Rc::new(responses)).await;
+            }
+        }
+    })?;
+    let threads = threads
+        .into_iter()
+        .map(|h| {
+            std::thread::spawn(move || {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+            })
+        })
+        .collect();
+    Ok(Server { addr, threads })
+}
+
+fn bind(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(65535)?;
+    Ok(socket.into())
+}
+
+/// The prebuilt response bytes.
+#[derive(Clone)]
+struct Responses {
+    /// Head and body of a 200.
+    full: Vec<u8>,
+    /// The same head alone, for HEAD requests.
+    head_len: usize,
+}
+
+impl Responses {
+    fn new(body_size: u64) -> Responses {
+        let mut full = format!(
+            "HTTP/1.1 200 OK\r\nServer: ringfetch\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_size}\r\n\r\n"
+        )
+        .into_bytes();
+        let head_len = full.len();
+        // A repeating, printable pattern: easy to recognise in a capture.
+        full.extend((0..body_size).map(|i| b"0123456789abcdef"[(i % 16) as usize]));
+        Responses { full, head_len }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, responses: Rc<Responses>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio_uring::spawn(serve_connection(stream, responses.clone()));
+            }
+            // EMFILE and friends: keep serving the connections we have; new ones wait in the backlog.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// What the parser found at the front of the buffer.
+enum Parsed {
+    /// A complete request head of this length, its body length, and whether it asked for HEAD / close.
+    Request {
+        len: usize,
+        body: u64,
+        head: bool,
+        close: bool,
+    },
+    Partial,
+    Bad(&'static str),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => {
+            let mut body = 0;
+            let mut close = req.version == Some(0);
+            for h in req.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    match std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
+                        Some(n) => body = n,
+                        None => return Parsed::Bad("400 Bad Request"),
+                    }
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Parsed::Bad("501 Not Implemented");
+                } else if h.name.eq_ignore_ascii_case("connection") {
+                    let v = h.value.to_ascii_lowercase();
+                    close |= v.windows(5).any(|w| w == b"close");
+                    if v.windows(10).any(|w| w == b"keep-alive") {
+                        close = false;
+                    }
+                }
+            }
+            Parsed::Request {
+                len,
+                body,
+                head: req.method == Some("HEAD"),
+                close,
+            }
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
+            Parsed::Bad("431 Request Header Fields Too Large")
+        }
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Bad("400 Bad Request"),
+    }
+}
+
+async fn serve_connection(stream: TcpStream, responses: Rc<Responses>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
+    // Request body bytes still to skip (a request body split across reads).
+    let mut skip: u64 = 0;
+    loop {
+        let (res, b) = stream.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut pos = 0;
+        let mut close = false;
+        loop {
+            if skip > 0 {
+                let n = skip.min((buf.len() - pos) as u64);
+                skip -= n;
+                pos += n as usize;
+                if skip > 0 {
+                    break;
+                }
+            }
+            if pos == buf.len() {
+                break;
+            }
+            match parse(&buf[pos..]) {
+                Parsed::Request {
+                    len,
+                    body,
+                    head,
+                    close: wants_close,
+                } => {
+                    pos += len;
+                    skip = body;
+                    let r = &responses.full;
+                    out.extend_from_slice(if head { &r[..responses.head_len] } else { r });
+                    if wants_close {
+                        close = true;
+                        break;
+                    }
+                }
+                Parsed::Partial => break,
+                Parsed::Bad(status) => {
+                    out.extend_from_slice(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                    close = true;
+                    break;
+                }
+            }
+        }
+        buf.drain(..pos);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
+        }
+        if !out.is_empty() {
+            let (res, o) = stream.write_all(out).await;
+            out = o;
+            out.clear();
+            if res.is_err() {
+                return;
+            }
+        }
+        if close {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pipelined_requests() {
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nHEAD /x HTTP/1.1\r\nConnection: close\r\n\r\n";
+        let Parsed::Request {
+            len,
+            body,
+            head,
+            close,
+        } = parse(buf)
+        else {
+            panic!()
+        };
+        assert_eq!((body, head, close), (0, false, false));
+        let Parsed::Request { head, close, .. } = parse(&buf[len..]) else {
+            panic!()
+        };
+        assert!(head && close);
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Partial));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Parsed::Bad(_)
+        ));
+        let Parsed::Request { body, .. } =
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        else {
+            panic!()
+        };
+        assert_eq!(body, 5);
+        let Parsed::Request { close, .. } = parse(b"GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        assert!(close);
+    }
+
+    #[test]
+    fn response_bytes() {
+        let r = Responses::new(20);
+        let text = String::from_utf8(r.full.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Content-Length: 20\r\n"));
+        assert!(text.ends_with("\r\n\r\n0123456789abcdef0123"));
+        assert_eq!(&r.full[r.head_len - 4..r.head_len], b"\r\n\r\n");
+    }
+}

@@ -1,0 +1,114 @@
+//! Parsers for the units people type on command lines: durations (`10s`, `500ms`, `1.5`), counts
+//! (`100k`, `1M`), byte sizes (`64k`, `10M`) and shards (`K/N`). Each error repeats the input and shows
+//! the expected form, because the user has to fix exactly that argument.
+
+use std::time::Duration;
+
+/// `1.5` (seconds), `500ms`, `10s`, `2m`, `1h`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!("'{text}' is not a duration; expected e.g. 30, 1.5, 500ms, 10s, 2m")
+    })?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "'{text}' is not a duration; it must be a positive number"
+        ));
+    }
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("'{text}' is too long a duration"))
+}
+
+/// A count with an optional decimal suffix: `1000`, `10k`, `1M`, `2G`.
+pub fn count(text: &str) -> Result<u64, String> {
+    scaled(text, 1000, "a count; expected e.g. 1000, 10k, 1M")
+}
+
+/// A byte size with an optional binary suffix: `1024`, `64k` (65536), `10M`, `1G`.
+pub fn bytes(text: &str) -> Result<u64, String> {
+    scaled(text, 1024, "a size in bytes; expected e.g. 1024, 64k, 10M")
+}
+
+fn scaled(text: &str, base: u64, expected: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, multiplier) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], base),
+        Some((i, 'm' | 'M')) => (&t[..i], base * base),
+        Some((i, 'g' | 'G')) => (&t[..i], base * base * base),
+        Some((i, 'b' | 'B')) if base == 1024 => (&t[..i], 1),
+        _ => (t, 1),
+    };
+    let value: u64 = number
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{text}' is not {expected}"))?;
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// `K/N` with 0 <= K < N.
+pub fn shard(text: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("'{text}' is not a shard; expected K/N with 0 <= K < N, e.g. 0/4");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let k: u64 = k.trim().parse().map_err(|_| bad())?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("1h").unwrap(), Duration::from_secs(3600));
+        let err = duration("soon").unwrap_err();
+        assert!(err.contains("'soon'") && err.contains("500ms"), "{err}");
+        assert!(duration("-1").is_err());
+    }
+
+    #[test]
+    fn counts_and_sizes() {
+        assert_eq!(count("1000").unwrap(), 1000);
+        assert_eq!(count("10k").unwrap(), 10_000);
+        assert_eq!(count("1M").unwrap(), 1_000_000);
+        assert_eq!(bytes("64k").unwrap(), 65_536);
+        assert_eq!(bytes("10M").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(bytes("512b").unwrap(), 512);
+        assert!(count("ten").unwrap_err().contains("'ten'"));
+        assert!(count("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!(shard("0/4").unwrap(), (0, 4));
+        assert_eq!(shard("3/4").unwrap(), (3, 4));
+        assert!(shard("4/4").is_err());
+        assert!(shard("5/2").is_err());
+        assert!(shard("1/0").is_err());
+        assert!(shard("1").unwrap_err().contains("K/N"));
+    }
+}
