@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 
 use socket2::{Domain, Socket, Type};
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::engine::runtime::{spawn_workers, RingSetup};
@@ -168,8 +169,10 @@ async fn serve_connection(stream: TcpStream, responses: Rc<Responses>) {
     // Request body bytes still to skip (a request body split across reads).
     let mut skip: u64 = 0;
     loop {
-        let (res, b) = stream.read(buf).await;
-        buf = b;
+        // Read after any partial request already held (a bare Vec would be overwritten from its start).
+        let held = buf.len();
+        let (res, b) = stream.read(buf.slice(held..)).await;
+        buf = b.into_inner();
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}

@@ -97,7 +97,8 @@ impl Watchdog {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Connections currently watched.
+    pub fn watched(&self) -> usize {
         self.watches.borrow().len()
     }
 }
@@ -127,7 +128,7 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).unwrap(), 0);
         drop(reg);
-        assert_eq!(dog.len(), 0);
+        assert_eq!(dog.watched(), 0);
     }
 
     #[test]

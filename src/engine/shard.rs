@@ -73,6 +73,11 @@ struct OriginState {
     queue: RefCell<VecDeque<usize>>,
     /// Connections open or opening.
     conns: Cell<usize>,
+    /// Connections established and not yet closed.
+    established: Cell<usize>,
+    /// Most connections to open at once: `conns_per_host`, or after a failed connect only as many as
+    /// are alive, so an origin that refuses is not hammered while another connection serves it.
+    limit: Cell<usize>,
     /// Connections waiting in `idle`.
     idle: Cell<usize>,
     wake: Notify,
@@ -206,6 +211,8 @@ impl FetchShard {
             addrs: OnceCell::new(),
             queue: RefCell::new(VecDeque::new()),
             conns: Cell::new(0),
+            established: Cell::new(0),
+            limit: Cell::new(self.settings.conns_per_host),
             idle: Cell::new(0),
             wake: Notify::new(),
             probe_next: Cell::new(false),
@@ -227,8 +234,8 @@ impl FetchShard {
             return;
         }
         let conns = origin.conns.get();
-        let wanted = conns == 0
-            || (conns < self.settings.conns_per_host && queued > conns * self.settings.depth);
+        let wanted =
+            conns == 0 || (conns < origin.limit.get() && queued > conns * self.settings.depth);
         if !wanted {
             return;
         }
@@ -255,6 +262,8 @@ impl FetchShard {
         match connected {
             Ok(io) => {
                 self.report.borrow_mut().connections_opened += 1;
+                origin.established.set(origin.established.get() + 1);
+                origin.limit.set(self.settings.conns_per_host);
                 let probe = origin.probe_next.replace(false);
                 let work = OriginWork {
                     shard: &self,
@@ -263,18 +272,22 @@ impl FetchShard {
                 if conn::drive(&self.env, &work, &io, probe).await == End::Failed {
                     origin.probe_next.set(true);
                 }
+                origin.established.set(origin.established.get() - 1);
             }
-            // With no other connection to this origin alive, nobody will serve its queue: the error
-            // is every queued URL's answer (a refused port fails the whole backlog at once).
-            Err(err) if origin.conns.get() == 1 => {
-                let waiting: Vec<usize> = origin.queue.borrow_mut().drain(..).collect();
-                self.queued.set(self.queued.get() - waiting.len());
-                self.room.notify_one();
-                for key in waiting {
-                    self.finish_failed(key, err.clone());
+            Err(err) => {
+                origin.limit.set(origin.established.get().max(1));
+                // With no connection to this origin established, nobody will serve its queue: the
+                // error is every queued URL's answer (a refused port fails the whole backlog at once,
+                // instead of once per URL). Connections still opening find an empty queue.
+                if origin.established.get() == 0 {
+                    let waiting: Vec<usize> = origin.queue.borrow_mut().drain(..).collect();
+                    self.queued.set(self.queued.get() - waiting.len());
+                    self.room.notify_one();
+                    for key in waiting {
+                        self.finish_failed(key, err.clone());
+                    }
                 }
             }
-            Err(_) => {}
         }
         origin.conns.set(origin.conns.get() - 1);
         self.open_conns.set(self.open_conns.get() - 1);

@@ -535,3 +535,29 @@ mod tests {
         assert!(decode_all(b"", 0, &[], true).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod trickle {
+    use super::*;
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: y\r\n\r\n";
+        let mut dec = ResponseDecoder::default();
+        let mut buffered = Vec::new();
+        let mut steps = Vec::new();
+        for &b in input.iter() {
+            buffered.push(b);
+            loop {
+                let (used, step) = dec.decode(&buffered, false).unwrap();
+                buffered.drain(..used);
+                if step == Step::NeedMore {
+                    break;
+                }
+                steps.push(step);
+            }
+        }
+        assert!(matches!(steps[0], Step::Head(_)), "{steps:?}");
+        assert_eq!(steps.last(), Some(&Step::Done), "{steps:?}");
+    }
+}

@@ -55,6 +55,19 @@ pub async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, FetchErr
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
             SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
         ]),
+        // RFC 6761 §6.4: `.invalid` never resolves; answer without asking any resolver.
+        Host::Name(name)
+            if name
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+                .ends_with(".invalid")
+                || name.eq_ignore_ascii_case("invalid") =>
+        {
+            Err(FetchError::new(
+                ErrorKind::Dns,
+                format!("'{name}' is under .invalid, which never resolves (RFC 6761)"),
+            ))
+        }
         Host::Name(name) => {
             let found = tokio::net::lookup_host((name.as_str(), port))
                 .await

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 pub struct Conn {
@@ -19,8 +20,12 @@ impl Conn {
         Ok(Conn { stream })
     }
 
+    /// Reads into the spare capacity of `buf`, after the bytes it already holds. (tokio-uring reads a
+    /// bare `Vec` from its start, overwriting them; a slice from `len()` appends instead.)
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        self.stream.read(buf).await
+        let held = buf.len();
+        let (res, slice) = self.stream.read(buf.slice(held..)).await;
+        (res, slice.into_inner())
     }
 
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

@@ -208,17 +208,21 @@ mod tests {
 
     #[test]
     fn merge_and_schema() {
-        let mut a = Report::default();
-        a.requests = 3;
+        let mut a = Report {
+            requests: 3,
+            ..Default::default()
+        };
         a.errors[ErrorKind::Timeout.index()] = 1;
         a.status.insert(200, 3);
         a.latency.record(Duration::from_micros(100));
-        let mut b = Report::default();
-        b.requests = 2;
+        let mut b = Report {
+            requests: 2,
+            bytes: 10,
+            connections_opened: 2,
+            ..Default::default()
+        };
         b.status.insert(200, 1);
         b.status.insert(404, 1);
-        b.bytes = 10;
-        b.connections_opened = 2;
         a.merge(&b);
         let s = Summary::new(&a, Duration::from_secs(2), 2);
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();

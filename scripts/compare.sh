@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# Compare ringfetch's client-side cost with wrk, h2load, aiohttp and curl
+# against a private nginx on loopback, and print one Markdown table.
+#
+#   scripts/compare.sh [--quick]
+#
+#   --quick   1 run of 2 s per client (default: 3 runs of 5 s, medians)
+#
+# Environment:
+#   RINGFETCH=path   use this binary instead of `cargo build --release`
+#                    (RINGFETCH=none skips the ringfetch rows)
+#   RUNS=N DURATION=S   override the number of runs / seconds per run
+#   CLIENT_CPU=1 SERVER_CPU=0   CPUs to pin the clients / nginx to
+#   NB_SENDFILE=on   nginx sendfile (default off)
+#
+# The metric is client CPU per request: (user + sys) x 1e6 / requests, with
+# user/sys from GNU time around the client process and `requests` from the
+# client's own output. Everything the server does runs on another CPU, so on
+# a 2-core machine the client's CPU time is what distinguishes the tools;
+# req/s is reported too but depends mostly on nginx. Each client run is
+# cross-checked against nginx's own request counter (stub_status).
+#
+# Scenarios:
+#   (a) 256 keep-alive connections, GET /1k, no pipelining
+#   (b) the same with 16 pipelined requests per connection
+#   (c) fetch 10,000 distinct URLs at concurrency 500 (ringfetch, ringfetch
+#       -p 16, aiohttp with one ClientSession per request, curl --parallel)
+#
+# Output goes to stdout and to target/compare-<date>.md. Progress goes to
+# stderr. Runs are interleaved (run 1 of every client, then run 2, ...) so
+# that slow drift on a shared machine hits all clients alike.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+REPORT_PY="$SCRIPT_DIR/lib/compare_report.py"
+PY=/usr/bin/python3 # the system one: it has aiohttp (a pyenv python3 may not)
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+QUICK=0
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+done
+if [[ $QUICK == 1 ]]; then
+    RUNS=${RUNS:-1}
+    DURATION=${DURATION:-2}
+else
+    RUNS=${RUNS:-3}
+    DURATION=${DURATION:-5}
+fi
+CLIENT_CPU=${CLIENT_CPU:-1}
+export NB_SERVER_CPU=${SERVER_CPU:-0}
+CONNS=256
+DEPTH=16
+NURLS=10000
+FETCH_CONC=500
+FETCH_CONNS_PER_HOST=250
+# Hard upper bounds so that nothing can hang the script: a duration test gets
+# its duration plus 30 s, a fetch test (10,000 URLs) 300 s.
+BENCH_LIMIT=$((DURATION + 30))
+FETCH_LIMIT=${FETCH_LIMIT:-300}
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "compare.sh: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------- tools
+# GNU time gives user/sys/max-RSS of exactly the client process; the shell's
+# `time` keyword has no RSS. Install it if missing (Debian package "time").
+if [[ ! -x /usr/bin/time ]]; then
+    log "installing GNU time (apt-get install -y time)"
+    if [[ $(id -u) == 0 ]]; then
+        apt-get install -y time >&2 || { apt-get update >&2 && apt-get install -y time >&2; }
+    else
+        sudo apt-get install -y time >&2
+    fi
+    [[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is required"
+fi
+for tool in nginx:/usr/sbin/nginx wrk:wrk h2load:h2load curl:curl taskset:taskset timeout:timeout; do
+    command -v "${tool#*:}" >/dev/null ||
+        die "${tool%%:*} not found (Debian: apt-get install -y nginx wrk nghttp2-client curl util-linux coreutils)"
+done
+"$PY" -c 'import aiohttp' 2>/dev/null || die "$PY cannot import aiohttp (apt-get install -y python3-aiohttp)"
+if (($(nproc) < 2)); then
+    log "warning: fewer than 2 CPUs: client and server share CPU 0, numbers will be skewed"
+    CLIENT_CPU=0
+    NB_SERVER_CPU=0
+fi
+
+# Clients open up to ~500 sockets, nginx up to 8192: raise the soft limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---------------------------------------------------------------- cleanup
+TMP=$(mktemp -d /tmp/ringfetch-compare.XXXXXX)
+# nginx's worker runs as "nobody" when we are root and must reach the document
+# root below this dir, which mktemp made 0700.
+chmod 755 "$TMP"
+CLIENT_PID=
+# shellcheck source=scripts/nginx-bench.sh
+source "$SCRIPT_DIR/nginx-bench.sh"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    # The client runs under `timeout` in its own process group: a TERM to
+    # timeout is forwarded to the client (and that group) by timeout itself.
+    if [[ -n $CLIENT_PID ]]; then
+        kill -TERM "$CLIENT_PID" 2>/dev/null || true
+        wait "$CLIENT_PID" 2>/dev/null || true
+    fi
+    nginx_bench_stop
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+# Ctrl-C / kill: exit (which runs cleanup) instead of carrying on.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- ringfetch
+RF=${RINGFETCH:-}
+if [[ -z $RF ]]; then
+    log "building ringfetch (cargo build --release)"
+    # --foreground: Ctrl-C must reach cargo; 30 min bounds a stuck build.
+    (cd "$REPO" && timeout --foreground 1800 cargo build --release >&2)
+    RF="${CARGO_TARGET_DIR:-$REPO/target}/release/ringfetch"
+fi
+if [[ $RF != none ]]; then
+    [[ -x $RF ]] || die "ringfetch binary not found: $RF"
+    RF=$(cd "$(dirname "$RF")" && pwd)/$(basename "$RF")
+fi
+
+# ---------------------------------------------------------------- header
+tool_version() { "$@" 2>&1 | head -n 1 || true; }
+RF_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+if [[ -n $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null || true) ]]; then
+    RF_REV="$RF_REV (with uncommitted changes)"
+fi
+if [[ -n ${RINGFETCH:-} ]]; then
+    RF_REV="$RF_REV; binary: $RINGFETCH"
+fi
+if [[ $RF != none ]]; then
+    RF_REV="$RF_REV; $(tool_version "$RF" --version)"
+fi
+# The machine may be shared: say so in the report when something else is
+# using the CPUs, since that skews every number below. Sampled over 1 s from
+# /proc/stat (the load average would also count our own cargo build).
+cpu_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+read -r BUSY0 TOTAL0 < <(cpu_busy_ticks)
+sleep 1
+read -r BUSY1 TOTAL1 < <(cpu_busy_ticks)
+BUSY_PCT=$(((BUSY1 - BUSY0) * 100 / (TOTAL1 - TOTAL0 + 1)))
+LOAD_NOTE="; CPUs ${BUSY_PCT}% busy just before the runs"
+if ((BUSY_PCT > 10)); then
+    LOAD_NOTE="$LOAD_NOTE ⚠ something else is running: numbers are noisy"
+fi
+DATE_TAG=$(date +%Y%m%d-%H%M%S)
+REPORT="$TMP/report.md"
+{
+    echo "## ringfetch vs wrk / h2load / aiohttp / curl — $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    echo
+    echo "- kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)$LOAD_NOTE"
+    echo "- nginx: $(tool_version /usr/sbin/nginx -v | sed 's/^nginx version: //'); wrk: $(tool_version wrk -v | awk '{print $2}'); h2load: $(tool_version h2load --version | awk '{print $2}'); curl: $(tool_version curl --version | awk '{print $2}'); aiohttp: $("$PY" -c 'import aiohttp; print(aiohttp.__version__)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
+    echo "- ringfetch: git $RF_REV"
+    echo "- $RUNS run(s) of ${DURATION} s per client (fetch: all $NURLS URLs once per run), medians; clients pinned to CPU $CLIENT_CPU (taskset), nginx (1 worker, access_log off, sendfile ${NB_SENDFILE:-off}) to CPU $NB_SERVER_CPU"
+    echo "- µs/req = client (user + sys) CPU time × 1e6 / requests (GNU time, which rounds CPU and wall time to 10 ms: ±1 µs/req on a 10,000-URL fetch); requests as counted by the client; req/s = requests / wall time of the client process, start-up included"
+    echo
+} >"$REPORT"
+
+# ---------------------------------------------------------------- server
+log "setting up nginx document root ($NURLS files)"
+NB_NFILES=$NURLS nginx_bench_setup "$TMP/nginx"
+nginx_bench_start
+BASE="http://127.0.0.1:$NB_PORT"
+log "nginx pid $NB_PID on $BASE (stub_status: $NB_HAS_STATUS)"
+
+URLS="$TMP/urls.txt"
+CURL_CFG="$TMP/curl.cfg"
+for ((i = 1; i <= NURLS; i++)); do
+    printf '%s/f/%d\n' "$BASE" "$i"
+done >"$URLS"
+# curl -K: one url/output pair per transfer; output must be given per URL.
+for ((i = 1; i <= NURLS; i++)); do
+    printf 'url = "%s/f/%d"\noutput = "/dev/null"\n' "$BASE" "$i"
+done >"$CURL_CFG"
+
+# ---------------------------------------------------------------- measuring
+RESULTS="$TMP/results.tsv"
+: >"$RESULTS"
+
+# run_client LIMIT OUT cmd...: run cmd pinned to CLIENT_CPU under GNU time,
+# stdout to OUT.out, stderr to OUT.err, "elapsed user sys maxrss" to OUT.time.
+# In the background + wait, so that Ctrl-C is handled at once (bash runs traps
+# only between commands, but `wait` is interrupted by them). Returns cmd's
+# status (124 on timeout).
+run_client() {
+    local limit=$1 out=$2 rc=0
+    shift 2
+    timeout -k 5 "$limit" taskset -c "$CLIENT_CPU" \
+        /usr/bin/time -o "$out.time" -f '%e %U %S %M' "$@" \
+        </dev/null >"$out.out" 2>"$out.err" &
+    CLIENT_PID=$!
+    wait "$CLIENT_PID" || rc=$?
+    CLIENT_PID=
+    return "$rc"
+}
+
+# measure SCENARIO SCENARIO_LABEL CLIENT CLIENT_LABEL RUN EXPECTED INFLIGHT LIMIT PARSER cmd...
+# PARSER is a function that reads $OUT.out/$OUT.err and sets REQS and NOTE.
+measure() {
+    local scen=$1 scen_label=$2 client=$3 client_label=$4 run=$5 expected=$6 inflight=$7 limit=$8 parser=$9
+    shift 9
+    local out="$TMP/$scen-$client-$run" rc=0 before after nginx_reqs="" elapsed user sys rss
+    # Let the previous client's connections close before counting.
+    sleep 1
+    before=$(nginx_bench_requests)
+    run_client "$limit" "$out" "$@" || rc=$?
+    after=$(nginx_bench_requests)
+    if [[ -n $before && -n $after ]]; then
+        nginx_reqs=$((after - before - 1)) # minus our own status request
+    fi
+    REQS=""
+    NOTE=""
+    "$parser" "$out"
+    case $rc in
+    0) ;;
+    124 | 137) NOTE="${NOTE:+$NOTE; }⚠ killed after ${limit} s time limit" ;;
+    *) NOTE="${NOTE:+$NOTE; }⚠ exit status $rc" ;;
+    esac
+    if [[ $rc != 0 ]]; then
+        NOTE="$NOTE: $(tail -n 2 "$out.err" | tr '\t\n' '  ' | cut -c1-160)"
+    fi
+    # GNU time prefixes "Command exited with non-zero status N" lines: the
+    # numbers are on the last line.
+    read -r elapsed user sys rss < <(tail -n 1 "$out.time" 2>/dev/null || true) || true
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$scen" "$scen_label" "$client" "$client_label" "$run" "$REQS" "$expected" \
+        "${elapsed:-}" "${user:-}" "${sys:-}" "${rss:-}" "$nginx_reqs" "$inflight" "$NOTE" >>"$RESULTS"
+    log "  $(printf '%-34s' "$client_label") $(awk -v r="$REQS" -v e="${elapsed:-0}" -v u="${user:-0}" -v s="${sys:-0}" \
+        'BEGIN { if (r > 0) printf "%9d req  %9.0f req/s  %7.2f us/req", r, (e > 0 ? r / e : 0), (u + s) * 1e6 / r; else printf "no request count" }') \
+        nginx=${nginx_reqs:-?}${NOTE:+  [$NOTE]}"
+}
+
+# Parsers: set REQS from the client's own output, NOTE for anything odd.
+parse_wrk() {
+    REQS=$(sed -n 's/^ *\([0-9]\+\) requests in .*/\1/p' "$1.out")
+    local extra
+    extra=$(grep -E 'Socket errors|Non-2xx' "$1.out" | tr '\n' ';' | sed 's/ \+/ /g; s/;$//' || true)
+    [[ -z $extra ]] || NOTE="⚠ wrk:$extra"
+}
+parse_h2load() {
+    # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+    local line
+    line=$(grep '^requests:' "$1.out" || true)
+    REQS=$(sed -n 's/.* \([0-9]\+\) succeeded.*/\1/p' <<<"$line")
+    if grep -qE ' [1-9][0-9]* (failed|errored|timeout)' <<<"$line"; then
+        NOTE="⚠ h2load: ${line#requests: }"
+    fi
+}
+parse_ringfetch() { # its --json summary; the helper flags errors/non-200s
+    { read -r REQS && read -r NOTE; } < <("$PY" "$REPORT_PY" ringfetch "$1.out") || true
+}
+parse_count() { # aiohttp_fetch.py: the count of 200s on stdout, failures on stderr
+    REQS=$(tail -n 1 "$1.out" | tr -dc '0-9')
+    NOTE=$(grep '^aiohttp_fetch:' "$1.err" | cut -c1-160 || true)
+}
+parse_curl() { # one %{http_code} per transfer; -sS puts each failure on stderr
+    REQS=$(grep -c '^200$' "$1.out" || true)
+    local failed
+    failed=$(grep -c '^curl: (' "$1.err" || true)
+    if ((failed > 0)); then
+        NOTE="⚠ curl: $failed transfers failed, e.g. $(grep -m1 '^curl: (' "$1.err" | cut -c1-100)"
+    fi
+}
+
+SA="(a) ${CONNS} conns, GET /1k"
+SB="(b) ${CONNS} conns, pipeline ${DEPTH}"
+SC="(c) fetch ${NURLS} URLs, conc ${FETCH_CONC}"
+D=$DURATION
+
+for ((run = 1; run <= RUNS; run++)); do
+    log "run $run/$RUNS"
+    log " $SA"
+    if [[ $RF != none ]]; then
+        measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json
+    fi
+    measure a "$SA" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
+        wrk -t1 -c"$CONNS" -d"${D}s" "$BASE/1k"
+    measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
+        h2load --h1 -t1 -c"$CONNS" -D "$D" "$BASE/1k"
+
+    log " $SB"
+    if [[ $RF != none ]]; then
+        measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+    fi
+    measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
+        wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$BASE/1k" -- "$DEPTH"
+    measure b "$SB" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
+        h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "$BASE/1k"
+
+    log " $SC"
+    if [[ $RF != none ]]; then
+        measure c "$SC" ringfetch "ringfetch" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_ringfetch \
+            "$RF" fetch "$URLS" -c "$FETCH_CONC" --conns-per-host "$FETCH_CONNS_PER_HOST" -t 1 --json -o /dev/null
+        measure c "$SC" ringfetch-p16 "ringfetch -p $DEPTH" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_ringfetch \
+            "$RF" fetch "$URLS" -c "$FETCH_CONC" --conns-per-host "$FETCH_CONNS_PER_HOST" -p "$DEPTH" -t 1 --json -o /dev/null
+    fi
+    measure c "$SC" aiohttp "aiohttp (session per request)" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_count \
+        "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$URLS" "$FETCH_CONC"
+    # Note: curl caps --parallel-max at 300 (MAX_PARALLEL in its source).
+    measure c "$SC" curl "curl --parallel (max 300)" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_curl \
+        curl --parallel --parallel-max "$FETCH_CONC" -sS -w '%{http_code}\n' -K "$CURL_CFG"
+done
+
+# ---------------------------------------------------------------- report
+"$PY" "$REPORT_PY" table "$RESULTS" >>"$REPORT"
+{
+    echo
+    echo "Notes: requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
+} >>"$REPORT"
+
+mkdir -p "$REPO/target"
+OUT_MD="$REPO/target/compare-$DATE_TAG.md"
+cp "$REPORT" "$OUT_MD"
+echo
+cat "$REPORT"
+log ""
+log "written to $OUT_MD"

@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""Helpers for scripts/compare.sh (kept in Python because medians, JSON and
+float formatting are painful in bash; /usr/bin/python3 is needed for the
+aiohttp baseline anyway).
+
+    compare_report.py jsonfield FILE KEY   print KEY of the JSON summary in FILE
+    compare_report.py ringfetch FILE       print requests, then a note line, from a
+                                           `ringfetch --json` summary
+    compare_report.py table RESULTS.tsv    print the Markdown table and ratios
+
+RESULTS.tsv has one line per client run, tab-separated:
+    scenario  scenario_label  client  client_label  run  requests  expected
+    elapsed_s  user_s  sys_s  maxrss_kib  nginx_requests  inflight  note
+`expected` is the number of requests the run must complete (fetch tests) or 0
+(duration tests); `nginx_requests` is the stub_status delta or empty;
+`inflight` is how many requests a duration test may legitimately leave
+unanswered when it stops (connections x pipeline depth).
+"""
+
+import json
+import statistics
+import sys
+
+COLUMNS = ("scenario scenario_label client client_label run requests expected "
+           "elapsed user sys rss nginx inflight note").split()
+
+
+def load_json(path, key):
+    """The client may print log lines around its JSON: take the whole output
+    if it parses, else the last line that is a JSON object having KEY."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    candidates = [text] + [ln for ln in reversed(text.splitlines())
+                           if ln.strip().startswith("{")]
+    for cand in candidates:
+        try:
+            obj = json.loads(cand)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and key in obj:
+            return obj
+    return None
+
+
+def jsonfield(path, key):
+    obj = load_json(path, key)
+    if obj is not None:  # else print nothing: the caller reports it
+        val = obj[key]
+        print(json.dumps(val) if isinstance(val, (dict, list)) else val)
+
+
+def ringfetch_summary(path):
+    """`requests` is what ringfetch counted (responses received in full); the
+    note flags errors, non-200 statuses and re-sent requests, which would make
+    nginx's count differ from it."""
+    obj = load_json(path, "requests")
+    if obj is None:
+        print("\n⚠ no JSON summary in ringfetch's output")
+        return
+    notes = []
+    errors = obj.get("errors") or {}
+    if isinstance(errors, dict) and sum(errors.values()):
+        notes.append("⚠ ringfetch errors: " +
+                     ", ".join(f"{k} {v}" for k, v in errors.items()))
+    elif isinstance(errors, (int, float)) and errors:
+        notes.append(f"⚠ ringfetch errors: {errors}")
+    status = obj.get("status") or {}
+    other = {k: v for k, v in status.items() if k != "200" and v}
+    if other:
+        notes.append("⚠ non-200: " + ", ".join(f"{k}: {v}" for k, v in other.items()))
+    for k in ("retries", "resent"):
+        if obj.get(k):
+            notes.append(f"{k}: {obj[k]}")
+    print(int(obj["requests"]))
+    print("; ".join(notes))
+
+
+def fnum(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(x, digits):
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def load(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            parts = line.split("\t")
+            parts += [""] * (len(COLUMNS) - len(parts))
+            r = dict(zip(COLUMNS, parts))
+            for k in ("requests", "expected", "elapsed", "user", "sys", "rss",
+                      "nginx", "inflight"):
+                r[k] = fnum(r[k])
+            req = r["requests"]
+            cpu = (r["user"] or 0) + (r["sys"] or 0) if r["user"] is not None else None
+            r["us_per_req"] = cpu * 1e6 / req if req and cpu is not None else None
+            r["rps"] = req / r["elapsed"] if req and r["elapsed"] else None
+            rows.append(r)
+    return rows
+
+
+def checks(r):
+    """Warnings for one run: incomplete fetches, server/client disagreement."""
+    out = []
+    req, exp, ngx = r["requests"], r["expected"], r["nginx"]
+    if req is None:
+        out.append("⚠ no request count")
+        return out
+    if exp:
+        if req != exp:
+            out.append(f"⚠ only {req:.0f}/{exp:.0f} URLs got 200")
+        if ngx is not None and ngx != exp:
+            out.append(f"⚠ nginx counted {ngx:.0f} requests for {exp:.0f} URLs")
+    elif ngx is not None:
+        slack = r["inflight"] or 0
+        if not req <= ngx <= req + slack:
+            out.append(f"⚠ nginx counted {ngx:.0f}, client {req:.0f} "
+                       f"(allowed in flight: {slack:.0f})")
+    return out
+
+
+def table(path):
+    rows = load(path)
+    groups = {}  # (scenario, client) -> rows, in first-seen order
+    labels = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["client"]), []).append(r)
+        labels[r["scenario"]] = r["scenario_label"]
+
+    print("| scenario | client | req/s | µs/req (client CPU) | user s | sys s "
+          "| max RSS MiB | runs µs/req | nginx reqs | notes |")
+    print("|---|---|--:|--:|--:|--:|--:|---|--:|---|")
+    summary = {}
+    for (scen, client), rs in groups.items():
+        rps = median([r["rps"] for r in rs])
+        us = median([r["us_per_req"] for r in rs])
+        summary[(scen, client)] = (rps, us)
+        user = median([r["user"] for r in rs])
+        sys_ = median([r["sys"] for r in rs])
+        rss = median([r["rss"] / 1024 if r["rss"] is not None else None for r in rs])
+        runs = ", ".join(fmt(r["us_per_req"], 2) for r in rs)
+        ngx = median([r["nginx"] for r in rs])
+        # text -> runs it happened in, so a note shared by all runs shows once.
+        notes = {}
+        for r in rs:
+            for text in checks(r) + ([r["note"]] if r["note"] else []):
+                notes.setdefault(text, []).append(r["run"])
+        note_str = "; ".join(
+            text if len(rs) == 1 else
+            f"{text} (run{'s' if len(runs) > 1 else ''} {','.join(runs)})"
+            for text, runs in notes.items()).replace("|", "/")
+        print(f"| {labels[scen]} | {rs[0]['client_label']} | {fmt(rps, 0)} | {fmt(us, 2)} "
+              f"| {fmt(user, 2)} | {fmt(sys_, 2)} | {fmt(rss, 1)} | {runs} "
+              f"| {fmt(ngx, 0)} | {note_str} |")
+
+    def ratio(a, b, idx):
+        x, y = summary.get(a), summary.get(b)
+        if not x or not y or x[idx] is None or not y[idx]:
+            return "n/a"
+        return f"{x[idx] / y[idx]:.2f}"
+
+    print()
+    print("Ratios (medians):")
+    print()
+    if not any(c.startswith("ringfetch") for _, c in summary):
+        print("- none: no ringfetch rows (RINGFETCH=none)")
+    for scen in ("a", "b"):
+        if (scen, "ringfetch") in summary:
+            print(f"- {labels[scen]}: ringfetch / wrk µs per request = "
+                  f"**{ratio((scen, 'ringfetch'), (scen, 'wrk'), 1)}** "
+                  f"(ringfetch / h2load = {ratio((scen, 'ringfetch'), (scen, 'h2load'), 1)}; "
+                  "below 1 means ringfetch uses less CPU per request)")
+    for client in ("ringfetch", "ringfetch-p16"):
+        if ("c", client) in summary:
+            lab = groups[("c", client)][0]["client_label"]
+            print(f"- {labels['c']}: {lab} req/s / aiohttp req/s = "
+                  f"**{ratio(('c', client), ('c', 'aiohttp'), 0)}** "
+                  f"(vs curl: {ratio(('c', client), ('c', 'curl'), 0)})")
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "jsonfield":
+        jsonfield(argv[2], argv[3])
+    elif len(argv) == 3 and argv[1] == "ringfetch":
+        ringfetch_summary(argv[2])
+    elif len(argv) == 3 and argv[1] == "table":
+        table(argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

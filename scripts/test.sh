@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command of README.md, also run by CI (.ci/run): installs what the tests need (nginx for the
+# interoperability tests), checks formatting and lints, then runs every test on real loopback sockets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing ${need_apt[*]} for the interoperability tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "scripts/test.sh: ${need_apt[*]} missing and cannot be installed here; the nginx tests will be skipped"
+    fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --release -- -D warnings
+# Release: the integration tests push tens of thousands of requests through the real binary.
+cargo test --release -- --test-threads 2

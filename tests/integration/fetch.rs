@@ -1,0 +1,341 @@
+//! `ringfetch fetch` and `ringfetch bench` against the embedded `serve`: input parsing, indices,
+//! sharding, output modes, `--save-dir`, HEAD, the fd clamp, usage errors, invalid and https URLs.
+//! Protocol edge cases live in `hostile`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn urls(serve: &Serve, n: usize) -> Vec<String> {
+    (0..n).map(|i| serve.url(&format!("/{i}"))).collect()
+}
+
+/// Every result 200 with `body_bytes`, indices exactly 0..n, each `url` the line it came from.
+#[track_caller]
+fn assert_all_ok(out: &Output, list: &[String], body_bytes: u64) {
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.results.len(), list.len(), "{}", out.describe());
+    let by_index = out.by_index();
+    let expected: Vec<u64> = (0..list.len() as u64).collect();
+    assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), expected);
+    for (i, r) in by_index {
+        assert_eq!(r["url"], list[i as usize], "url of {r}");
+        assert_response(r, 200, body_bytes);
+    }
+}
+
+#[test]
+fn thousand_urls_pipelined_all_ok() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 1000);
+    let out = run_fetch(&list, &["-p", "16"]);
+    assert_all_ok(&out, &list, 1024);
+    for r in &out.results {
+        // serve never drops a connection, so nothing is re-sent.
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert!(r["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{r}");
+        assert!(
+            r.get("path").is_none(),
+            "path only appears with --save-dir: {r}"
+        );
+    }
+    let s = &out.summary;
+    assert_eq!(s["requests"], 1000, "{s}");
+    assert_eq!(s["status"], json!({"200": 1000}), "{s}");
+    assert_eq!(error_total(s), 0, "{s}");
+    // `bytes` may count bodies or the whole wire; either way it is at least the bodies.
+    assert!(s["bytes"].as_u64().is_some_and(|b| b >= 1024 * 1000), "{s}");
+    assert!(s["elapsed_s"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    assert!(s["rps"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    assert!(
+        s["connections_opened"].as_u64().is_some_and(|c| c >= 1),
+        "{s}"
+    );
+    assert!(s["threads"].as_u64().is_some_and(|t| t >= 1), "{s}");
+    let latency = &s["latency_us"];
+    let order = ["p50", "p90", "p99", "p999", "max"];
+    let values: Vec<f64> = order
+        .iter()
+        .map(|k| {
+            latency[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("latency_us.{k}: {s}"))
+        })
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles out of order: {s}"
+    );
+    let mean = latency["mean"].as_f64().expect("latency_us.mean");
+    assert!(mean > 0.0 && mean <= values[4], "{s}");
+}
+
+#[test]
+fn blank_and_comment_lines_are_skipped_and_not_numbered() {
+    let serve = start_serve(&[]);
+    let (a, b, c) = (serve.url("/a"), serve.url("/b"), serve.url("/c"));
+    let commented = serve.url("/commented");
+    // The last line has no trailing newline on purpose.
+    let text = format!("# a list\n\n{a}\n#{commented}\n\n\n{b}\n# end\n{c}");
+    let out = run_fetch_text(&text, Input::File, &[]);
+    assert_all_ok(&out, &[a, b, c], 1024);
+}
+
+#[test]
+fn shard_keeps_only_its_indices() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 10);
+    let out = run_fetch(&list, &["--shard", "1/3"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let by_index = out.by_index();
+    // `index` stays the position in the whole list, so shards can be merged afterwards.
+    assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), vec![1, 4, 7]);
+    for (i, r) in by_index {
+        assert_eq!(r["url"], list[i as usize], "{r}");
+        assert_response(r, 200, 1024);
+    }
+    assert_eq!(out.summary["requests"], 3, "{}", out.summary);
+}
+
+#[test]
+fn reads_urls_from_stdin() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 5);
+    for input in [Input::Stdin, Input::Dash] {
+        let out = run_fetch_text(&lines(&list), input, &[]);
+        assert_all_ok(&out, &list, 1024);
+    }
+}
+
+#[test]
+fn output_dash_writes_results_to_stdout_and_summary_to_stderr() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 20);
+    let dir = tempdir();
+    let file = dir.path().join("urls.txt");
+    fs::write(&file, lines(&list)).expect("write list");
+    let mut cmd = Command::new(bin());
+    cmd.arg("fetch").arg(&file).args(["-o", "-", "--json"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "stderr:\n{}", done.stderr);
+    // stdout holds nothing but result lines.
+    let results = parse_jsonl(&done.stdout);
+    assert_eq!(results.len(), 20, "stdout:\n{}", done.stdout);
+    let indices: BTreeSet<u64> = results.iter().filter_map(|r| r["index"].as_u64()).collect();
+    assert_eq!(indices, (0..20).collect());
+    for r in &results {
+        assert_response(r, 200, 1024);
+    }
+    let summary = parse_summary(&done.stderr);
+    assert_eq!(summary["requests"], 20, "stderr:\n{}", done.stderr);
+}
+
+#[test]
+fn save_dir_holds_each_body_under_its_index() {
+    let serve = start_serve(&["--body-size", "3000"]);
+    let list = urls(&serve, 20);
+    let root = tempdir();
+    // Not created beforehand: ringfetch must create it.
+    let save = root.path().join("saved");
+    let out = run_fetch(&list, &["-p", "4", "--save-dir", arg(&save)]);
+    assert_all_ok(&out, &list, 3000);
+    for (i, r) in out.by_index() {
+        let path = r["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("saved result without path: {r}"));
+        assert_eq!(
+            Path::new(path).file_name().and_then(|n| n.to_str()),
+            Some(i.to_string().as_str()),
+            "{r}"
+        );
+        assert_eq!(fs::metadata(path).map(|m| m.len()).ok(), Some(3000), "{r}");
+        assert_eq!(saved(&save, i).map(|b| b.len()), Some(3000), "{r}");
+    }
+    // Exactly one file per URL: no temp files left behind.
+    let expected: Vec<String> = {
+        let mut names: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(entries(&save), expected);
+}
+
+#[test]
+fn save_dir_writes_empty_file_for_empty_body() {
+    let serve = start_serve(&["--body-size", "0"]);
+    let list = urls(&serve, 5);
+    let root = tempdir();
+    let save = root.path().join("empty");
+    let out = run_fetch(&list, &["--save-dir", arg(&save)]);
+    assert_all_ok(&out, &list, 0);
+    for i in 0..5 {
+        assert_eq!(saved(&save, i), Some(Vec::new()), "file for index {i}");
+    }
+}
+
+#[test]
+fn head_requests_have_no_body() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 50);
+    // Pipelined, so a HEAD response whose Content-Length were taken as a body would swallow the
+    // next response.
+    let out = run_fetch(&list, &["-X", "HEAD", "-p", "8"]);
+    assert_all_ok(&out, &list, 0);
+}
+
+#[test]
+fn single_thread_run() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 200);
+    let out = run_fetch(&list, &["-t", "1", "-p", "4"]);
+    assert_all_ok(&out, &list, 1024);
+    assert_eq!(out.summary["threads"], 1, "{}", out.summary);
+}
+
+#[test]
+fn low_fd_limit_clamps_concurrency_with_one_warning() {
+    let serve = start_serve(&[]);
+    let list = urls(&serve, 2000);
+    let dir = tempdir();
+    let file = dir.path().join("urls.txt");
+    let out_file = dir.path().join("out.jsonl");
+    fs::write(&file, lines(&list)).expect("write list");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$0" "$@""#)
+        .arg(bin())
+        .arg("fetch")
+        .arg(&file)
+        .arg("-o")
+        .arg(&out_file)
+        .args(["--json", "-c", "1024"]);
+    let done = run_child(cmd, None);
+    let clamped = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("clamped"))
+        .count();
+    assert_eq!(
+        clamped,
+        1,
+        "exactly one clamp warning; stderr:\n{}",
+        tail(&done.stderr)
+    );
+    assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
+    let results = parse_jsonl(&fs::read_to_string(&out_file).unwrap_or_default());
+    assert_eq!(results.len(), 2000);
+    let indices: BTreeSet<u64> = results.iter().filter_map(|r| r["index"].as_u64()).collect();
+    assert_eq!(indices.len(), 2000);
+    for r in &results {
+        assert_response(r, 200, 1024);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_fetch_nothing() {
+    // A counting server: a usage error must be found before any connection is made.
+    let server = Hostile::replies(|_| Reply::Send(ok(b"x")));
+    let list = vec![server.url("/")];
+    let cases: &[&[&str]] = &[
+        &["-c", "0"],
+        &["--shard", "5/2"],
+        &["--shard", "2/0"],
+        &["--timeout", "soon"],
+        &["--no-such-flag"],
+    ];
+    for args in cases {
+        let out = run_fetch(&list, args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.describe());
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "{args:?}: usage errors explain themselves"
+        );
+        assert!(out.results.is_empty(), "{args:?}: {}", out.describe());
+    }
+    let out = run_fetch_text(&lines(&list), Input::Missing, &[]);
+    assert_eq!(out.code, 2, "missing input file: {}", out.describe());
+    assert!(!out.stderr.trim().is_empty());
+    assert!(out.results.is_empty(), "{}", out.describe());
+    server.settle();
+    assert_eq!(
+        server.connections(),
+        0,
+        "a usage error must not fetch anything"
+    );
+}
+
+#[test]
+fn invalid_urls_are_reported_without_sending() {
+    let serve = start_serve(&[]);
+    let list = vec![
+        "ftp://x".to_string(),
+        "not a url".to_string(),
+        "http://".to_string(),
+        serve.url("/fine"),
+    ];
+    let out = run_fetch(&list, &[]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let by_index = out.by_index();
+    assert_eq!(by_index.len(), 4, "{}", out.describe());
+    for i in 0..3 {
+        let r = by_index[&i];
+        assert_eq!(r["url"], list[i as usize], "url is echoed as given: {r}");
+        assert_error(r, "invalid-url");
+        assert_eq!(r["attempts"], 0, "{r}");
+        assert_eq!(r["status"], Value::Null, "{r}");
+        assert_eq!(r["body_bytes"], 0, "{r}");
+    }
+    assert_response(by_index[&3], 200, 1024);
+    assert_eq!(out.summary["errors"]["invalid-url"], 3, "{}", out.summary);
+    assert_eq!(out.summary["requests"], 1, "{}", out.summary);
+}
+
+#[test]
+fn https_url_is_an_error_result_not_a_crash() {
+    let serve = start_serve(&[]);
+    let list = vec![format!("https://{}/", serve.addr), serve.url("/plain")];
+    let out = run_fetch(&list, &[]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let tls = out.result(0);
+    assert_error(tls, "tls");
+    assert_eq!(tls["status"], Value::Null, "{tls}");
+    assert_response(out.result(1), 200, 1024);
+}
+
+#[test]
+fn bench_with_request_count_against_serve() {
+    let serve = start_serve(&[]);
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench")
+        .arg(serve.url("/"))
+        .args(["-c", "4", "-p", "4", "-t", "1", "-n", "2000", "--json"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["requests"], 2000, "{s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    assert_eq!(s["status"], json!({"200": 2000}), "{s}");
+}
+
+#[test]
+fn bench_without_url_runs_embedded_server_for_duration() {
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench")
+        .args(["-c", "4", "-p", "4", "-t", "1", "-d", "1s", "--json"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
+    assert!(done.elapsed.as_secs_f64() < 10.0, "took {:?}", done.elapsed);
+    let s = parse_summary(&done.stdout);
+    assert!(s["requests"].as_u64().is_some_and(|n| n > 0), "{s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    let elapsed = s["elapsed_s"].as_f64().unwrap_or(0.0);
+    assert!(
+        (0.8..5.0).contains(&elapsed),
+        "-d 1s ran for {elapsed} s: {s}"
+    );
+}

@@ -1,0 +1,596 @@
+//! Response framing, retries and failure handling against tiny scripted servers (one per
+//! behaviour): chunked edge cases, close-delimited bodies, no-body statuses, 1xx, Connection:
+//! close, resets, stalls, bad lengths, oversized heads, --max-body, headers sent, error statuses.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Chunk extensions (with and without values, one quoted) and two trailer fields.
+const CHUNKED_EXT_TRAILERS: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;ext=1\r\nhello\r\n\
+1a;name=\"v;x\";flag\r\nabcdefghijklmnopqrstuvwxyz\r\n\
+0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
+const CHUNKED_BODY: &[u8] = b"helloabcdefghijklmnopqrstuvwxyz";
+
+/// Keeps every URL on one connection, one worker, so connection reuse is observable.
+const ONE_CONN: [&str; 4] = ["--conns-per-host", "1", "-t", "1"];
+
+fn args<'a>(lists: &[&[&'a str]]) -> Vec<&'a str> {
+    lists.iter().flat_map(|l| l.iter().copied()).collect()
+}
+
+#[test]
+fn chunked_trickled_one_byte_at_a_time() {
+    let server = Hostile::replies(|_| Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec()));
+    let save = tempdir();
+    let list = vec![server.url("/a"), server.url("/b")];
+    let out = run_fetch(
+        &list,
+        &args(&[&ONE_CONN, &["--save-dir", arg(save.path())]]),
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..2 {
+        assert_response(out.result(i), 200, CHUNKED_BODY.len() as u64);
+        assert_eq!(saved(save.path(), i).as_deref(), Some(CHUNKED_BODY));
+    }
+    // The second request reused the connection: the trailers were consumed exactly.
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn chunked_response_and_next_pipelined_response_in_one_write() {
+    fn body_for(path: &str) -> &'static [u8] {
+        if path == "/a" {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nd\r\n4;q\r\nefgh\r\n0\r\nT: 1\r\n\r\n"
+        }
+    }
+    let server = Hostile::start(|conn| {
+        let batch = conn.read_requests(2)?;
+        let mut out = Vec::new();
+        for r in &batch {
+            out.extend_from_slice(body_for(&r.path));
+        }
+        conn.send(&out)?;
+        conn.serve(&|r| Reply::Send(body_for(&r.path).to_vec()))
+    });
+    let save = tempdir();
+    let list = vec![server.url("/a"), server.url("/b")];
+    let out = run_fetch(
+        &list,
+        &args(&[
+            &ONE_CONN,
+            &["-p", "2", "--timeout", "5", "--save-dir", arg(save.path())],
+        ]),
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 200, 3);
+    assert_response(out.result(1), 200, 5);
+    assert_eq!(saved(save.path(), 0).as_deref(), Some(&b"abc"[..]));
+    assert_eq!(saved(save.path(), 1).as_deref(), Some(&b"defgh"[..]));
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn bad_chunk_size_is_protocol_error() {
+    let server = Hostile::replies(|_| {
+        Reply::Send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let out = run_fetch(&[server.url("/")], &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "protocol");
+    // Response bytes arrived, so this is not retried.
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn close_delimited_body_runs_until_eof() {
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let reply = response(
+        "HTTP/1.1 200 OK",
+        &["Content-Type: application/octet-stream"],
+        &body,
+    );
+    let server = Hostile::replies(move |_| Reply::SendThenClose(reply.clone()));
+    let save = tempdir();
+    let list = vec![server.url("/a"), server.url("/b")];
+    let out = run_fetch(
+        &list,
+        &args(&[&ONE_CONN, &["--save-dir", arg(save.path())]]),
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..2 {
+        assert_response(out.result(i), 200, 5000);
+        assert_eq!(
+            saved(save.path(), i).as_deref(),
+            Some(&body[..]),
+            "saved body {i}"
+        );
+    }
+    // A close-delimited connection cannot be reused.
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn head_response_content_length_is_not_a_body() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    let server = Hostile::start(move |conn| {
+        // Both answers in one write: a client reading 100 body bytes would eat the second.
+        let batch = conn.read_requests(2)?;
+        conn.send(&head.repeat(batch.len()))?;
+        conn.serve(&|_| Reply::Send(head.to_vec()))
+    });
+    let list = vec![server.url("/1"), server.url("/2")];
+    let out = run_fetch(
+        &list,
+        &args(&[&ONE_CONN, &["-X", "HEAD", "-p", "2", "--timeout", "5"]]),
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 200, 0);
+    assert_response(out.result(1), 200, 0);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests.iter().all(|r| r.method == "HEAD"), "{requests:?}");
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn no_body_for_204_and_304_despite_content_length() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(match r.path.as_str() {
+            "/204" => response("HTTP/1.1 204 No Content", &["Content-Length: 10"], b""),
+            "/304" => response("HTTP/1.1 304 Not Modified", &["Content-Length: 10"], b""),
+            _ => ok(b"hello"),
+        })
+    });
+    let list = vec![server.url("/204"), server.url("/304"), server.url("/ok")];
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &["-p", "3", "--timeout", "5"]]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 204, 0);
+    assert_response(out.result(1), 304, 0);
+    assert_response(out.result(2), 200, 5);
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn interim_1xx_responses_are_skipped() {
+    let mut reply = response("HTTP/1.1 100 Continue", &[], b"");
+    reply.extend(response(
+        "HTTP/1.1 103 Early Hints",
+        &["Link: </style.css>; rel=preload"],
+        b"",
+    ));
+    reply.extend(ok(b"ok"));
+    let server = Hostile::replies(move |_| Reply::Send(reply.clone()));
+    let list = vec![server.url("/1"), server.url("/2")];
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &["-p", "2", "--timeout", "5"]]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..2 {
+        assert_response(out.result(i), 200, 2);
+        assert_eq!(out.result(i)["attempts"], 1);
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+/// The first connection waits for all three pipelined requests, answers only the first with
+/// `Connection: close`, and closes; later connections answer every request with its own path.
+fn close_after_first_of_three(extra: &[&str]) {
+    let server = Hostile::start(|conn| {
+        if conn.number == 0 {
+            let batch = conn.read_requests(3)?;
+            let path = batch[0].path.as_bytes();
+            conn.send(&response(
+                "HTTP/1.1 200 OK",
+                &[
+                    &format!("Content-Length: {}", path.len()),
+                    "Connection: close",
+                ],
+                path,
+            ))?;
+            conn.close();
+            Ok(())
+        } else {
+            conn.serve(&|r| Reply::Send(ok(r.path.as_bytes())))
+        }
+    });
+    let save = tempdir();
+    let list: Vec<String> = (0..3).map(|i| server.url(&format!("/{i}"))).collect();
+    let base = ["-p", "3", "--timeout", "5", "--save-dir", arg(save.path())];
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &base, extra]));
+    assert_eq!(out.code, 0, "{extra:?}: {}", out.describe());
+    let requests = server.requests();
+    let first = requests
+        .iter()
+        .find(|r| r.conn == 0)
+        .map(|r| r.path.clone())
+        .expect("a request on the first connection");
+    for i in 0..3u64 {
+        let r = out.result(i);
+        let path = format!("/{i}");
+        assert_response(r, 200, path.len() as u64);
+        // Each response went to the request it answers, also after the re-send.
+        assert_eq!(
+            saved(save.path(), i),
+            Some(path.clone().into_bytes()),
+            "{r}"
+        );
+        let sent_twice = path != first;
+        assert_eq!(
+            r["attempts"],
+            if sent_twice { 2 } else { 1 },
+            "{extra:?}: {r}"
+        );
+    }
+    assert_eq!(requests.len(), 5, "{extra:?}: {requests:?}");
+    assert_eq!(server.connections(), 2, "{extra:?}");
+}
+
+#[test]
+fn connection_close_resends_unanswered_pipelined_requests() {
+    close_after_first_of_three(&[]);
+}
+
+#[test]
+fn connection_close_resend_does_not_consume_retries() {
+    close_after_first_of_three(&["--retries", "0"]);
+}
+
+#[test]
+fn http10_response_connection_is_not_reused() {
+    // The server would happily answer a second request on the same connection; the client must
+    // not send one, because HTTP/1.0 without keep-alive is not persistent (RFC 9112 §9.3).
+    let server = Hostile::replies(|_| {
+        Reply::Send(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    });
+    let list = vec![server.url("/1"), server.url("/2")];
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &["--timeout", "5"]]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 200, 2);
+    assert_response(out.result(1), 200, 2);
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn reset_mid_body_keeps_status_and_partial_count() {
+    let mut reply = response("HTTP/1.1 200 OK", &["Content-Length: 1000"], b"");
+    reply.extend(vec![b'x'; 300]);
+    let server = Hostile::replies(move |_| Reply::SendThenReset(reply.clone()));
+    let save = tempdir();
+    let out = run_fetch(&[server.url("/")], &["--save-dir", arg(save.path())]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body_bytes"], 300, "{r}");
+    assert_error(r, "io");
+    // The head arrived, so no retry.
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(saved(save.path(), 0), None, "no partial file may be left");
+    assert_eq!(entries(save.path()), Vec::<String>::new());
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.requests().len(), 1);
+}
+
+/// First connection: read the request and close without a byte; later ones answer "fine".
+fn close_first_connection() -> Hostile {
+    Hostile::replies(|r| {
+        if r.conn == 0 {
+            Reply::Close
+        } else {
+            Reply::Send(ok(b"fine"))
+        }
+    })
+}
+
+#[test]
+fn close_before_response_is_retried() {
+    let server = close_first_connection();
+    let out = run_fetch(&[server.url("/")], &["--timeout", "5"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let r = out.result(0);
+    assert_response(r, 200, 4);
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(server.connections(), 2);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn close_before_response_without_retries_is_io_error() {
+    let server = close_first_connection();
+    let out = run_fetch(&[server.url("/")], &["--timeout", "5", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "io");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(r["status"], Value::Null, "{r}");
+    server.settle();
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn post_is_not_retried() {
+    let server = close_first_connection();
+    let out = run_fetch(&[server.url("/")], &["-X", "POST", "--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "io");
+    assert_eq!(r["attempts"], 1, "{r}");
+    server.settle();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn stalled_server_times_out() {
+    let server = Hostile::replies(|_| Reply::Stall);
+    let out = run_fetch(&[server.url("/")], &["--timeout", "1"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_error(out.result(0), "timeout");
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+
+    // Milliseconds are accepted too; without retries there is exactly one attempt.
+    let out = run_fetch(
+        &[server.url("/")],
+        &["--timeout", "500ms", "--retries", "0"],
+    );
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "timeout");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+/// Serves `path -> raw response` and expects every URL to end with a `protocol` error.
+fn expect_protocol_errors(cases: &'static [(&'static str, &'static [u8])]) {
+    let server = Hostile::replies(|r| {
+        let found = cases.iter().find(|(path, _)| *path == r.path);
+        Reply::Send(found.map(|(_, bytes)| bytes.to_vec()).unwrap_or_default())
+    });
+    let list: Vec<String> = cases.iter().map(|(path, _)| server.url(path)).collect();
+    let out = run_fetch(&list, &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    for (i, (path, _)) in cases.iter().enumerate() {
+        let r = out.result(i as u64);
+        assert_error(r, "protocol");
+        assert_eq!(r["attempts"], 1, "{path}: {r}");
+    }
+    assert_eq!(
+        out.summary["errors"]["protocol"],
+        cases.len(),
+        "{}",
+        out.summary
+    );
+}
+
+#[test]
+fn content_length_not_a_number_is_protocol_error() {
+    expect_protocol_errors(&[(
+        "/abc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+    )]);
+}
+
+#[test]
+fn conflicting_content_lengths_are_protocol_errors() {
+    expect_protocol_errors(&[
+        (
+            "/two-headers",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "/list",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        ),
+    ]);
+}
+
+#[test]
+fn repeated_identical_content_length_is_accepted() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(if r.path == "/list" {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello".to_vec()
+        })
+    });
+    let save = tempdir();
+    let list = vec![server.url("/list"), server.url("/two-headers")];
+    let out = run_fetch(
+        &list,
+        &args(&[
+            &ONE_CONN,
+            &["--timeout", "5", "--save-dir", arg(save.path())],
+        ]),
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..2 {
+        assert_response(out.result(i), 200, 5);
+        assert_eq!(saved(save.path(), i).as_deref(), Some(&b"hello"[..]));
+    }
+}
+
+#[test]
+fn malformed_status_line_is_protocol_error() {
+    expect_protocol_errors(&[
+        ("/number", b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"),
+        ("/garbage", b"HELLO\r\n\r\n"),
+    ]);
+}
+
+/// A response whose header block is `n` padding headers of 10 KiB each, then a 2-byte body.
+fn padded_head(n: usize) -> Vec<u8> {
+    let pad = "a".repeat(10 * 1024);
+    let headers: Vec<String> = (0..n).map(|i| format!("X-Pad-{i}: {pad}")).collect();
+    let mut refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    refs.push("Content-Length: 2");
+    response("HTTP/1.1 200 OK", &refs, b"ok")
+}
+
+#[test]
+fn header_block_over_64k_is_protocol_error() {
+    let server = Hostile::replies(|r| {
+        // 7 × 10 KiB ≈ 70 KiB is over the limit; 5 × 10 KiB ≈ 50 KiB is under it.
+        Reply::Send(padded_head(if r.path == "/huge" { 7 } else { 5 }))
+    });
+    let list = vec![server.url("/huge"), server.url("/large")];
+    let out = run_fetch(&list, &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_error(out.result(0), "protocol");
+    assert_response(out.result(1), 200, 2);
+}
+
+#[test]
+fn body_over_max_body_is_too_large() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(match r.path.as_str() {
+            "/cl" => ok(&[b'x'; 5000]),
+            "/chunked" => {
+                let chunk = format!("3e8\r\n{}\r\n", "y".repeat(1000));
+                let body = format!("{}0\r\n\r\n", chunk.repeat(3));
+                response(
+                    "HTTP/1.1 200 OK",
+                    &["Transfer-Encoding: chunked"],
+                    body.as_bytes(),
+                )
+            }
+            _ => ok(&[b'z'; 1000]),
+        })
+    });
+    let save = tempdir();
+    let list = vec![
+        server.url("/cl"),
+        server.url("/chunked"),
+        server.url("/fits"),
+    ];
+    let out = run_fetch(
+        &list,
+        &[
+            "--max-body",
+            "1k",
+            "--timeout",
+            "5",
+            "--save-dir",
+            arg(save.path()),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert_error(out.result(0), "too-large");
+    assert_error(out.result(1), "too-large");
+    // 1000 bytes fit whether `k` means 1000 or 1024.
+    assert_response(out.result(2), 200, 1000);
+    assert_eq!(saved(save.path(), 2), Some(vec![b'z'; 1000]));
+    assert_eq!(
+        entries(save.path()),
+        vec!["2".to_string()],
+        "no partial files"
+    );
+}
+
+#[test]
+fn chunked_wins_over_content_length() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(if r.path == "/cl-first" {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
+        })
+    });
+    let save = tempdir();
+    let list = vec![server.url("/cl-first"), server.url("/te-first")];
+    let out = run_fetch(&list, &["--timeout", "5", "--save-dir", arg(save.path())]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..2 {
+        assert_response(out.result(i), 200, 5);
+        assert_eq!(saved(save.path(), i).as_deref(), Some(&b"hello"[..]));
+    }
+}
+
+#[test]
+fn refused_connection_is_connect_error() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let out = run_fetch(std::slice::from_ref(&url), &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "connect");
+    assert_eq!(r["attempts"], 0, "{r}");
+    assert_eq!(r["status"], Value::Null, "{r}");
+    assert_eq!(r["url"], url.as_str());
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn custom_headers_reach_the_server() {
+    let server = Hostile::replies(|_| Reply::Send(ok(b"ok")));
+    let out = run_fetch(
+        &[server.url("/h")],
+        &["-H", "X-Test: 1", "-H", "X-Other: two words"],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 200, 2);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.path, "/h");
+    assert!(r.head.starts_with("GET /h HTTP/1.1\r\n"), "{}", r.head);
+    assert_eq!(r.header("x-test"), Some("1"), "{}", r.head);
+    assert_eq!(r.header("x-other"), Some("two words"), "{}", r.head);
+    assert_eq!(
+        r.header("host"),
+        Some(server.addr.to_string().as_str()),
+        "{}",
+        r.head
+    );
+}
+
+#[test]
+fn error_statuses_are_responses() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(if r.path == "/missing" {
+            response("HTTP/1.1 404 Not Found", &["Content-Length: 4"], b"nope")
+        } else {
+            response(
+                "HTTP/1.1 500 Internal Server Error",
+                &["Content-Length: 5"],
+                b"oops!",
+            )
+        })
+    });
+    let list = vec![server.url("/missing"), server.url("/broken")];
+    let out = run_fetch(&list, &[]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 404, 4);
+    assert_response(out.result(1), 500, 5);
+    assert_eq!(
+        out.summary["status"],
+        json!({"404": 1, "500": 1}),
+        "{}",
+        out.summary
+    );
+    assert_eq!(out.summary["requests"], 2, "{}", out.summary);
+    assert_eq!(error_total(&out.summary), 0, "{}", out.summary);
+}

@@ -1,0 +1,8 @@
+//! The one integration test binary: runs the real `ringfetch` executable against the embedded
+//! `serve`, scripted hostile servers and (when installed) nginx. Helpers live in `common`.
+
+mod common;
+mod fetch;
+mod hostile;
+mod nginx;
+mod serve;

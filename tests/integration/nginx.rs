@@ -1,0 +1,186 @@
+//! A real server: nginx from `/usr/sbin/nginx` (skipped with a message when absent) serving
+//! files whose content is derived from their index, so every saved body can be checked. Also
+//! the `sendfile on; tcp_nopush on;` setup, where a corked server must not stall pipelining.
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::common::*;
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// The content of `/f/<i>`: distinct per index and of varying length (10 B to about 600 B).
+fn content(i: usize) -> String {
+    format!("file {i}\n").repeat(i % 50 + 1)
+}
+
+/// A foreground nginx (master + 1 worker) whose every path lives in its temp dir; killed on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx over `files` generated files with `extra` http-level directives, or None
+    /// (after saying why) when nginx is not installed.
+    fn start(files: usize, extra: &str) -> Option<Nginx> {
+        if !Path::new(NGINX).exists() {
+            println!("skipped: {NGINX} is not installed");
+            return None;
+        }
+        let dir = tempdir();
+        // Workers drop root privileges to `nobody`, who must be able to read the tree.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let root = dir.path().join("www");
+        fs::create_dir_all(root.join("f")).expect("create docroot");
+        for i in 0..files {
+            fs::write(root.join("f").join(i.to_string()), content(i)).expect("write file");
+        }
+        fs::create_dir_all(dir.path().join("tmp")).expect("create temp dir");
+        let port = closed_port();
+        let d = dir.path().display();
+        let config = format!(
+            "worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    default_type application/octet-stream;
+    {extra}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+",
+            root = root.display()
+        );
+        let conf = dir.path().join("nginx.conf");
+        fs::write(&conf, config).expect("write nginx.conf");
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx { child, port, dir };
+        nginx.wait_ready();
+        Some(nginx)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self.child.try_wait().expect("poll nginx").is_some();
+            if exited || Instant::now() > deadline {
+                let log = fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+                panic!(
+                    "nginx did not start on port {} (exited: {exited}):\n{log}",
+                    self.port
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn urls(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("http://127.0.0.1:{}/f/{i}", self.port))
+            .collect()
+    }
+
+    fn save_dir(&self) -> PathBuf {
+        self.dir.path().join("saved")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its worker too, where a killed master
+        // would leave the worker orphaned and holding the port. SIGKILL only if it hangs.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fetches `n` files with `-p 16` into the save dir and checks each body byte for byte.
+fn fetch_and_verify(nginx: &Nginx, n: usize) {
+    let list = nginx.urls(n);
+    let save = nginx.save_dir();
+    let out = run_fetch(
+        &list,
+        &["-p", "16", "--timeout", "10", "--save-dir", arg(&save)],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.results.len(), n, "{}", out.describe());
+    let by_index = out.by_index();
+    assert_eq!(by_index.len(), n);
+    for (i, r) in by_index {
+        let i = i as usize;
+        assert_eq!(r["url"], list[i], "{r}");
+        let expected = content(i);
+        assert_response(r, 200, expected.len() as u64);
+        let body = saved(&save, i as u64);
+        assert_eq!(
+            body.as_deref(),
+            Some(expected.as_bytes()),
+            "saved body of index {i}"
+        );
+    }
+    assert!(
+        out.elapsed < Duration::from_secs(20),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn nginx_ten_thousand_files_saved_exactly() {
+    // nginx closes a keep-alive connection after 1000 requests (keepalive_requests), so this
+    // also drives the Connection: close re-send path under pipelining.
+    let Some(nginx) = Nginx::start(10_000, "") else {
+        return;
+    };
+    fetch_and_verify(&nginx, 10_000);
+}
+
+#[test]
+fn nginx_sendfile_nopush_pipelined_does_not_stall() {
+    let Some(nginx) = Nginx::start(2_000, "sendfile on;\n    tcp_nopush on;") else {
+        return;
+    };
+    fetch_and_verify(&nginx, 2_000);
+}

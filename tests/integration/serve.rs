@@ -1,0 +1,111 @@
+//! `ringfetch serve` spoken to over a plain socket: the `listening on` line, body size, HEAD
+//! without a body, keep-alive, and answering a pipelined batch in order.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A raw client on one connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(serve: &Serve) -> Self {
+        let stream = TcpStream::connect(serve.addr).expect("connect to serve");
+        // A missing response must fail the test, not hang it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .expect("write request");
+    }
+
+    /// Reads one response; `head_only` for a HEAD request, whose Content-Length is not a body.
+    /// Returns the status and the body. serve frames bodies with Content-Length.
+    fn response(&mut self, head_only: bool) -> (u16, Vec<u8>) {
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("read status line");
+        let status: u16 = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("read header");
+            let line = line.trim_end_matches("\r\n");
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = Some(value.trim().parse::<usize>().expect("numeric length"));
+                }
+            }
+        }
+        let length = length.expect("serve sends Content-Length");
+        let mut body = vec![0; if head_only { 0 } else { length }];
+        self.reader.read_exact(&mut body).expect("read body");
+        (status, body)
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+#[test]
+fn serve_answers_get_head_and_pipelined_batches_on_one_connection() {
+    let serve = start_serve(&["--body-size", "10"]);
+    let mut client = Client::connect(&serve);
+
+    client.send(get("/any/path?q=1").as_bytes());
+    let (status, body) = client.response(false);
+    assert_eq!((status, body.len()), (200, 10));
+
+    // A HEAD answer carrying a body would show up as garbage before the next status line.
+    client.send(b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(client.response(true).0, 200);
+    client.send(get("/after-head").as_bytes());
+    assert_eq!(client.response(false), (200, body.clone()));
+
+    // Three requests in one write, three responses in order on the same (kept-alive) socket.
+    let batch: String = (0..3).map(|i| get(&format!("/p{i}"))).collect();
+    client.send(batch.as_bytes());
+    for _ in 0..3 {
+        let (status, body) = client.response(false);
+        assert_eq!((status, body.len()), (200, 10));
+    }
+}
+
+#[test]
+fn serve_default_body_is_1024_bytes() {
+    let serve = start_serve(&[]);
+    let mut client = Client::connect(&serve);
+    client.send(get("/").as_bytes());
+    let (status, body) = client.response(false);
+    assert_eq!((status, body.len()), (200, 1024));
+}
+
+#[test]
+fn serve_empty_body() {
+    let serve = start_serve(&["--body-size", "0"]);
+    let mut client = Client::connect(&serve);
+    client.send(format!("{}{}", get("/a"), get("/b")).as_bytes());
+    assert_eq!(client.response(false), (200, Vec::new()));
+    assert_eq!(client.response(false), (200, Vec::new()));
+}
