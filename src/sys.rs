@@ -46,6 +46,41 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// Sets SO_RCVLOWAT: readiness (and so a POLL_FIRST receive) waits for this many bytes, or for the
+/// end of the stream or an error. Linux re-checks readiness when it is lowered, waking a waiting read.
+pub fn set_recv_lowat(fd: RawFd, bytes: usize) {
+    let value = bytes.clamp(1, i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `value`, a live local. An error (a socket
+    // already closed by the peer) only leaves the old mark, which the closed state overrides anyway.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// One nonblocking send(2) of `buf` (MSG_DONTWAIT, and MSG_NOSIGNAL: a peer that went away is an
+/// error, not a SIGPIPE). Returns how many bytes the kernel took, which may be fewer than asked.
+pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: send(2) reads at most `buf.len()` bytes from `buf`, which we borrow for the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The kernel release, e.g. "6.18.44".
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain bytes; all-zero is valid.
@@ -74,6 +109,60 @@ pub fn rss_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Completion of `recv_poll_first`: the buffer comes back with the received bytes appended.
+pub struct RecvDone;
+
+impl tokio_uring::OneshotOutputTransform for RecvDone {
+    type Output = (io::Result<usize>, Vec<u8>);
+    type StoredData = Vec<u8>;
+
+    fn transform_oneshot_output(
+        self,
+        mut buf: Vec<u8>,
+        cqe: io_uring::cqueue::Entry,
+    ) -> Self::Output {
+        let res = cqe.result();
+        if res < 0 {
+            return (Err(io::Error::from_raw_os_error(-res)), buf);
+        }
+        let n = res as usize;
+        // SAFETY: the kernel wrote `n` bytes into the spare capacity after `len()`, and never more than
+        // the length we gave it (`capacity() - len()`), so `len() + n <= capacity()` are initialised.
+        unsafe { buf.set_len(buf.len() + n) };
+        (Ok(n), buf)
+    }
+}
+
+/// Receives into the spare capacity of `buf` with IORING_RECVSEND_POLL_FIRST: the kernel arms its poll
+/// at once instead of first trying a receive that would fail with EAGAIN, which is what happens to
+/// every read issued right after its request was written.
+///
+/// The caller keeps the socket open until this completes (connections never drop an in-flight read;
+/// see `engine::deadline`).
+pub async fn recv_poll_first(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    use io_uring::{opcode, types};
+    const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+    let held = buf.len();
+    let spare = (buf.capacity() - held).min(u32::MAX as usize) as u32;
+    // SAFETY: `held <= capacity()`, so the pointer stays inside (or one past) the allocation. The Vec is
+    // moved into the operation's stable data, which keeps its heap buffer alive and unmoved until the
+    // completion arrives, even if this future is dropped.
+    let ptr = unsafe { buf.as_mut_ptr().add(held) };
+    let entry = opcode::Recv::new(types::Fd(fd), ptr, spare).build();
+    // io-uring 0.6's Recv builder has no ioprio setter. squeue::Entry is #[repr(C)] around the kernel's
+    // 64-byte io_uring_sqe, whose u16 `ioprio` sits at byte offset 2 (opcode u8, flags u8, ioprio u16).
+    // SAFETY: Entry and [u8; 64] have the same size and both are plain data (no pointers are created or
+    // dereferenced by this copy); the ABI layout above is fixed by the kernel.
+    let entry: io_uring::squeue::Entry = unsafe {
+        let mut raw: [u8; 64] = std::mem::transmute(entry);
+        raw[2..4].copy_from_slice(&IORING_RECVSEND_POLL_FIRST.to_ne_bytes());
+        std::mem::transmute(raw)
+    };
+    tokio_uring::UnsubmittedOneshot::new(buf, RecvDone, entry)
+        .submit()
+        .await
 }
 
 #[cfg(test)]

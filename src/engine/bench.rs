@@ -172,13 +172,7 @@ impl Workload for BenchConn<'_> {
     }
 
     fn on_head(&self, _: (), head: &Head) {
-        *self
-            .shard
-            .report
-            .borrow_mut()
-            .status
-            .entry(head.status)
-            .or_default() += 1;
+        self.shard.report.borrow_mut().status.add(head.status);
     }
 
     fn on_body(&self, _: (), data: &[u8]) -> Result<(), FetchError> {

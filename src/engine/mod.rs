@@ -52,18 +52,21 @@ fn start(engine: &EnginePlan) -> io::Result<(RingSetup, FdLimit)> {
     let limit = limits::raise_nofile();
     if engine.verbose {
         eprintln!("ringfetch: {}", setup.describe());
+    }
+    Ok((setup, limit))
+}
+
+/// The `-v` line about workers, once their number is final.
+fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimit, budget: usize) {
+    if verbose {
         eprintln!(
-            "ringfetch: {} worker{} on CPUs {:?}; open-file limit {} (hard {})",
-            engine.threads,
-            if engine.threads == 1 { "" } else { "s" },
-            (0..engine.threads)
-                .map(|i| engine.cpus[i % engine.cpus.len()])
-                .collect::<Vec<_>>(),
+            "ringfetch: {threads} worker{} on CPUs {:?}; open-file limit {} (hard {}), room for {budget} connections",
+            if threads == 1 { "" } else { "s" },
+            (0..threads).map(|i| cpus[i % cpus.len()]).collect::<Vec<_>>(),
             limit.soft,
             limit.hard
         );
     }
-    Ok((setup, limit))
 }
 
 pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
@@ -253,6 +256,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         connect_timeout: plan.http.connect_timeout,
     });
     let threads = threads.min(connections).max(1);
+    describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);
     let stop = plan.stop;
     let workers = runtime::spawn_workers(&setup, &cpus, threads, "bench", move |i| {
         let mine: Vec<usize> = (i..connections).step_by(threads).collect();

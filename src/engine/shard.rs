@@ -512,7 +512,7 @@ impl Workload for OriginWork<'_> {
             let mut report = s.report.borrow_mut();
             report.requests += 1;
             report.bytes += job.body_bytes;
-            *report.status.entry(job.status.unwrap_or(0)).or_default() += 1;
+            report.status.add(job.status.unwrap_or(0));
             report.latency.record(latency);
         }
         let path_text = path.as_ref().map(|p| p.to_string_lossy());

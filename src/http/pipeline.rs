@@ -82,11 +82,12 @@ pub fn default_refill_at(depth: usize) -> usize {
 /// Why a request that was written got no response on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unanswered {
-    /// It was behind a response that closed the connection, or behind another request whose failure or
-    /// timeout ended the connection: nothing is known to be wrong with it.
+    /// The server ended the connection in good order before it (`Connection: close`, HTTP/1.0, a
+    /// close-delimited body), or we ended it over another response that broke our own limit: the server
+    /// never had a chance to answer it.
     Bystander,
-    /// It was the oldest unanswered request when the connection failed, and no byte of its response
-    /// had arrived.
+    /// Its connection failed (reset, unannounced close, timeout, broken framing) before any byte of its
+    /// response arrived.
     Failed,
 }
 

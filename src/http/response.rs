@@ -57,15 +57,38 @@ enum State {
     Finished,
 }
 
+impl State {
+    /// The body state a head leads to.
+    fn after(head: &Head) -> State {
+        match head.body {
+            BodyKind::Empty => State::Finished,
+            BodyKind::Length(n) => State::Length(n),
+            BodyKind::Chunked => State::Chunked(ChunkedDecoder::default()),
+            BodyKind::UntilClose => State::UntilClose,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ResponseDecoder {
     state: State,
+    /// The bytes of the last head parsed whole (interim responses included), with what they said.
+    /// A server answering the same request again usually sends the same head byte for byte (nginx
+    /// changes only its Date, once a second); comparing ~250 bytes costs a tenth of parsing them, and
+    /// identical bytes cannot frame differently.
+    last_head: Vec<u8>,
+    last: Option<(Head, bool)>,
 }
+
+/// Heads longer than this are not kept for comparison.
+const REMEMBER_HEAD: usize = 1024;
 
 impl Default for ResponseDecoder {
     fn default() -> Self {
         ResponseDecoder {
             state: State::Head { scanned: 0 },
+            last_head: Vec::new(),
+            last: None,
         }
     }
 }
@@ -76,17 +99,34 @@ impl ResponseDecoder {
     /// Returns the bytes consumed and the step; consumed bytes never need to be shown again.
     pub fn decode(&mut self, buf: &[u8], head_request: bool) -> Result<(usize, Step), FetchError> {
         match &mut self.state {
-            State::Head { scanned } => decode_head(buf, scanned, head_request).map(|(n, step)| {
-                if let Step::Head(head) = &step {
-                    self.state = match head.body {
-                        BodyKind::Empty => State::Finished,
-                        BodyKind::Length(n) => State::Length(n),
-                        BodyKind::Chunked => State::Chunked(ChunkedDecoder::default()),
-                        BodyKind::UntilClose => State::UntilClose,
-                    };
+            State::Head { scanned } => {
+                if *scanned == 0 {
+                    if let Some((head, for_head_request)) = self.last {
+                        let n = self.last_head.len();
+                        if for_head_request == head_request
+                            && buf.get(..n) == Some(&self.last_head[..])
+                        {
+                            self.state = State::after(&head);
+                            return Ok((n, Step::Head(head)));
+                        }
+                    }
                 }
-                (n, step)
-            }),
+                let fresh = *scanned == 0;
+                let (n, step) = decode_head(buf, scanned, head_request)?;
+                if let Step::Head(head) = &step {
+                    self.state = State::after(head);
+                    // Only heads parsed from one buffer in one go are remembered, so `n` bytes of
+                    // `buf` are exactly that head.
+                    if fresh && n <= REMEMBER_HEAD {
+                        self.last_head.clear();
+                        self.last_head.extend_from_slice(&buf[..n]);
+                        self.last = Some((*head, head_request));
+                    } else {
+                        self.last = None;
+                    }
+                }
+                Ok((n, step))
+            }
             State::Length(remaining) => {
                 if buf.is_empty() {
                     return Ok((0, Step::NeedMore));
@@ -162,24 +202,27 @@ fn decode_head(
     let mut consumed = 0;
     loop {
         let rest = &buf[consumed..];
-        // Only parse once the blank line is in: httparse restarts from the first byte on every call.
-        let from = scanned.saturating_sub(3);
-        let Some(end) = end_of_block(&rest[from.min(rest.len())..]).map(|e| e + from) else {
-            if rest.len() > MAX_HEAD {
-                return Err(FetchError::new(
-                    ErrorKind::Protocol,
-                    "response head larger than 64 KiB; the server sent too many or too long header fields",
-                ));
-            }
-            *scanned = rest.len();
+        if rest.is_empty() {
             return Ok((consumed, Step::NeedMore));
-        };
-        if end > MAX_HEAD {
-            return Err(FetchError::new(
-                ErrorKind::Protocol,
-                "response head larger than 64 KiB; the server sent too many or too long header fields",
-            ));
         }
+        // First try: parse straight away, as the whole head usually arrived in one read. After a
+        // partial head, wait for its blank line before parsing again: httparse restarts from the first
+        // byte on every call, so a trickling peer would otherwise cost quadratic time.
+        let first_try = *scanned == 0;
+        let end = if first_try {
+            rest.len().min(MAX_HEAD)
+        } else {
+            let from = scanned.saturating_sub(3).min(rest.len());
+            match end_of_block(&rest[from..]) {
+                Some(e) if e + from > MAX_HEAD => return Err(head_too_large()),
+                Some(e) => e + from,
+                None if rest.len() > MAX_HEAD => return Err(head_too_large()),
+                None => {
+                    *scanned = rest.len();
+                    return Ok((consumed, Step::NeedMore));
+                }
+            }
+        };
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -206,6 +249,13 @@ fn decode_head(
                 let head = frame(code, minor, response.headers, head_request)?;
                 return Ok((consumed + len, Step::Head(head)));
             }
+            Ok(httparse::Status::Partial) if first_try => {
+                if rest.len() >= MAX_HEAD {
+                    return Err(head_too_large());
+                }
+                *scanned = rest.len();
+                return Ok((consumed, Step::NeedMore));
+            }
             // The blank line found was leading empty lines that httparse skips; look past it.
             Ok(httparse::Status::Partial) => *scanned = end + 3,
             Err(err) => {
@@ -223,6 +273,13 @@ fn decode_head(
     }
 }
 
+fn head_too_large() -> FetchError {
+    FetchError::new(
+        ErrorKind::Protocol,
+        "response head larger than 64 KiB; the server sent too many or too long header fields",
+    )
+}
+
 /// RFC 9112 §6.3, the body-length rules, in their order.
 fn frame(
     status: u16,
@@ -236,40 +293,47 @@ fn frame(
     let mut chunked_last = false;
     for h in headers {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // Rule 5: a list of identical values is one value; anything else is unrecoverable.
-            for part in h.value.split(|&b| b == b',') {
-                let n = parse_length(part.trim_ascii()).ok_or_else(|| {
-                    FetchError::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "invalid Content-Length \"{}\"; the response cannot be framed",
-                            snippet(h.value, 40)
-                        ),
-                    )
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(FetchError::new(
-                        ErrorKind::Protocol,
-                        "conflicting Content-Length values; the response cannot be framed",
-                    ));
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
-            // The final coding decides; earlier header lines are overridden by later ones.
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    keep_alive = true;
+        // Only three fields matter for framing; their lengths differ, so compare lengths first (most
+        // fields of a typical response are skipped on that alone).
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // Rule 5: a list of identical values is one value; anything else is unrecoverable.
+                for part in h.value.split(|&b| b == b',') {
+                    let n = parse_length(part.trim_ascii()).ok_or_else(|| {
+                        FetchError::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "invalid Content-Length \"{}\"; the response cannot be framed",
+                                snippet(h.value, 40)
+                            ),
+                        )
+                    })?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(FetchError::new(
+                            ErrorKind::Protocol,
+                            "conflicting Content-Length values; the response cannot be framed",
+                        ));
+                    }
+                    length = Some(n);
                 }
             }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                transfer_encoding = true;
+                // The final coding decides; earlier header lines are overridden by later ones.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        keep_alive = true;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     // Rule 1: these responses never have a body, whatever their headers say.
@@ -420,6 +484,34 @@ mod tests {
     }
 
     #[test]
+    fn repeated_heads_are_recognised_and_changes_are_not_missed() {
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let longer = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789";
+        let closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nby";
+        let mut input = Vec::new();
+        for part in [&same[..], same, same, longer, same, closing] {
+            input.extend_from_slice(part);
+        }
+        assert_eq!(
+            at_every_split(&input, &[], false),
+            [
+                ok(200, true, b"ok"),
+                ok(200, true, b"ok"),
+                ok(200, true, b"ok"),
+                ok(200, true, b"01234567890123456789"),
+                ok(200, true, b"ok"),
+                ok(200, false, b"by"),
+            ]
+        );
+        // The same bytes answering a HEAD request mean no body.
+        let twice = [&same[..38], &same[..]].concat();
+        assert_eq!(
+            at_every_split(&twice, &[true], false),
+            [ok(200, true, b""), ok(200, true, b"ok")]
+        );
+    }
+
+    #[test]
     fn chunked_with_trailers_then_next() {
         let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
         assert_eq!(
@@ -511,15 +603,22 @@ mod tests {
     #[test]
     fn huge_head_is_refused_even_without_its_end() {
         let mut input = b"HTTP/1.1 200 OK\r\n".to_vec();
+        // 1 KiB fields: the size limit bites before the 128-field limit.
+        let field = format!("X-Padding: {}\r\n", "a".repeat(1024));
         while input.len() <= MAX_HEAD {
-            input.extend_from_slice(
-                b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-            );
+            input.extend_from_slice(field.as_bytes());
         }
         let err = decode_all(&input, input.len(), &[], false).unwrap_err();
         assert!(err.message.contains("64 KiB"), "{}", err.message);
         input.extend_from_slice(b"\r\n");
-        assert!(decode_all(&input, input.len(), &[], false).is_err());
+        for split in [0, 100, MAX_HEAD - 10, input.len()] {
+            let err = decode_all(&input, split, &[], false).unwrap_err();
+            assert!(
+                err.message.contains("64 KiB"),
+                "split {split}: {}",
+                err.message
+            );
+        }
     }
 
     #[test]

@@ -25,10 +25,24 @@ impl Transport {
         }
     }
 
+    /// Sends what the socket takes right now, without waiting; the caller writes the rest with
+    /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a direct send
+    /// costs one system call where a ring write costs an SQE, a CQE and a task wake-up.
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(c) => c.send_now(buf),
+        }
+    }
+
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         match self {
             Transport::Plain(c) => c.write_all(buf).await,
         }
+    }
+
+    /// Sets the socket's receive low-water mark (see `engine::conn::ReadBatching`).
+    pub fn set_recv_lowat(&self, bytes: usize) {
+        crate::sys::set_recv_lowat(self.raw_fd(), bytes);
     }
 
     /// The socket, for the watchdog's shutdown on timeout.

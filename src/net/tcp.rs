@@ -5,7 +5,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 pub struct Conn {
@@ -20,12 +19,14 @@ impl Conn {
         Ok(Conn { stream })
     }
 
-    /// Reads into the spare capacity of `buf`, after the bytes it already holds. (tokio-uring reads a
-    /// bare `Vec` from its start, overwriting them; a slice from `len()` appends instead.)
+    /// Receives into the spare capacity of `buf`, after the bytes it already holds, with POLL_FIRST
+    /// (see `sys::recv_poll_first`). tokio-uring's own `read` would start at the front of a `Vec`.
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        let held = buf.len();
-        let (res, slice) = self.stream.read(buf.slice(held..)).await;
-        (res, slice.into_inner())
+        crate::sys::recv_poll_first(self.stream.as_raw_fd(), buf).await
+    }
+
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        crate::sys::send_now(self.stream.as_raw_fd(), buf)
     }
 
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

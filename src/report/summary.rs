@@ -16,7 +16,7 @@ pub struct Report {
     /// Responses received in full.
     pub requests: u64,
     pub errors: [u64; ErrorKind::ALL.len()],
-    pub status: BTreeMap<u16, u64>,
+    pub status: StatusCounts,
     /// Body bytes (de-chunked).
     pub bytes: u64,
     pub latency: Latency,
@@ -36,9 +36,7 @@ impl Report {
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
         }
-        for (code, n) in &other.status {
-            *self.status.entry(*code).or_default() += n;
-        }
+        self.status.merge(&other.status);
         self.bytes += other.bytes;
         self.latency.merge(&other.latency);
         self.connections_opened += other.connections_opened;
@@ -50,6 +48,34 @@ impl Report {
 
     pub fn error_count(&self) -> u64 {
         self.errors.iter().sum()
+    }
+}
+
+/// Responses per status code: a flat array, as counting one is on the hot path (httparse accepts any
+/// three digits, so 0–999).
+#[derive(Clone)]
+pub struct StatusCounts(Box<[u64; 1000]>);
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        StatusCounts(Box::new([0; 1000]))
+    }
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, code: u16) {
+        self.0[usize::from(code).min(999)] += 1;
+    }
+
+    pub fn merge(&mut self, other: &StatusCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Codes seen, ascending, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        (0u16..).zip(self.0.iter().copied()).filter(|&(_, n)| n > 0)
     }
 }
 
@@ -84,7 +110,7 @@ impl Summary {
             status: report
                 .status
                 .iter()
-                .map(|(code, n)| (code.to_string(), *n))
+                .map(|(code, n)| (code.to_string(), n))
                 .collect(),
             bytes: report.bytes,
             elapsed_s: (secs * 1000.0).round() / 1000.0,
@@ -213,7 +239,9 @@ mod tests {
             ..Default::default()
         };
         a.errors[ErrorKind::Timeout.index()] = 1;
-        a.status.insert(200, 3);
+        for _ in 0..3 {
+            a.status.add(200);
+        }
         a.latency.record(Duration::from_micros(100));
         let mut b = Report {
             requests: 2,
@@ -221,8 +249,8 @@ mod tests {
             connections_opened: 2,
             ..Default::default()
         };
-        b.status.insert(200, 1);
-        b.status.insert(404, 1);
+        b.status.add(200);
+        b.status.add(404);
         a.merge(&b);
         let s = Summary::new(&a, Duration::from_secs(2), 2);
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();

@@ -438,8 +438,8 @@ struct Stats {
 pub enum Reply {
     /// Write these bytes and keep the connection for the next request.
     Send(Vec<u8>),
-    /// Write these bytes one byte per write, 1 ms apart, then keep the connection.
-    Trickle(Vec<u8>),
+    /// Write these bytes one byte per write with this pause after each, then keep the connection.
+    Trickle(Vec<u8>, Duration),
     /// Write these bytes, then close cleanly (FIN).
     SendThenClose(Vec<u8>),
     /// Write these bytes, let them arrive, then reset the connection (RST via SO_LINGER 0).
@@ -581,9 +581,9 @@ impl Conn {
             for request in &batch {
                 match reply(request) {
                     Reply::Send(bytes) => out.extend_from_slice(&bytes),
-                    Reply::Trickle(bytes) => {
+                    Reply::Trickle(bytes, pause) => {
                         self.send(&std::mem::take(&mut out))?;
-                        self.trickle(&bytes)?;
+                        self.trickle(&bytes, pause)?;
                     }
                     Reply::SendThenClose(bytes) => {
                         out.extend_from_slice(&bytes);
@@ -655,11 +655,11 @@ impl Conn {
         self.stream()?.write_all(bytes)
     }
 
-    /// One byte per write, 1 ms apart: every split point of the response gets exercised.
-    pub fn trickle(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// One byte per write, `pause` apart: every split point of the response gets exercised.
+    pub fn trickle(&mut self, bytes: &[u8], pause: Duration) -> io::Result<()> {
         for b in bytes {
             self.stream()?.write_all(std::slice::from_ref(b))?;
-            thread::sleep(Duration::from_millis(1));
+            thread::sleep(pause);
         }
         Ok(())
     }
@@ -831,7 +831,7 @@ fn harness_close_is_a_clean_eof_and_trickle_delivers_everything() {
         if r.conn == 0 {
             Reply::Close
         } else {
-            Reply::Trickle(ok(b"slow"))
+            Reply::Trickle(ok(b"slow"), Duration::from_millis(1))
         }
     });
     let mut first = TcpStream::connect(server.addr).expect("connect");

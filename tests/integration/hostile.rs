@@ -24,12 +24,17 @@ fn args<'a>(lists: &[&[&'a str]]) -> Vec<&'a str> {
 
 #[test]
 fn chunked_trickled_one_byte_at_a_time() {
-    let server = Hostile::replies(|_| Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec()));
+    let server = Hostile::replies(|_| {
+        Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec(), Duration::from_millis(1))
+    });
     let save = tempdir();
     let list = vec![server.url("/a"), server.url("/b")];
     let out = run_fetch(
         &list,
-        &args(&[&ONE_CONN, &["--save-dir", arg(save.path())]]),
+        &args(&[
+            &ONE_CONN,
+            &["--timeout", "5", "--save-dir", arg(save.path())],
+        ]),
     );
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..2 {
@@ -77,20 +82,23 @@ fn chunked_response_and_next_pipelined_response_in_one_write() {
 }
 
 #[test]
-fn bad_chunk_size_is_protocol_error() {
-    let server = Hostile::replies(|_| {
-        Reply::Send(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
-                .to_vec(),
-        )
-    });
-    let out = run_fetch(&[server.url("/")], &["--timeout", "5"]);
-    assert_eq!(out.code, 1, "{}", out.describe());
-    let r = out.result(0);
-    assert_error(r, "protocol");
-    // Response bytes arrived, so this is not retried.
-    assert_eq!(r["attempts"], 1, "{r}");
-    assert_eq!(server.requests().len(), 1);
+fn bad_chunked_framing_is_protocol_error() {
+    expect_protocol_errors(&[
+        (
+            "/not-hex",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+        // 18 hex digits overflow a u64 size.
+        (
+            "/overflow",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        ),
+        // Chunk data must be followed by CRLF (RFC 9112 §7.1).
+        (
+            "/no-crlf",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        ),
+    ]);
 }
 
 #[test]
@@ -302,6 +310,138 @@ fn close_before_response_is_retried() {
     assert_eq!(r["attempts"], 2, "{r}");
     assert_eq!(server.connections(), 2);
     assert_eq!(server.requests().len(), 2);
+    assert_eq!(out.summary["connections_opened"], 2, "{}", out.summary);
+}
+
+#[test]
+fn reset_before_response_is_retried() {
+    let server = Hostile::replies(|r| {
+        if r.conn == 0 {
+            Reply::SendThenReset(Vec::new())
+        } else {
+            Reply::Send(ok(b"fine"))
+        }
+    });
+    let out = run_fetch(&[server.url("/")], &["--timeout", "5"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let r = out.result(0);
+    assert_response(r, 200, 4);
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn retries_are_bounded() {
+    let server = Hostile::replies(|_| Reply::Close);
+    let out = run_fetch(&[server.url("/")], &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "io");
+    // The first transmission plus the default 2 retries.
+    assert_eq!(r["attempts"], 3, "{r}");
+    server.settle();
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(server.connections(), 3);
+}
+
+/// The first connection waits for three pipelined requests, answers the first normally (no
+/// `Connection: close`) and then closes: the other two failed with the connection.
+fn unannounced_close_after_first_of_three() -> Hostile {
+    Hostile::start(|conn| {
+        if conn.number == 0 {
+            let batch = conn.read_requests(3)?;
+            conn.send(&ok(batch[0].path.as_bytes()))?;
+            conn.close();
+            Ok(())
+        } else {
+            conn.serve(&|r| Reply::Send(ok(r.path.as_bytes())))
+        }
+    })
+}
+
+#[test]
+fn unannounced_close_mid_pipeline_retries_the_rest() {
+    let server = unannounced_close_after_first_of_three();
+    let list: Vec<String> = (0..3).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &["-p", "3", "--timeout", "5"]]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let first = server.requests()[0].path.clone();
+    for i in 0..3u64 {
+        let r = out.result(i);
+        assert_response(r, 200, 2);
+        let expected = if format!("/{i}") == first { 1 } else { 2 };
+        assert_eq!(r["attempts"], expected, "{r}");
+    }
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn unannounced_close_mid_pipeline_consumes_retries() {
+    // Unlike `Connection: close`, a silent close is a failure: with --retries 0 the two
+    // unanswered requests end in io errors.
+    let server = unannounced_close_after_first_of_three();
+    let list: Vec<String> = (0..3).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(
+        &list,
+        &args(&[&ONE_CONN, &["-p", "3", "--timeout", "5", "--retries", "0"]]),
+    );
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let first = server.requests()[0].path.clone();
+    for i in 0..3u64 {
+        let r = out.result(i);
+        if format!("/{i}") == first {
+            assert_response(r, 200, 2);
+        } else {
+            assert_error(r, "io");
+            assert_eq!(r["status"], Value::Null, "{r}");
+        }
+        assert_eq!(r["attempts"], 1, "{r}");
+    }
+    server.settle();
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn body_shorter_than_content_length_then_close_is_io_error() {
+    let mut reply = response("HTTP/1.1 200 OK", &["Content-Length: 1000"], b"");
+    reply.extend(vec![b'x'; 300]);
+    let server = Hostile::replies(move |_| Reply::SendThenClose(reply.clone()));
+    let save = tempdir();
+    let out = run_fetch(
+        &[server.url("/")],
+        &["--timeout", "5", "--save-dir", arg(save.path())],
+    );
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body_bytes"], 300, "{r}");
+    assert_error(r, "io");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(
+        entries(save.path()),
+        Vec::<String>::new(),
+        "no partial file"
+    );
+    server.settle();
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn timeout_bounds_the_whole_response_not_each_read() {
+    // A byte every 50 ms never leaves the connection idle for long, but the whole response
+    // would take about 4 s; --timeout 1 must end it after about 1 s.
+    let server = Hostile::replies(|_| Reply::Trickle(ok(&[b'x'; 40]), Duration::from_millis(50)));
+    let out = run_fetch(&[server.url("/")], &["--timeout", "1", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "timeout");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert!(
+        out.elapsed < Duration::from_secs(3),
+        "took {:?}",
+        out.elapsed
+    );
 }
 
 #[test]
@@ -344,20 +484,22 @@ fn stalled_server_times_out() {
         out.elapsed
     );
 
-    // Milliseconds are accepted too; without retries there is exactly one attempt.
-    let out = run_fetch(
-        &[server.url("/")],
-        &["--timeout", "500ms", "--retries", "0"],
-    );
-    assert_eq!(out.code, 1, "{}", out.describe());
-    let r = out.result(0);
-    assert_error(r, "timeout");
-    assert_eq!(r["attempts"], 1, "{r}");
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        out.elapsed
-    );
+    // Fractions and milliseconds are accepted too; without retries there is one attempt.
+    for timeout in ["0.5", "500ms"] {
+        let out = run_fetch(
+            &[server.url("/")],
+            &["--timeout", timeout, "--retries", "0"],
+        );
+        assert_eq!(out.code, 1, "{timeout}: {}", out.describe());
+        let r = out.result(0);
+        assert_error(r, "timeout");
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "took {:?}",
+            out.elapsed
+        );
+    }
 }
 
 /// Serves `path -> raw response` and expects every URL to end with a `protocol` error.
@@ -384,10 +526,25 @@ fn expect_protocol_errors(cases: &'static [(&'static str, &'static [u8])]) {
 
 #[test]
 fn content_length_not_a_number_is_protocol_error() {
-    expect_protocol_errors(&[(
-        "/abc",
-        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
-    )]);
+    // Content-Length = 1*DIGIT (RFC 9110 §8.6): no sign, not empty.
+    expect_protocol_errors(&[
+        (
+            "/abc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+        ),
+        (
+            "/plus",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        ),
+        (
+            "/minus",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+        ),
+        (
+            "/empty",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nhello",
+        ),
+    ]);
 }
 
 #[test]
@@ -543,6 +700,18 @@ fn refused_connection_is_connect_error() {
 }
 
 #[test]
+fn unresolvable_host_is_dns_error() {
+    // .invalid never resolves (RFC 6761), so no network is needed to get a DNS failure.
+    let url = "http://no-such-host.invalid/".to_string();
+    let out = run_fetch(std::slice::from_ref(&url), &["--timeout", "5"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    let r = out.result(0);
+    assert_error(r, "dns");
+    assert_eq!(r["attempts"], 0, "{r}");
+    assert_eq!(r["status"], Value::Null, "{r}");
+}
+
+#[test]
 fn custom_headers_reach_the_server() {
     let server = Hostile::replies(|_| Reply::Send(ok(b"ok")));
     let out = run_fetch(
@@ -593,4 +762,102 @@ fn error_statuses_are_responses() {
     );
     assert_eq!(out.summary["requests"], 2, "{}", out.summary);
     assert_eq!(error_total(&out.summary), 0, "{}", out.summary);
+}
+
+#[test]
+fn pipelined_churn_reports_every_url_once_with_its_own_body() {
+    // Pipelined batches over two connections while the server closes every seventh response
+    // with `Connection: close` and sends every eleventh close-delimited: each close strands the
+    // requests queued behind it, which must be re-sent and still tied to their own responses.
+    let server = Hostile::replies(|r| {
+        let i: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
+        let body = r.path.as_bytes();
+        let length = format!("Content-Length: {}", body.len());
+        if i % 7 == 6 {
+            Reply::SendThenClose(response(
+                "HTTP/1.1 200 OK",
+                &[&length, "Connection: close"],
+                body,
+            ))
+        } else if i % 11 == 10 {
+            Reply::SendThenClose(response("HTTP/1.1 200 OK", &[], body))
+        } else if i % 10 == 3 {
+            Reply::Send(response("HTTP/1.1 404 Not Found", &[&length], body))
+        } else {
+            Reply::Send(ok(body))
+        }
+    });
+    let save = tempdir();
+    let list: Vec<String> = (0..300).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(
+        &list,
+        &[
+            "-p",
+            "8",
+            "--conns-per-host",
+            "2",
+            "-t",
+            "1",
+            "--timeout",
+            "5",
+            "--save-dir",
+            arg(save.path()),
+            // A close-delimited response ends in EOF, which may count as a failed connection
+            // for the requests behind it; leave room so no URL runs out of retries.
+            "--retries",
+            "5",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let by_index = out.by_index();
+    assert_eq!(by_index.len(), 300, "{}", out.describe());
+    for (i, r) in by_index {
+        let path = format!("/{i}");
+        let status = if i % 7 != 6 && i % 11 != 10 && i % 10 == 3 {
+            404
+        } else {
+            200
+        };
+        assert_response(r, status, path.len() as u64);
+        assert_eq!(r["url"], list[i as usize], "{r}");
+        assert_eq!(saved(save.path(), i), Some(path.into_bytes()), "{r}");
+    }
+}
+
+/// Regression guard for the receive low-water mark (engine::conn::ReadBatching): after enough
+/// same-size responses a pipelined read waits for several of them at once. When the server then
+/// switches to much smaller responses, the outstanding bytes can fall short of the mark; the read must
+/// be rescued promptly, not left to the request timeout.
+#[test]
+fn pipelined_responses_that_shrink_do_not_stall_batched_reads() {
+    let server = Hostile::replies(|r| {
+        let n: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
+        if n == 64 {
+            // Let the client parse every large response and wait on its next read first, so the
+            // small responses arrive under a mark set for large ones.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Reply::Send(if n < 64 {
+            ok(&[b'x'; 1500])
+        } else {
+            ok(b"tiny")
+        })
+    });
+    let list: Vec<String> = (0..120).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(&list, &args(&[&ONE_CONN, &["-p", "16", "--timeout", "5"]]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..120u64 {
+        assert_response(out.result(i), 200, if i < 64 { 1500 } else { 4 });
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "the connection must survive the size change"
+    );
+    // Without the rescue the run waits for the 5 s timeout.
+    assert!(
+        out.elapsed < Duration::from_secs(2),
+        "took {:?}",
+        out.elapsed
+    );
 }
