@@ -82,7 +82,13 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
     if let Some(line) = warning {
         eprintln!("{line}");
     }
-    describe_workers(plan.engine.verbose, threads, &plan.engine.cpus, limit, budget);
+    describe_workers(
+        plan.engine.verbose,
+        threads,
+        &plan.engine.cpus,
+        limit,
+        budget,
+    );
     let sink = Sink::new(match plan.output {
         None => None,
         Some(Output::Stdout) => Some(Box::new(io::stdout()) as Box<dyn Write + Send>),
