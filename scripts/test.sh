@@ -19,4 +19,12 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --release -- -D warnings
 # Release: the integration tests push tens of thousands of requests through the real binary.
-cargo test --release -- --test-threads 2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release -- --test-threads 2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over all test binaries, for people and for CI.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
