@@ -22,20 +22,26 @@ fn args<'a>(lists: &[&[&'a str]]) -> Vec<&'a str> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
-#[test]
-fn chunked_trickled_one_byte_at_a_time() {
-    let server = Hostile::replies(|_| {
-        Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec(), Duration::from_millis(1))
-    });
+/// Fetches `list` over one connection of one worker with a 5 s timeout, saving bodies in a fresh
+/// directory.
+fn fetch_saving_on_one_connection(list: &[String]) -> (Output, tempfile::TempDir) {
     let save = tempdir();
-    let list = vec![server.url("/a"), server.url("/b")];
     let out = run_fetch(
-        &list,
+        list,
         &args(&[
             &ONE_CONN,
             &["--timeout", "5", "--save-dir", arg(save.path())],
         ]),
     );
+    (out, save)
+}
+
+#[test]
+fn chunked_trickled_one_byte_at_a_time() {
+    let server = Hostile::replies(|_| {
+        Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec(), Duration::from_millis(1))
+    });
+    let (out, save) = fetch_saving_on_one_connection(&vec![server.url("/a"), server.url("/b")]);
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..2 {
         assert_response(out.result(i), 200, CHUNKED_BODY.len() as u64);
@@ -570,15 +576,8 @@ fn repeated_identical_content_length_is_accepted() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello".to_vec()
         })
     });
-    let save = tempdir();
-    let list = vec![server.url("/list"), server.url("/two-headers")];
-    let out = run_fetch(
-        &list,
-        &args(&[
-            &ONE_CONN,
-            &["--timeout", "5", "--save-dir", arg(save.path())],
-        ]),
-    );
+    let (out, save) =
+        fetch_saving_on_one_connection(&vec![server.url("/list"), server.url("/two-headers")]);
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..2 {
         assert_response(out.result(i), 200, 5);
