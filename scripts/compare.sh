@@ -232,6 +232,16 @@ settle_time_wait() {
     done
 }
 
+# warm_up: an untimed second of load and a read of the document root before every client. This VM
+# runs memory reclaim (DAMON) and is shared: after ~60 s of idleness (the TIME_WAIT wait) the first
+# client measured ran 2x slower (10–14k instead of 29k req/s for the same fetch), and nginx's
+# per-file open()s in (c) hit whatever was reclaimed. Warming before each client puts them all on
+# the same footing instead of penalising whichever comes first.
+warm_up() {
+    cat "$NB_DIR"/www/f/* >/dev/null 2>&1 || true
+    timeout 5 taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d1s "$BASE/1k" >/dev/null 2>&1 || true
+}
+
 # measure SCENARIO SCENARIO_LABEL CLIENT CLIENT_LABEL RUN EXPECTED INFLIGHT LIMIT PARSER cmd...
 # PARSER is a function that reads $OUT.out/$OUT.err and sets REQS and NOTE.
 measure() {
@@ -244,6 +254,7 @@ measure() {
     # alone leaves ~10,000 of them per run; measured, they cut the next fetch client's req/s by a third.
     sleep 1
     settle_time_wait
+    warm_up
     before=$(nginx_bench_requests)
     run_client "$limit" "$out" "$@" || rc=$?
     after=$(nginx_bench_requests)
@@ -350,7 +361,7 @@ done
 "$PY" "$REPORT_PY" table "$RESULTS" >>"$REPORT"
 {
     echo
-    echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
+    echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections, and after an untimed 1 s warm-up load and a read of the document root, so none pays for the idle time before it. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
 } >>"$REPORT"
 
 mkdir -p "$REPO/target"
