@@ -247,6 +247,11 @@ fn usage_errors_exit_2_and_fetch_nothing() {
         &["--shard", "2/0"],
         &["--timeout", "soon"],
         &["--no-such-flag"],
+        &["--cacert", "/nonexistent/ca.pem"],
+        &["-p", "0"],
+        &["--refill-at", "16", "-p", "16"],
+        &["-H", "no colon here"],
+        &["-X", "CONNECT"],
     ];
     for args in cases {
         let out = run_fetch(&list, args);
