@@ -41,7 +41,7 @@ fn chunked_trickled_one_byte_at_a_time() {
     let server = Hostile::replies(|_| {
         Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec(), Duration::from_millis(1))
     });
-    let (out, save) = fetch_saving_on_one_connection(&vec![server.url("/a"), server.url("/b")]);
+    let (out, save) = fetch_saving_on_one_connection(&[server.url("/a"), server.url("/b")]);
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..2 {
         assert_response(out.result(i), 200, CHUNKED_BODY.len() as u64);
@@ -577,7 +577,7 @@ fn repeated_identical_content_length_is_accepted() {
         })
     });
     let (out, save) =
-        fetch_saving_on_one_connection(&vec![server.url("/list"), server.url("/two-headers")]);
+        fetch_saving_on_one_connection(&[server.url("/list"), server.url("/two-headers")]);
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..2 {
         assert_response(out.result(i), 200, 5);
