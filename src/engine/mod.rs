@@ -139,15 +139,19 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
                 break;
             }
         }
-        if batch.len() == BATCH
-            && tx
-                .send_blocking(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                .is_err()
-        {
-            break;
+        if batch.len() == BATCH {
+            // Nobody reads the results any more (`| head`): stop feeding and end quietly.
+            if sink.reader_gone() {
+                batch.clear();
+                break;
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send_blocking(full).is_err() {
+                break;
+            }
         }
     }
-    if !batch.is_empty() {
+    if !batch.is_empty() && !sink.reader_gone() {
         let _ = tx.send_blocking(batch);
     }
     drop(tx);

@@ -2,6 +2,7 @@
 //! shared sink, so lines never interleave and the lock is taken once per 64 KiB, not once per URL.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -24,13 +25,21 @@ pub struct ResultLine<'a> {
 #[derive(Clone)]
 pub struct Sink {
     out: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    /// The reader of the results went away (`ringfetch fetch … -o - | head`): fetching more is
+    /// pointless, so the run stops feeding URLs and ends quietly.
+    gone: Arc<AtomicBool>,
 }
 
 impl Sink {
     pub fn new(out: Option<Box<dyn Write + Send>>) -> Sink {
         Sink {
             out: out.map(|w| Arc::new(Mutex::new(w))),
+            gone: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    pub fn reader_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     pub fn enabled(&self) -> bool {
@@ -41,7 +50,11 @@ impl Sink {
         let Some(out) = &self.out else { return Ok(()) };
         // A worker that panicked while holding the lock left whole lines behind; keep writing.
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-        out.write_all(bytes)
+        let res = out.write_all(bytes);
+        if matches!(&res, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        res
     }
 
     pub fn flush(&self) -> io::Result<()> {

@@ -344,3 +344,57 @@ fn bench_without_url_runs_embedded_server_for_duration() {
         "-d 1s ran for {elapsed} s: {s}"
     );
 }
+
+/// `ringfetch fetch BIG -o - | head -1`: once the reader of the results is gone, the rest of the list
+/// must not be fetched (a 10-million-line list would otherwise run to the end for nothing), and the
+/// run ends quietly with status 0, as ripgrep does on a broken pipe.
+#[test]
+fn closed_stdout_stops_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let server = Hostile::replies(|_| Reply::Send(ok(b"x")));
+    let dir = tempdir();
+    let list = dir.path().join("urls.txt");
+    let text: String = (0..100_000)
+        .map(|i| format!("{}\n", server.url(&format!("/{i}"))))
+        .collect();
+    fs::write(&list, text).unwrap();
+    let mut child = Command::new(bin())
+        .args(["fetch", arg(&list), "-o", "-", "-t", "1", "-p", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader drops stdout here, like `head -1` exiting.
+    let v: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["status"], 200, "{first}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "a closed pipe is not an error: {stderr}"
+    );
+    server.settle();
+    let fetched = server.requests().len();
+    assert!(
+        fetched < 50_000,
+        "kept fetching after the reader left: {fetched} requests"
+    );
+}
