@@ -265,6 +265,16 @@ pub fn parse_summary(text: &str) -> Value {
 
 /// A successful result: this status and body length, and `error` null.
 #[track_caller]
+/// The run ended before `limit`: a stall would have taken the full timeout instead.
+pub fn assert_finished_within(out: &Output, limit: Duration) {
+    assert!(
+        out.elapsed < limit,
+        "took {:?}: {}",
+        out.elapsed,
+        out.describe()
+    );
+}
+
 pub fn assert_response(r: &Value, status: u64, body_bytes: u64) {
     assert_eq!(r["status"], status, "status of {r}");
     assert_eq!(r["body_bytes"], body_bytes, "body_bytes of {r}");
