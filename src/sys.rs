@@ -98,19 +98,6 @@ pub fn kernel_release() -> String {
     String::from_utf8_lossy(&release).into_owned()
 }
 
-/// Resident set size and its peak, in KiB, from /proc/self/status.
-pub fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Completion of `recv_poll_first`: the buffer comes back with the received bytes appended.
 pub struct RecvDone;
 

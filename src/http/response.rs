@@ -187,11 +187,6 @@ impl ResponseDecoder {
             State::Finished => Ok(false),
         }
     }
-
-    /// True while between responses (nothing of the next one decoded yet).
-    pub fn between_responses(&self) -> bool {
-        matches!(self.state, State::Head { scanned: 0 })
-    }
 }
 
 fn decode_head(
