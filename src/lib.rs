@@ -123,7 +123,17 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 plan.body_size,
             )
             .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", plan.addr))
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    "; another program listens there: pick another port, or port 0 for a free one"
+                } else {
+                    ""
+                };
+                let text = e.to_string();
+                let text = text.split(" (os error").next().unwrap_or(&text);
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {text}{hint}", plan.addr),
+                )
             })?;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "listening on {}", server.addr);

@@ -130,7 +130,7 @@ impl BenchShard {
                     if shard.budget.get() != u64::MAX {
                         shard.budget.set(shard.budget.get() - 1);
                     }
-                    shard.report.borrow_mut().errors[err.kind.index()] += 1;
+                    shard.report.borrow_mut().error(&err);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
@@ -187,14 +187,14 @@ impl Workload for BenchConn<'_> {
     }
 
     fn on_failed(&self, _: (), err: FetchError) {
-        self.shard.report.borrow_mut().errors[err.kind.index()] += 1;
+        self.shard.report.borrow_mut().error(&err);
     }
 
     fn on_unanswered(&self, _: (), why: Unanswered, err: &FetchError) {
         let s = self.shard;
         match why {
             Unanswered::Failed if !s.stopped.get() => {
-                s.report.borrow_mut().errors[err.kind.index()] += 1;
+                s.report.borrow_mut().error(err);
             }
             // Never answered through no fault of its own: it goes back into the budget.
             _ => {

@@ -331,7 +331,7 @@ impl FetchShard {
         elapsed_ms: f64,
         err: FetchError,
     ) {
-        self.report.borrow_mut().errors[err.kind.index()] += 1;
+        self.report.borrow_mut().error(&err);
         self.lines.borrow_mut().push(&ResultLine {
             index,
             url,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::histogram::{Latency, LatencySummary};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, FetchError};
 
 /// One worker's counters, summed once at the end.
 #[derive(Default)]
@@ -16,6 +16,8 @@ pub struct Report {
     /// Responses received in full.
     pub requests: u64,
     pub errors: [u64; ErrorKind::ALL.len()],
+    /// The first message seen of each kind, so a summary can say what went wrong, not only how often.
+    pub first_errors: [Option<String>; ErrorKind::ALL.len()],
     pub status: StatusCounts,
     /// Body bytes (de-chunked).
     pub bytes: u64,
@@ -31,10 +33,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// Counts one failure, keeping its message when it is the first of its kind.
+    pub fn error(&mut self, err: &FetchError) {
+        let i = err.kind.index();
+        self.errors[i] += 1;
+        if self.first_errors[i].is_none() {
+            self.first_errors[i] = Some(err.to_string());
+        }
+    }
+
     pub fn merge(&mut self, other: &Report) {
         self.requests += other.requests;
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
+        }
+        for (a, b) in self.first_errors.iter_mut().zip(&other.first_errors) {
+            if a.is_none() {
+                a.clone_from(b);
+            }
         }
         self.status.merge(&other.status);
         self.bytes += other.bytes;
@@ -84,6 +100,8 @@ impl StatusCounts {
 pub struct Summary {
     pub requests: u64,
     pub errors: BTreeMap<&'static str, u64>,
+    /// One example message per error kind ("kind: message").
+    pub error_examples: BTreeMap<&'static str, String>,
     pub status: BTreeMap<String, u64>,
     pub bytes: u64,
     pub elapsed_s: f64,
@@ -106,6 +124,10 @@ impl Summary {
                 .iter()
                 .filter(|k| report.errors[k.index()] > 0)
                 .map(|k| (k.as_str(), report.errors[k.index()]))
+                .collect(),
+            error_examples: ErrorKind::ALL
+                .iter()
+                .filter_map(|k| Some((k.as_str(), report.first_errors[k.index()].clone()?)))
                 .collect(),
             status: report
                 .status
@@ -188,6 +210,9 @@ impl Summary {
                 errors.join("  ")
             }
         );
+        for example in self.error_examples.values() {
+            let _ = writeln!(s, "  {:<12}{example}", "e.g.");
+        }
         let _ = writeln!(s, "  {:<12}{} body bytes", "transfer", bytes(self.bytes));
         let _ = writeln!(
             s,
@@ -238,7 +263,10 @@ mod tests {
             requests: 3,
             ..Default::default()
         };
-        a.errors[ErrorKind::Timeout.index()] = 1;
+        a.error(&FetchError::new(
+            ErrorKind::Timeout,
+            "no complete response within 1.0s",
+        ));
         for _ in 0..3 {
             a.status.add(200);
         }

@@ -109,3 +109,44 @@ fn serve_empty_body() {
     assert_eq!(client.response(false), (200, Vec::new()));
     assert_eq!(client.response(false), (200, Vec::new()));
 }
+
+#[test]
+fn serve_on_a_taken_port_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--addr", &addr, "-t", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("another program"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_against_a_closed_port_names_the_error() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let out = std::process::Command::new(bin())
+        .args(["bench", &url, "-c", "2", "-t", "1", "-d", "300ms", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no response at all is a failed run"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["requests"], 0);
+    assert!(
+        summary["errors"]["connect"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let example = summary["error_examples"]["connect"].as_str().unwrap();
+    assert!(
+        example.starts_with("connect: ") && example.contains("refused"),
+        "{example}"
+    );
+}
