@@ -36,6 +36,8 @@ pub struct BenchShard {
     /// Requests this worker may still send (`-n`), or u64::MAX.
     budget: Cell<u64>,
     stopped: Cell<bool>,
+    /// Wakes connections still waiting for their connect when the run ends.
+    stop: tokio::sync::Notify,
     report: RefCell<Report>,
     head_request: bool,
 }
@@ -62,6 +64,7 @@ impl BenchShard {
                 Stop::After(_) => u64::MAX,
             }),
             stopped: Cell::new(false),
+            stop: tokio::sync::Notify::new(),
             report: RefCell::new(Report::default()),
             head_request: settings.head_request,
         });
@@ -102,6 +105,7 @@ impl BenchShard {
                 if now >= started + d {
                     shard.stopped.set(true);
                     shard.env.watchdog.stop_all();
+                    shard.stop.notify_waiters();
                     return;
                 }
             }
@@ -116,7 +120,13 @@ impl BenchShard {
             request: &target.request,
         };
         while !shard.stopped.get() && shard.budget.get() > 0 {
-            match net::connect(&target.addrs, connect_timeout).await {
+            // A connect the server does not answer (a full backlog) must not hold the run past its
+            // end; the abandoned connect is left to the kernel and closes when it completes.
+            let connected = tokio::select! {
+                connected = net::connect(&target.addrs, connect_timeout) => connected,
+                _ = shard.stop.notified() => return,
+            };
+            match connected {
                 Ok(io) => {
                     shard.report.borrow_mut().connections_opened += 1;
                     backoff = Duration::from_millis(1);

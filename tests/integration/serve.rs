@@ -150,3 +150,40 @@ fn bench_against_a_closed_port_names_the_error() {
         "{example}"
     );
 }
+
+/// A server whose accept queue is full answers no SYN: connects hang until --connect-timeout. The
+/// run must still end at its duration instead of waiting for them.
+#[test]
+fn bench_ends_on_time_when_connects_hang() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) on a socket we own; a second listen only changes the backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the queue: these connections are never accepted.
+    let _fillers: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &listener.local_addr().unwrap(),
+                Duration::from_millis(200),
+            )
+            .ok()
+        })
+        .collect();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["bench", &url, "-c", "8", "-t", "1", "-d", "1s", "--json"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}; connect timeout is 10 s"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
