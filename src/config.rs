@@ -2,13 +2,13 @@
 //! says which argument to fix (exit status 2).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{BenchArgs, FetchArgs, HttpArgs, ServeArgs};
-use crate::error::UsageError;
+use crate::error::{describe, UsageError};
 use crate::http::pipeline::default_refill_at;
 use crate::http::request::RequestTemplate;
 use crate::sys;
@@ -157,7 +157,7 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
                 usage(format!(
                     "cannot open URL list {}: {}",
                     p.display(),
-                    plain(&e)
+                    describe(&e)
                 ))
             })?;
             Input::File(p.clone(), file)
@@ -170,7 +170,7 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
             usage(format!(
                 "cannot create output file {}: {}",
                 p.display(),
-                plain(&e)
+                describe(&e)
             ))
         })?)),
     };
@@ -179,7 +179,7 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
             usage(format!(
                 "cannot create --save-dir {}: {}",
                 dir.display(),
-                plain(&e)
+                describe(&e)
             ))
         })?;
     }
@@ -246,9 +246,4 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         engine,
         body_size: args.body_size,
     })
-}
-
-fn plain(err: &io::Error) -> String {
-    let text = err.to_string();
-    text.split(" (os error").next().unwrap_or(&text).to_string()
 }

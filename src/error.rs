@@ -97,8 +97,9 @@ impl FetchError {
     }
 }
 
-/// `io::Error`'s Display appends "(os error N)"; keep the text and drop the noise.
-fn describe(err: &io::Error) -> String {
+/// `io::Error`'s Display appends "(os error N)"; keep the text and drop the noise. Every message built
+/// from an OS error goes through here.
+pub fn describe(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

@@ -128,8 +128,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 } else {
                     ""
                 };
-                let text = e.to_string();
-                let text = text.split(" (os error").next().unwrap_or(&text);
+                let text = error::describe(&e);
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot listen on {}: {text}{hint}", plan.addr),
