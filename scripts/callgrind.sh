@@ -24,19 +24,18 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is needed (apt-
 
 cargo build --release --quiet
 bin=target/release/ringfetch
+# shellcheck source=scripts/lib/builtin-server.sh
+source scripts/lib/builtin-server.sh
 out=$(mktemp -d)
-server_pid=""
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    builtin_server_stop
     rm -rf "$out"
 }
 trap cleanup EXIT INT TERM
 
 if [ -z "$url" ]; then
-    taskset -c 0 "$bin" serve --addr 127.0.0.1:0 -t 1 > "$out/serve.txt" &
-    server_pid=$!
-    for _ in $(seq 50); do grep -q listening "$out/serve.txt" 2>/dev/null && break; sleep 0.1; done
-    url="http://$(sed -n 's/^listening on //p' "$out/serve.txt")/"
+    builtin_server_start "$bin" "$out"
+    url=$BUILTIN_URL
 fi
 
 printf '| depth | requests | instructions | instructions / request |\n|--:|--:|--:|--:|\n'

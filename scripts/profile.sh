@@ -25,20 +25,19 @@ fi
 export CARGO_TARGET_DIR=target/profiling
 RUSTFLAGS="-C force-frame-pointers=yes" cargo build --profile profiling --quiet
 bin=$CARGO_TARGET_DIR/profiling/ringfetch
+# shellcheck source=scripts/lib/builtin-server.sh
+source scripts/lib/builtin-server.sh
 work=$(mktemp -d)
-server_pid=""
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+    builtin_server_stop
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
 # A URL among the bench arguments means another server; otherwise start ours on CPU 0.
 if ! printf '%s\n' "${bench_args[@]}" | grep -q '^http'; then
-    taskset -c 0 "$bin" serve --addr 127.0.0.1:0 -t 1 >"$work/serve.txt" &
-    server_pid=$!
-    for _ in $(seq 50); do grep -q listening "$work/serve.txt" 2>/dev/null && break; sleep 0.1; done
-    bench_args=("http://$(sed -n 's/^listening on //p' "$work/serve.txt")/" "${bench_args[@]}")
+    builtin_server_start "$bin" "$work"
+    bench_args=("$BUILTIN_URL" "${bench_args[@]}")
 fi
 
 taskset -c 1 perf record -q -e cpu-clock -F 4999 -g -o "$work/perf.data" \
