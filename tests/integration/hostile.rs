@@ -36,17 +36,22 @@ fn fetch_saving_on_one_connection(list: &[String]) -> (Output, tempfile::TempDir
     (out, save)
 }
 
+/// Exit 0, and URL i answered 200 with exactly `bodies[i]`, saved under its index.
+fn assert_all_saved(out: &Output, dir: &std::path::Path, bodies: &[&[u8]]) {
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for (i, body) in bodies.iter().enumerate() {
+        assert_response(out.result(i as u64), 200, body.len() as u64);
+        assert_eq!(saved(dir, i as u64).as_deref(), Some(*body), "index {i}");
+    }
+}
+
 #[test]
 fn chunked_trickled_one_byte_at_a_time() {
     let server = Hostile::replies(|_| {
         Reply::Trickle(CHUNKED_EXT_TRAILERS.to_vec(), Duration::from_millis(1))
     });
     let (out, save) = fetch_saving_on_one_connection(&[server.url("/a"), server.url("/b")]);
-    assert_eq!(out.code, 0, "{}", out.describe());
-    for i in 0..2 {
-        assert_response(out.result(i), 200, CHUNKED_BODY.len() as u64);
-        assert_eq!(saved(save.path(), i).as_deref(), Some(CHUNKED_BODY));
-    }
+    assert_all_saved(&out, save.path(), &[CHUNKED_BODY, CHUNKED_BODY]);
     // The second request reused the connection: the trailers were consumed exactly.
     assert_eq!(server.connections(), 1);
     assert_eq!(server.requests().len(), 2);
@@ -122,15 +127,7 @@ fn close_delimited_body_runs_until_eof() {
         &list,
         &args(&[&ONE_CONN, &["--save-dir", arg(save.path())]]),
     );
-    assert_eq!(out.code, 0, "{}", out.describe());
-    for i in 0..2 {
-        assert_response(out.result(i), 200, 5000);
-        assert_eq!(
-            saved(save.path(), i).as_deref(),
-            Some(&body[..]),
-            "saved body {i}"
-        );
-    }
+    assert_all_saved(&out, save.path(), &[&body, &body]);
     // A close-delimited connection cannot be reused.
     assert_eq!(server.connections(), 2);
 }
@@ -570,11 +567,7 @@ fn repeated_identical_content_length_is_accepted() {
     });
     let (out, save) =
         fetch_saving_on_one_connection(&[server.url("/list"), server.url("/two-headers")]);
-    assert_eq!(out.code, 0, "{}", out.describe());
-    for i in 0..2 {
-        assert_response(out.result(i), 200, 5);
-        assert_eq!(saved(save.path(), i).as_deref(), Some(&b"hello"[..]));
-    }
+    assert_all_saved(&out, save.path(), &[b"hello", b"hello"]);
 }
 
 #[test]
@@ -663,14 +656,9 @@ fn chunked_wins_over_content_length() {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
         })
     });
-    let save = tempdir();
-    let list = vec![server.url("/cl-first"), server.url("/te-first")];
-    let out = run_fetch(&list, &["--timeout", "5", "--save-dir", arg(save.path())]);
-    assert_eq!(out.code, 0, "{}", out.describe());
-    for i in 0..2 {
-        assert_response(out.result(i), 200, 5);
-        assert_eq!(saved(save.path(), i).as_deref(), Some(&b"hello"[..]));
-    }
+    let (out, save) =
+        fetch_saving_on_one_connection(&[server.url("/cl-first"), server.url("/te-first")]);
+    assert_all_saved(&out, save.path(), &[b"hello", b"hello"]);
 }
 
 #[test]
