@@ -36,7 +36,7 @@ pub struct HttpPlan {
 
 pub enum Input {
     Stdin,
-    File(PathBuf, File),
+    File(File),
 }
 
 pub enum Output {
@@ -160,7 +160,7 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
                     describe(&e)
                 ))
             })?;
-            Input::File(p.clone(), file)
+            Input::File(file)
         }
     };
     let output = match &args.output {

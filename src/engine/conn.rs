@@ -379,6 +379,9 @@ impl ReadBatching {
 
     /// Sets the mark for the next read, with `in_flight` responses expected.
     fn adjust(&mut self, io: &Transport, refill_at: usize, in_flight: usize) {
+        if !self.enabled {
+            return;
+        }
         let want = if self.same >= STABLE && in_flight >= 2 {
             (refill_at.min(in_flight - 1) * self.last).clamp(1, MAX_LOWAT)
         } else {

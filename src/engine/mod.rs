@@ -126,7 +126,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
     let mut failure = None;
     let reader: Box<dyn io::BufRead> = match plan.input {
         Input::Stdin => Box::new(BufReader::with_capacity(256 * 1024, io::stdin())),
-        Input::File(_, f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
+        Input::File(f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
     };
     let mut batch = Vec::with_capacity(BATCH);
     for line in Lines::new(reader, plan.shard) {
