@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -363,13 +363,6 @@ struct OriginWork<'a> {
 }
 
 impl OriginWork<'_> {
-    fn save_path(&self, dir: &Path, index: u64) -> (PathBuf, PathBuf) {
-        (
-            dir.join(format!(".{index}.part")),
-            dir.join(index.to_string()),
-        )
-    }
-
     fn release_slot(&self) {
         let s = self.shard;
         let was_full = s.in_flight.get() >= s.limits.cap;
@@ -462,7 +455,8 @@ impl Workload for OriginWork<'_> {
         }
         if let Some(dir) = &s.settings.save_dir {
             if job.save.is_none() {
-                let (tmp, _) = self.save_path(dir, job.index);
+                // Written under a dot-name and renamed when complete, so a failed URL leaves no file.
+                let tmp = dir.join(format!(".{}.part", job.index));
                 let file = File::create(&tmp)
                     .map_err(|e| FetchError::io(&format!("cannot create {}", tmp.display()), &e))?;
                 job.save = Some((file, tmp));
@@ -482,16 +476,16 @@ impl Workload for OriginWork<'_> {
         let latency = now.saturating_duration_since(done.sent);
         let mut path = None;
         if let Some(dir) = &s.settings.save_dir {
-            let (tmp, fin) = self.save_path(dir, job.index);
-            let saved = match job.save {
-                Some((file, _)) => {
-                    drop(file);
-                    std::fs::rename(&tmp, &fin)
-                }
+            let fin = dir.join(job.index.to_string());
+            let saved = match &job.save {
+                Some((_, tmp)) => std::fs::rename(tmp, &fin),
+                // An empty body was never written: it still gets its (empty) file.
                 None => File::create(&fin).map(drop),
             };
             if let Err(e) = saved {
-                let _ = std::fs::remove_file(&tmp);
+                if let Some((_, tmp)) = &job.save {
+                    let _ = std::fs::remove_file(tmp);
+                }
                 let err = FetchError::io(&format!("cannot save the body to {}", fin.display()), &e);
                 let ms = latency.as_secs_f64() * 1000.0;
                 s.report_error(
