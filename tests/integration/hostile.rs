@@ -558,16 +558,25 @@ fn conflicting_content_lengths_are_protocol_errors() {
 
 #[test]
 fn repeated_identical_content_length_is_accepted() {
-    let server = Hostile::replies(|r| {
-        Reply::Send(if r.path == "/list" {
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello".to_vec()
-        } else {
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello".to_vec()
-        })
+    each_framing_yields_hello(&[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    ]);
+}
+
+/// Serves response i for path /i, fetches them all over one connection, and expects each to be
+/// read as a 200 with body "hello".
+fn each_framing_yields_hello(responses: &'static [&'static [u8]]) {
+    let server = Hostile::replies(move |r| {
+        let i: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
+        Reply::Send(responses[i.min(responses.len() - 1)].to_vec())
     });
-    let (out, save) =
-        fetch_saving_on_one_connection(&[server.url("/list"), server.url("/two-headers")]);
-    assert_all_saved(&out, save.path(), &[b"hello", b"hello"]);
+    let list: Vec<String> = (0..responses.len())
+        .map(|i| server.url(&format!("/{i}")))
+        .collect();
+    let (out, save) = fetch_saving_on_one_connection(&list);
+    let hello: Vec<&[u8]> = vec![b"hello"; responses.len()];
+    assert_all_saved(&out, save.path(), &hello);
 }
 
 #[test]
@@ -649,16 +658,10 @@ fn body_over_max_body_is_too_large() {
 
 #[test]
 fn chunked_wins_over_content_length() {
-    let server = Hostile::replies(|r| {
-        Reply::Send(if r.path == "/cl-first" {
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
-        } else {
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
-        })
-    });
-    let (out, save) =
-        fetch_saving_on_one_connection(&[server.url("/cl-first"), server.url("/te-first")]);
-    assert_all_saved(&out, save.path(), &[b"hello", b"hello"]);
+    each_framing_yields_hello(&[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ]);
 }
 
 #[test]
