@@ -85,6 +85,32 @@ pub struct HttpArgs {
     /// Print the summary as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Connect to ADDR for HOST:PORT instead of resolving HOST (curl's form; repeatable), e.g.
+    /// example.com:443:127.0.0.1 or example.com:443:[::1]. The URL's name is still sent as Host and
+    /// verified against the certificate.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<crate::net::dns::Pin>,
+
+    /// https: also trust the CA certificates in this PEM file (one or more certificates), e.g. the CA
+    /// of a test or internal server.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// https: trust the system's certificate store (/etc/ssl/certs) instead of the built-in Mozilla
+    /// roots.
+    #[arg(long)]
+    pub system_roots: bool,
+
+    /// https: accept any certificate (expired, self-signed, for another name). The connection is still
+    /// encrypted but no longer authenticated; a warning says so once.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
+    /// https: run a full handshake on every connection instead of resuming the worker's earlier
+    /// session with the origin (to measure handshake cost).
+    #[arg(long)]
+    pub no_tls_resume: bool,
 }
 
 /// Fetch every URL of a list, each exactly once, and report each result.
@@ -136,14 +162,6 @@ pub struct FetchArgs {
     /// Fetch only the lines whose index % N == K, to split one list over several machines.
     #[arg(long, value_name = "K/N", value_parser = units::shard)]
     pub shard: Option<(u64, u64)>,
-
-    /// Reserved for https (not supported yet): skip certificate verification.
-    #[arg(long)]
-    pub insecure: bool,
-
-    /// Reserved for https (not supported yet): trust the CA certificates in this PEM file.
-    #[arg(long, value_name = "FILE")]
-    pub cacert: Option<PathBuf>,
 }
 
 /// Load-test a server: keep -c connections busy with -p requests each, then summarise.
@@ -176,6 +194,11 @@ pub struct BenchArgs {
     /// Body size of the built-in server when no URL is given.
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
+
+    /// A new connection for every request (`Connection: close`), as ab does by default: measures
+    /// connection set-up and, over https, the TLS handshake rate. Implies -p 1.
+    #[arg(long)]
+    pub no_keepalive: bool,
 }
 
 /// Serve a fixed response, fast: the built-in benchmark target.
@@ -198,6 +221,23 @@ pub struct ServeArgs {
     /// Size of each response body.
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
+
+    /// Serve https with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve https with a certificate made up at start for localhost, 127.0.0.1 and ::1 (clients need
+    /// --insecure, or --cacert with the file named by --tls-self-signed-out).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+
+    /// With --tls-self-signed, write the made-up certificate here (PEM), for clients' --cacert.
+    #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
+    pub tls_self_signed_out: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -234,7 +274,8 @@ mod tests {
         assert_eq!(f.http.method, "GET");
         assert_eq!(f.http.timeout, Duration::from_secs(30));
         assert_eq!(f.http.connect_timeout, Duration::from_secs(10));
-        assert!(!f.http.json && !f.insecure);
+        assert!(!f.http.json && !f.http.insecure && !f.http.system_roots && !f.http.no_tls_resume);
+        assert!(f.http.resolve.is_empty() && f.http.cacert.is_none());
         assert_eq!(
             (f.output, f.save_dir, f.max_body, f.shard),
             (None, None, None, None)

@@ -2,17 +2,19 @@
 //! says which argument to fix (exit status 2).
 
 use std::fs::File;
-use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BenchArgs, FetchArgs, HttpArgs, ServeArgs};
 use crate::error::{describe, UsageError};
 use crate::http::pipeline::default_refill_at;
 use crate::http::request::RequestTemplate;
+use crate::net::dns::Resolver;
+use crate::net::tls;
 use crate::sys;
-use crate::target::{Scheme, Target};
+use crate::target::Target;
 
 /// Where the workers run.
 #[derive(Clone, Debug)]
@@ -32,6 +34,12 @@ pub struct HttpPlan {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub json: bool,
+    /// https: the client configuration every worker copies (with a session cache of its own unless
+    /// `no_tls_resume`).
+    pub tls: Arc<rustls::ClientConfig>,
+    pub no_tls_resume: bool,
+    pub insecure: bool,
+    pub resolver: Arc<Resolver>,
 }
 
 pub enum Input {
@@ -77,6 +85,7 @@ pub struct ServePlan {
     pub addr: SocketAddr,
     pub engine: EnginePlan,
     pub body_size: u64,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn usage(msg: impl Into<String>) -> UsageError {
@@ -128,6 +137,13 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
     if args.timeout.is_zero() || args.connect_timeout.is_zero() {
         return Err(usage("--timeout and --connect-timeout must be above 0"));
     }
+    let tls = tls::client_config(&tls::ClientOptions {
+        cacert: args.cacert.clone(),
+        system_roots: args.system_roots,
+        insecure: args.insecure,
+        no_resume: args.no_tls_resume,
+    })
+    .map_err(usage)?;
     Ok(HttpPlan {
         template: RequestTemplate::new(&args.method, &args.headers)?,
         depth,
@@ -135,6 +151,10 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         timeout: args.timeout,
         connect_timeout: args.connect_timeout,
         json: args.json,
+        tls: Arc::new(tls),
+        no_tls_resume: args.no_tls_resume,
+        insecure: args.insecure,
+        resolver: Arc::new(Resolver::new(&args.resolve)),
     })
 }
 
@@ -143,12 +163,6 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
     let engine = engine(args.http.threads, verbose)?;
     let concurrency = at_least_one(args.concurrency, "-c")?;
     let conns_per_host = at_least_one(args.conns_per_host, "--conns-per-host")?;
-    if let Some(path) = &args.cacert {
-        let mut text = String::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map_err(|e| usage(format!("--cacert {}: cannot read it: {e}", path.display())))?;
-    }
     let input = match &args.file {
         None => Input::Stdin,
         Some(p) if p.as_os_str() == "-" => Input::Stdin,
@@ -197,19 +211,22 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
     })
 }
 
-pub fn bench(args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError> {
+pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError> {
+    if args.no_keepalive {
+        if args.http.pipeline > 1 {
+            return Err(usage(format!(
+                "--no-keepalive with -p {}: a connection that closes after one response cannot pipeline",
+                args.http.pipeline
+            )));
+        }
+        args.http.headers.push("Connection: close".into());
+    }
     let http = http(&args.http)?;
     let engine = engine(args.http.threads, verbose)?;
     let connections = at_least_one(args.connections, "-c")?;
     let mut targets = Vec::new();
     for url in &args.urls {
-        let t = Target::parse(url).map_err(|e| usage(e.message))?;
-        if t.origin.scheme == Scheme::Https {
-            return Err(usage(format!(
-                "{url}: https is not supported yet; use http://"
-            )));
-        }
-        targets.push(t);
+        targets.push(Target::parse(url).map_err(|e| usage(e.message))?);
     }
     let stop = match (args.duration, args.requests) {
         (_, Some(0)) => return Err(usage("-n 0: must be at least 1")),
@@ -241,9 +258,52 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
                 args.addr
             ))
         })?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(serve_tls_from_files(cert, key)?),
+        _ if args.tls_self_signed => {
+            Some(serve_tls_self_signed(args.tls_self_signed_out.as_deref())?)
+        }
+        _ => None,
+    };
     Ok(ServePlan {
         addr,
         engine,
         body_size: args.body_size,
+        tls: tls.map(Arc::new),
     })
+}
+
+fn serve_tls_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, UsageError> {
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    let certs = tls::read_certs(cert).map_err(|e| usage(format!("--tls-cert {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        usage(format!(
+            "--tls-key {}: no PEM private key in it ({e})",
+            key.display()
+        ))
+    })?;
+    tls::server_config(certs, key).map_err(usage)
+}
+
+/// A certificate for the loopback names, made at start: `serve` over https with nothing to prepare.
+fn serve_tls_self_signed(
+    out: Option<&std::path::Path>,
+) -> Result<rustls::ServerConfig, UsageError> {
+    let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| usage(format!("--tls-self-signed: cannot make a certificate: {e}")))?;
+    if let Some(path) = out {
+        std::fs::write(path, made.cert.pem()).map_err(|e| {
+            usage(format!(
+                "--tls-self-signed-out {}: {}",
+                path.display(),
+                describe(&e)
+            ))
+        })?;
+    }
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    tls::server_config(vec![made.cert.der().clone()], key).map_err(usage)
 }

@@ -73,7 +73,11 @@ impl FetchError {
 
     /// Classifies an I/O error from a connection that was established. EMFILE and EADDRNOTAVAIL are
     /// named, because reporting them as plain "connect errors" hides the fix (wrk#47).
+    /// A transport's own error travels inside the `io::Error` (TLS) and comes out unchanged.
     pub fn io(context: &str, err: &io::Error) -> FetchError {
+        if let Some(own) = err.get_ref().and_then(|e| e.downcast_ref::<FetchError>()) {
+            return own.clone();
+        }
         FetchError::new(ErrorKind::Io, format!("{context}: {}", describe(err)))
     }
 

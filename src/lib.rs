@@ -121,6 +121,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 plan.engine.threads,
                 &plan.engine.cpus,
                 plan.body_size,
+                plan.tls.clone(),
             )
             .map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::AddrInUse {

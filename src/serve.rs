@@ -8,11 +8,13 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 
+use std::sync::Arc;
+
 use socket2::{Domain, Socket, Type};
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::engine::runtime::{spawn_workers, RingSetup};
+use crate::net::{tcp, tls, Transport};
 
 /// A request head larger than this is refused with 431.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -32,6 +34,7 @@ pub fn start(
     threads: usize,
     cpus: &[usize],
     body_size: u64,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<Server> {
     let first = bind(addr)?;
     let addr = first.local_addr()?;
@@ -45,10 +48,11 @@ pub fn start(
     ));
     let threads = spawn_workers(setup, cpus, threads, "serve", move |i| {
         let responses = responses.clone();
+        let tls = tls.clone();
         let listener = listeners.lock().ok().and_then(|mut l| l[i].take());
         async move {
             if let Some(listener) = listener {
-                accept_loop(TcpListener::from_std(listener), Rc::new(responses)).await;
+                accept_loop(TcpListener::from_std(listener), Rc::new(responses), tls).await;
             }
         }
     })?;
@@ -81,27 +85,52 @@ struct Responses {
     full: Vec<u8>,
     /// The same head alone, for HEAD requests.
     head_len: usize,
+    /// The same with `Connection: close`, for requests that asked to close (RFC 9112 §9.6).
+    closing: Vec<u8>,
+    closing_head_len: usize,
 }
 
 impl Responses {
     fn new(body_size: u64) -> Responses {
-        let mut full = format!(
-            "HTTP/1.1 200 OK\r\nServer: ringfetch\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_size}\r\n\r\n"
-        )
-        .into_bytes();
-        let head_len = full.len();
-        // A repeating, printable pattern: easy to recognise in a capture.
-        full.extend((0..body_size).map(|i| b"0123456789abcdef"[(i % 16) as usize]));
-        Responses { full, head_len }
+        let build = |extra: &str| {
+            let mut full = format!(
+                "HTTP/1.1 200 OK\r\nServer: ringfetch\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_size}\r\n{extra}\r\n"
+            )
+            .into_bytes();
+            let head_len = full.len();
+            // A repeating, printable pattern: easy to recognise in a capture.
+            full.extend((0..body_size).map(|i| b"0123456789abcdef"[(i % 16) as usize]));
+            (full, head_len)
+        };
+        let (full, head_len) = build("");
+        let (closing, closing_head_len) = build("Connection: close\r\n");
+        Responses {
+            full,
+            head_len,
+            closing,
+            closing_head_len,
+        }
+    }
+
+    fn pick(&self, head: bool, close: bool) -> &[u8] {
+        match (close, head) {
+            (false, false) => &self.full,
+            (false, true) => &self.full[..self.head_len],
+            (true, false) => &self.closing,
+            (true, true) => &self.closing[..self.closing_head_len],
+        }
     }
 }
 
-async fn accept_loop(listener: TcpListener, responses: Rc<Responses>) {
+async fn accept_loop(
+    listener: TcpListener,
+    responses: Rc<Responses>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio_uring::spawn(serve_connection(stream, responses.clone()));
+                tokio_uring::spawn(serve_connection(stream, responses.clone(), tls.clone()));
             }
             // EMFILE and friends: keep serving the connections we have; new ones wait in the backlog.
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
@@ -163,16 +192,29 @@ fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-async fn serve_connection(stream: TcpStream, responses: Rc<Responses>) {
+async fn serve_connection(
+    stream: TcpStream,
+    responses: Rc<Responses>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let Ok(conn) = tcp::Conn::from_stream(stream) else {
+        return;
+    };
+    let stream = match tls {
+        None => Transport::Plain(conn),
+        Some(config) => match tls::ServerStream::accept(conn, &config).await {
+            Ok(s) => Transport::TlsServer(Box::new(s)),
+            Err(_) => return,
+        },
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
     // Request body bytes still to skip (a request body split across reads).
     let mut skip: u64 = 0;
     loop {
-        // Read after any partial request already held (a bare Vec would be overwritten from its start).
-        let held = buf.len();
-        let (res, b) = stream.read(buf.slice(held..)).await;
-        buf = b.into_inner();
+        // Reads append after any partial request already held.
+        let (res, b) = stream.read(buf).await;
+        buf = b;
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
@@ -200,8 +242,7 @@ async fn serve_connection(stream: TcpStream, responses: Rc<Responses>) {
                 } => {
                     pos += len;
                     skip = body;
-                    let r = &responses.full;
-                    out.extend_from_slice(if head { &r[..responses.head_len] } else { r });
+                    out.extend_from_slice(responses.pick(head, wants_close));
                     if wants_close {
                         close = true;
                         break;
@@ -233,7 +274,8 @@ async fn serve_connection(stream: TcpStream, responses: Rc<Responses>) {
             }
         }
         if close {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
+            // Dropping the stream sends close_notify over TLS; the shutdown ends the TCP stream.
+            stream.shutdown_write();
             return;
         }
     }

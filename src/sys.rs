@@ -46,6 +46,14 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// Ends our direction of a socket (FIN) while the peer's stays readable.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: as in `shutdown`: an integer argument, a socket its owner still holds open.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
 /// Sets SO_RCVLOWAT: readiness (and so a POLL_FIRST receive) waits for this many bytes, or for the
 /// end of the stream or an error. Linux re-checks readiness when it is lowered, waking a waiting read.
 pub fn set_recv_lowat(fd: RawFd, bytes: usize) {

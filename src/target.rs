@@ -23,6 +23,25 @@ pub struct Origin {
     pub port: u16,
 }
 
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl Origin {
+    /// The host as TLS names it: the name, or the address without brackets.
+    pub fn host_text(&self) -> Box<str> {
+        match &self.host {
+            Host::Name(name) => name.as_str().into(),
+            Host::Ip(ip) => ip.to_string().into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub origin: Origin,

@@ -20,19 +20,27 @@ use crate::report::summary::Report;
 pub struct BenchTarget {
     pub addrs: Vec<SocketAddr>,
     pub request: Vec<u8>,
+    /// https: the name the certificate must carry.
+    pub tls_name: Option<Box<str>>,
 }
 
 pub struct BenchSettings {
     pub targets: Vec<BenchTarget>,
     pub head_request: bool,
+    /// `Connection: close` on every request (`--no-keepalive`).
+    pub closes: bool,
     pub depth: usize,
     pub refill_at: usize,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub no_tls_resume: bool,
 }
 
 pub struct BenchShard {
     env: Env,
+    /// This worker's TLS configuration, with its own session cache.
+    tls: std::sync::Arc<rustls::ClientConfig>,
     /// Requests this worker may still send (`-n`), or u64::MAX.
     budget: Cell<u64>,
     stopped: Cell<bool>,
@@ -58,7 +66,11 @@ impl BenchShard {
         stop: Stop,
     ) -> BenchOutcome {
         let shard = Rc::new(BenchShard {
-            env: Env::new(settings.timeout, settings.depth, settings.refill_at),
+            tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
+            env: Env {
+                closes: settings.closes,
+                ..Env::new(settings.timeout, settings.depth, settings.refill_at)
+            },
             budget: Cell::new(match stop {
                 Stop::Requests(n) => n,
                 Stop::After(_) => u64::MAX,
@@ -123,12 +135,16 @@ impl BenchShard {
             // A connect the server does not answer (a full backlog) must not hold the run past its
             // end; the abandoned connect is left to the kernel and closes when it completes.
             let connected = tokio::select! {
-                connected = net::connect(&target.addrs, connect_timeout) => connected,
+                connected = net::connect(
+                    &target.addrs,
+                    connect_timeout,
+                    target.tls_name.as_deref().map(|name| (&shard.tls, name)),
+                ) => connected,
                 _ = shard.stop.notified() => return,
             };
             match connected {
                 Ok(io) => {
-                    shard.report.borrow_mut().connections_opened += 1;
+                    shard.report.borrow_mut().connected(io.tls_resumed());
                     backoff = Duration::from_millis(1);
                     if conn::drive(&shard.env, &work, &io, false).await == End::Stopped {
                         return;

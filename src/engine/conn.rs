@@ -61,6 +61,8 @@ pub(crate) struct Env {
     pub timeout: Duration,
     pub depth: usize,
     pub refill_at: usize,
+    /// Requests carry `Connection: close`: one per connection.
+    pub closes: bool,
     pub reads: Cell<u64>,
     pub writes: Cell<u64>,
 }
@@ -73,6 +75,7 @@ impl Env {
             timeout,
             depth,
             refill_at,
+            closes: false,
             reads: Cell::new(0),
             writes: Cell::new(0),
         }
@@ -126,7 +129,7 @@ pub(crate) async fn drive<W: Workload>(
     let outcome = 'conn: loop {
         let mut batch = false;
         if !closing && pipe.wants_refill() {
-            let max = if probe {
+            let max = if probe || env.closes {
                 usize::from(pipe.is_empty())
             } else {
                 pipe.free()
@@ -138,6 +141,7 @@ pub(crate) async fn drive<W: Workload>(
                     watch.arm(now + env.timeout);
                 }
                 batch = true;
+                closing |= env.closes;
             }
         }
 
@@ -167,7 +171,7 @@ pub(crate) async fn drive<W: Workload>(
             match io.send_now(&out) {
                 Ok(n) if n == out.len() => {
                     out.clear();
-                    batch = false;
+                    batch = io.unsent();
                 }
                 Ok(n) => {
                     out.drain(..n);
@@ -204,6 +208,11 @@ pub(crate) async fn drive<W: Workload>(
         let now = Instant::now();
         match res {
             Ok(0) => match decoder.close(rx.data().len()) {
+                Ok(true) if !io.closed_cleanly() => break Outcome::Failed(FetchError::new(
+                    ErrorKind::Tls,
+                    "the server closed the connection without TLS close_notify, so the body that \
+                         ends with the connection may be truncated (RFC 9112 §9.8)",
+                )),
                 Ok(true) => {
                     if let Some(done) = pipe.pop() {
                         work.on_done(done, now);

@@ -18,9 +18,9 @@ use std::io::{self, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
 use crate::input::{Line, Lines};
-use crate::net::{self, Host};
 use crate::report::jsonl::Sink;
 use crate::report::summary::Report;
 use crate::serve;
@@ -47,11 +47,17 @@ fn share(total: usize, parts: usize, i: usize) -> usize {
     total / parts + usize::from(i < total % parts)
 }
 
-fn start(engine: &EnginePlan) -> io::Result<(RingSetup, FdLimit)> {
+fn start(engine: &EnginePlan, http: &HttpPlan) -> io::Result<(RingSetup, FdLimit)> {
     let setup = RingSetup::probe()?;
     let limit = limits::raise_nofile();
     if engine.verbose {
         eprintln!("ringfetch: {}", setup.describe());
+    }
+    if http.insecure {
+        eprintln!(
+            "ringfetch: warning: --insecure: https certificates are not verified; connections are encrypted \
+             but the servers are not authenticated"
+        );
     }
     Ok((setup, limit))
 }
@@ -70,7 +76,7 @@ fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimi
 }
 
 pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
-    let (setup, limit) = start(&plan.engine)?;
+    let (setup, limit) = start(&plan.engine, &plan.http)?;
     let threads = plan.engine.threads;
     // A connection holds its socket, and with --save-dir the file of the body it is receiving.
     let fds_per_conn = 1 + u64::from(plan.save_dir.is_some());
@@ -105,6 +111,9 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         save_dir: plan.save_dir.clone(),
         conns_per_host: plan.conns_per_host,
         sink: sink.clone(),
+        tls: plan.http.tls.clone(),
+        no_tls_resume: plan.http.no_tls_resume,
+        resolver: plan.http.resolver.clone(),
     });
     let (tx, rx) = async_channel::bounded::<Vec<Line>>(threads * 2);
     let started = Instant::now();
@@ -191,7 +200,7 @@ pub struct BenchRun {
 }
 
 pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
-    let (setup, limit) = start(&plan.engine)?;
+    let (setup, limit) = start(&plan.engine, &plan.http)?;
     let mut cpus = plan.engine.cpus.clone();
     let mut targets = plan.targets.clone();
     let mut threads = plan.engine.threads;
@@ -216,6 +225,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
             server_cpus.len(),
             &server_cpus,
             plan.body_size,
+            None,
         )?;
         eprintln!(
             "ringfetch: no URL given; benchmarking the built-in server at http://{}/ ({} byte bodies, server on CPU {:?}, client on CPU {:?})",
@@ -233,38 +243,40 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
     if let Some(line) = warning {
         eprintln!("{line}");
     }
+    // A load test needs its targets' addresses before the clock starts.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut bench_targets = Vec::new();
     for t in &targets {
-        let addrs = match &t.origin.host {
-            Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, t.origin.port)],
-            Host::Name(_) => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(net::resolve(&t.origin.host, t.origin.port))
-                    .map_err(io::Error::other)?
-            }
-        };
+        let addrs = rt
+            .block_on(plan.http.resolver.resolve(&t.origin.host, t.origin.port))
+            .map_err(io::Error::other)?;
         bench_targets.push(BenchTarget {
             addrs,
             request: plan.http.template.render(&t.path, &t.authority),
+            tls_name: (t.origin.scheme == crate::target::Scheme::Https)
+                .then(|| t.origin.host_text()),
         });
     }
     let label = format!(
         "bench {}",
         targets
             .iter()
-            .map(|t| format!("http://{}{}", t.authority, t.path))
+            .map(|t| format!("{}://{}{}", t.origin.scheme.as_str(), t.authority, t.path))
             .collect::<Vec<_>>()
             .join(" ")
     );
     let settings = Arc::new(BenchSettings {
         targets: bench_targets,
         head_request: plan.http.template.head,
+        closes: plan.http.template.closes,
         depth: plan.http.depth,
         refill_at: plan.http.refill_at,
         timeout: plan.http.timeout,
         connect_timeout: plan.http.connect_timeout,
+        tls: plan.http.tls.clone(),
+        no_tls_resume: plan.http.no_tls_resume,
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);

@@ -41,6 +41,9 @@ pub struct FetchSettings {
     pub save_dir: Option<PathBuf>,
     pub conns_per_host: usize,
     pub sink: Sink,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub no_tls_resume: bool,
+    pub resolver: Arc<net::dns::Resolver>,
 }
 
 /// This worker's limits.
@@ -68,6 +71,8 @@ struct Job {
 struct OriginState {
     key: target::Origin,
     authority: String,
+    /// https: the name the certificate must carry (the host, or the address as text).
+    tls_name: Option<Box<str>>,
     addrs: OnceCell<Result<Vec<SocketAddr>, FetchError>>,
     /// Jobs waiting for a connection, oldest first (re-sent ones go in front).
     queue: RefCell<VecDeque<usize>>,
@@ -88,6 +93,8 @@ struct OriginState {
 
 pub struct FetchShard {
     settings: Arc<FetchSettings>,
+    /// This worker's TLS configuration: its own session cache, so resumption stays in the worker.
+    tls: Arc<rustls::ClientConfig>,
     limits: ShardLimits,
     env: Env,
     jobs: RefCell<Slab<Job>>,
@@ -110,9 +117,11 @@ pub struct FetchShard {
 
 impl FetchShard {
     pub fn new(settings: Arc<FetchSettings>, limits: ShardLimits) -> Rc<FetchShard> {
-        let env = Env::new(settings.timeout, settings.depth, settings.refill_at);
+        let mut env = Env::new(settings.timeout, settings.depth, settings.refill_at);
+        env.closes = settings.template.closes;
         let lines = Lines::new(settings.sink.clone());
         Rc::new(FetchShard {
+            tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
             settings,
             limits,
             env,
@@ -173,13 +182,6 @@ impl FetchShard {
 
     fn admit(self: &Rc<Self>, line: Line) {
         let target = match Target::parse(&line.url) {
-            Ok(t) if t.origin.scheme == Scheme::Https => {
-                let err = FetchError::new(
-                    ErrorKind::Tls,
-                    "https is not supported yet (it is the next milestone); fetch http:// URLs for now",
-                );
-                return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err);
-            }
             Ok(t) => t,
             Err(err) => return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err),
         };
@@ -208,6 +210,7 @@ impl FetchShard {
         let o = Rc::new(OriginState {
             key: target.origin.clone(),
             authority: target.authority.clone(),
+            tls_name: (target.origin.scheme == Scheme::Https).then(|| target.origin.host_text()),
             addrs: OnceCell::new(),
             queue: RefCell::new(VecDeque::new()),
             conns: Cell::new(0),
@@ -253,15 +256,20 @@ impl FetchShard {
     async fn connection(self: Rc<Self>, origin: Rc<OriginState>) {
         let addrs = origin
             .addrs
-            .get_or_init(|| net::resolve(&origin.key.host, origin.key.port))
+            .get_or_init(|| {
+                self.settings
+                    .resolver
+                    .resolve(&origin.key.host, origin.key.port)
+            })
             .await;
+        let tls = origin.tls_name.as_deref().map(|name| (&self.tls, name));
         let connected = match addrs {
-            Ok(addrs) => net::connect(addrs, self.settings.connect_timeout).await,
+            Ok(addrs) => net::connect(addrs, self.settings.connect_timeout, tls).await,
             Err(e) => Err(e.clone()),
         };
         match connected {
             Ok(io) => {
-                self.report.borrow_mut().connections_opened += 1;
+                self.report.borrow_mut().connected(io.tls_resumed());
                 origin.established.set(origin.established.get() + 1);
                 origin.limit.set(self.settings.conns_per_host);
                 let probe = origin.probe_next.replace(false);

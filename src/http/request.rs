@@ -12,6 +12,8 @@ pub struct RequestTemplate {
     pub idempotent: bool,
     /// HEAD responses never have a body (RFC 9112 §6.3).
     pub head: bool,
+    /// `-H 'Connection: close'`: one request per connection (RFC 9112 §9.6).
+    pub closes: bool,
     /// A `-H Host:` value replaces the URL's authority.
     host_override: Option<String>,
     /// Rendered header lines after Host, each ending in CRLF, including the blank line.
@@ -91,6 +93,10 @@ impl RequestTemplate {
                 "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
             ),
             head: upper == "HEAD",
+            closes: lines.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("connection")
+                    && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+            }),
             method: method.to_string(),
             host_override,
             tail,

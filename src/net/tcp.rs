@@ -19,6 +19,12 @@ impl Conn {
         Ok(Conn { stream })
     }
 
+    /// An accepted connection (`serve`).
+    pub fn from_stream(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream })
+    }
+
     /// Receives into the spare capacity of `buf`, after the bytes it already holds, with POLL_FIRST
     /// (see `sys::recv_poll_first`). tokio-uring's own `read` would start at the front of a `Vec`.
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {

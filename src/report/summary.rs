@@ -30,9 +30,21 @@ pub struct Report {
     /// Read and write operations submitted to the ring.
     pub reads: u64,
     pub writes: u64,
+    /// TLS handshakes completed, and how many of them resumed an earlier session.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
 }
 
 impl Report {
+    /// Counts a connection that was established; `tls` says whether its session was resumed.
+    pub fn connected(&mut self, tls: Option<bool>) {
+        self.connections_opened += 1;
+        if let Some(resumed) = tls {
+            self.tls_handshakes += 1;
+            self.tls_resumed += u64::from(resumed);
+        }
+    }
+
     /// Counts one failure, keeping its message when it is the first of its kind.
     pub fn error(&mut self, err: &FetchError) {
         let i = err.kind.index();
@@ -60,6 +72,8 @@ impl Report {
         self.resent += other.resent;
         self.reads += other.reads;
         self.writes += other.writes;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
     }
 
     pub fn error_count(&self) -> u64 {
@@ -113,6 +127,8 @@ pub struct Summary {
     pub resent: u64,
     pub reads: u64,
     pub writes: u64,
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
 }
 
 impl Summary {
@@ -148,6 +164,8 @@ impl Summary {
             resent: report.resent,
             reads: report.reads,
             writes: report.writes,
+            tls_handshakes: report.tls_handshakes,
+            tls_resumed: report.tls_resumed,
         }
     }
 
@@ -224,6 +242,13 @@ impl Summary {
             self.reads,
             self.writes
         );
+        if self.tls_handshakes > 0 {
+            let _ = writeln!(
+                s,
+                "  {:<12}{} handshakes, {} resumed",
+                "tls", self.tls_handshakes, self.tls_resumed
+            );
+        }
         s
     }
 }

@@ -1,0 +1,751 @@
+//! TLS over io_uring with rustls's unbuffered API: the connection owns no socket and no buffers, so
+//! ciphertext is read straight into our own buffer by the ring and encrypted straight into the buffer
+//! the ring writes from. The same stream serves the client (`fetch`, `bench`) and `serve --tls-*`.
+//!
+//! Buffers: `rx` holds ciphertext not yet processed (at most a partial record between reads), `tx`
+//! ciphertext not yet sent. Both come from a per-thread pool and go back to it when empty, so an idle
+//! connection holds only rustls's own state.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{CertificateError, DigitallySignedStruct, HandshakeKind, SignatureScheme};
+
+use super::tcp;
+use crate::error::{ErrorKind, FetchError};
+
+/// A ciphertext buffer holds two full records: one read can complete a record and start the next.
+const CIPHER_BUF: usize = 2 * (16 * 1024 + 256);
+/// Room always left free for a read: one full record, so a record never waits for a larger buffer.
+const MIN_READ: usize = 16 * 1024 + 256;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pooled() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(CIPHER_BUF))
+}
+
+fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() >= CIPHER_BUF && buf.capacity() <= 4 * CIPHER_BUF {
+        buf.clear();
+        POOL.with(|p| p.borrow_mut().push(buf));
+    }
+}
+
+/// The two ends of rustls's unbuffered API share everything but `process_tls_records`.
+pub trait Side {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &rustls::CommonState;
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+}
+
+/// What processing the held ciphertext came to.
+enum Processed {
+    /// Every complete record is processed; more ciphertext is needed.
+    NeedMore,
+    /// The handshake is complete and nothing is pending (only returned while handshaking).
+    Ready,
+    /// The peer sent close_notify: no more data will come.
+    PeerClosed,
+}
+
+pub struct Stream<S: Side> {
+    tcp: tcp::Conn,
+    tls: RefCell<S>,
+    rx: RefCell<Vec<u8>>,
+    /// `rx[rx_start..]` is not yet processed.
+    rx_start: Cell<usize>,
+    tx: RefCell<Vec<u8>>,
+    /// A flush of `tx` is under way; whoever appends to `tx` meanwhile leaves it to that flush.
+    flushing: Cell<bool>,
+    peer_closed: Cell<bool>,
+    sent_close: Cell<bool>,
+    /// Application data decrypted during the handshake, returned by the first `read`.
+    early: RefCell<Vec<u8>>,
+    /// The peer's name, for error messages.
+    peer: Box<str>,
+}
+
+pub type ClientStream = Stream<UnbufferedClientConnection>;
+pub type ServerStream = Stream<UnbufferedServerConnection>;
+
+impl<S: Side> Stream<S> {
+    fn new(tcp: tcp::Conn, tls: S, peer: &str) -> Stream<S> {
+        Stream {
+            tcp,
+            tls: RefCell::new(tls),
+            rx: RefCell::new(Vec::new()),
+            rx_start: Cell::new(0),
+            tx: RefCell::new(Vec::new()),
+            flushing: Cell::new(false),
+            peer_closed: Cell::new(false),
+            sent_close: Cell::new(false),
+            early: RefCell::new(Vec::new()),
+            peer: peer.into(),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.tcp.raw_fd()
+    }
+
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.tls.borrow().common().handshake_kind()
+    }
+
+    /// The peer ended the stream with close_notify (RFC 9112 §9.8: only then is a close-delimited body
+    /// known to be complete).
+    pub fn closed_cleanly(&self) -> bool {
+        self.peer_closed.get()
+    }
+
+    /// Runs the handshake to completion.
+    async fn handshake(&self) -> Result<(), FetchError> {
+        loop {
+            let processed = self.process(None)?;
+            self.flush().await.map_err(|e| self.io_error(e))?;
+            match processed {
+                Processed::Ready => return Ok(()),
+                Processed::PeerClosed => {
+                    return Err(FetchError::new(
+                        ErrorKind::Tls,
+                        format!("{} closed the TLS session during the handshake", self.peer),
+                    ))
+                }
+                Processed::NeedMore => {}
+            }
+            match self.fill().await {
+                Ok(0) => {
+                    return Err(FetchError::new(
+                        ErrorKind::Tls,
+                        format!(
+                            "{} closed the connection during the TLS handshake; is this port serving https?",
+                            self.peer
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+    }
+
+    /// Processes the ciphertext held in `rx`: handshake messages are answered into `tx`, application
+    /// data is appended to `plain` (None while handshaking, when none may arrive).
+    fn process(&self, mut plain: Option<&mut Vec<u8>>) -> Result<Processed, FetchError> {
+        let mut tls = self.tls.borrow_mut();
+        let mut rx = self.rx.borrow_mut();
+        let mut tx = self.tx.borrow_mut();
+        loop {
+            let start = self.rx_start.get();
+            let UnbufferedStatus { mut discard, state } = tls.process(&mut rx[start..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => return Err(self.tls_error(&e)),
+            };
+            let done = match state {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(|e| self.tls_error(&e))?;
+                        discard += record.discard;
+                        match plain.as_deref_mut() {
+                            Some(out) => out.extend_from_slice(record.payload),
+                            // Application data in the same read as the peer's last handshake message
+                            // (a client's request right behind its Finished): kept for `read`.
+                            None => self.early.borrow_mut().extend_from_slice(record.payload),
+                        }
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut encode, &mut tx)?;
+                    None
+                }
+                // `tx` is flushed by the caller before it waits for the peer.
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake => Some(Processed::NeedMore),
+                ConnectionState::WriteTraffic(_) if plain.is_none() => Some(Processed::Ready),
+                ConnectionState::WriteTraffic(_) => Some(Processed::NeedMore),
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    self.peer_closed.set(true);
+                    Some(Processed::PeerClosed)
+                }
+                _ => {
+                    return Err(FetchError::new(
+                        ErrorKind::Tls,
+                        format!("{} sent TLS early data, which was not offered", self.peer),
+                    ))
+                }
+            };
+            self.rx_start.set(start + discard);
+            if let Some(done) = done {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Reads more ciphertext into `rx`.
+    async fn fill(&self) -> io::Result<usize> {
+        let mut rx = mem::take(&mut *self.rx.borrow_mut());
+        if rx.capacity() == 0 {
+            rx = pooled();
+        }
+        // Move a partial record to the front, or room for a whole record is not guaranteed.
+        let start = self.rx_start.replace(0);
+        if start > 0 {
+            rx.copy_within(start.., 0);
+            rx.truncate(rx.len() - start);
+        }
+        if rx.capacity() - rx.len() < MIN_READ {
+            rx.reserve(MIN_READ);
+        }
+        let (res, rx) = self.tcp.read(rx).await;
+        *self.rx.borrow_mut() = rx;
+        res
+    }
+
+    /// Returns `rx` to the pool when it holds no partial record, so idle connections hold no buffer.
+    fn release_rx(&self) {
+        let mut rx = self.rx.borrow_mut();
+        if self.rx_start.get() == rx.len() && rx.capacity() > 0 {
+            recycle(mem::take(&mut *rx));
+            self.rx_start.set(0);
+        }
+    }
+
+    /// Sends everything in `tx` through the ring. Only one flush runs at a time; bytes appended while
+    /// it runs are sent by it, in order.
+    async fn flush(&self) -> io::Result<()> {
+        if self.flushing.get() {
+            return Ok(());
+        }
+        self.flushing.set(true);
+        let res = loop {
+            let out = mem::take(&mut *self.tx.borrow_mut());
+            if out.is_empty() {
+                *self.tx.borrow_mut() = out;
+                break Ok(());
+            }
+            let (res, mut out) = self.tcp.write_all(out).await;
+            if let Err(e) = res {
+                break Err(e);
+            }
+            out.clear();
+            let mut tx = self.tx.borrow_mut();
+            if tx.is_empty() {
+                *tx = out;
+            } else {
+                recycle(out);
+            }
+        };
+        self.flushing.set(false);
+        let mut tx = self.tx.borrow_mut();
+        if tx.is_empty() && tx.capacity() > 0 {
+            recycle(mem::take(&mut *tx));
+        }
+        res
+    }
+
+    /// Receives application data into the spare capacity of `buf`, as `tcp::Conn::read` does. Ok(0)
+    /// is the end of the stream, clean (close_notify, see `closed_cleanly`) or not.
+    pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let before = buf.len();
+        if !self.early.borrow().is_empty() {
+            buf.extend_from_slice(&mem::take(&mut *self.early.borrow_mut()));
+        }
+        loop {
+            let processed = self.process(Some(&mut buf));
+            if !self.tx.borrow().is_empty() {
+                // A post-handshake reply (a key update): send it before waiting for more.
+                if let Err(e) = self.flush().await {
+                    return (Err(e), buf);
+                }
+            }
+            match processed {
+                Err(e) => return (Err(io::Error::other(e)), buf),
+                Ok(_) if buf.len() > before => {
+                    self.release_rx();
+                    return (Ok(buf.len() - before), buf);
+                }
+                Ok(Processed::PeerClosed) => return (Ok(0), buf),
+                Ok(_) => {}
+            }
+            match self.fill().await {
+                Ok(0) => return (Ok(0), buf),
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    /// Encrypts all of `plain` and sends what the socket takes now; the rest waits in `tx` for
+    /// `write_all`. Returns `plain.len()`: the stream owns those bytes now.
+    pub fn send_now(&self, plain: &[u8]) -> io::Result<usize> {
+        self.encrypt(plain).map_err(io::Error::other)?;
+        if !self.flushing.get() {
+            let mut tx = self.tx.borrow_mut();
+            let n = match self.tcp.send_now(&tx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            tx.drain(..n);
+            if tx.is_empty() {
+                recycle(mem::take(&mut *tx));
+            }
+        }
+        Ok(plain.len())
+    }
+
+    /// Ciphertext is waiting in `tx` for `write_all`.
+    pub fn unsent(&self) -> bool {
+        !self.tx.borrow().is_empty()
+    }
+
+    /// Encrypts `plain` (if any) and sends all that is waiting.
+    pub async fn write_all(&self, plain: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        if !plain.is_empty() {
+            if let Err(e) = self.encrypt(&plain) {
+                return (Err(io::Error::other(e)), plain);
+            }
+        }
+        (self.flush().await, plain)
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Result<(), FetchError> {
+        self.with_writer(|write, tx| {
+            let at = tx.len();
+            // Each record adds a header, a tag and a content type: well under 64 bytes.
+            tx.resize(at + plain.len() + 64 * (plain.len() / 16384 + 1), 0);
+            let n = loop {
+                match write.encrypt(plain, &mut tx[at..]) {
+                    Ok(n) => break n,
+                    Err(EncryptError::InsufficientSize(need)) => {
+                        tx.resize(at + need.required_size, 0)
+                    }
+                    Err(e) => {
+                        tx.truncate(at);
+                        return Err(FetchError::new(
+                            ErrorKind::Tls,
+                            format!("cannot encrypt the request: {e}"),
+                        ));
+                    }
+                }
+            };
+            tx.truncate(at + n);
+            Ok(())
+        })?
+    }
+
+    /// Runs `f` with the session in its write state, after encoding whatever handshake messages are
+    /// pending. `rx` is passed as it is (holding at most a partial record, as `read` processes every
+    /// complete one), because rustls tracks a partly received handshake message by its offset there.
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&mut rustls::unbuffered::WriteTraffic<'_, S::Data>, &mut Vec<u8>) -> R,
+    ) -> Result<R, FetchError> {
+        let mut tls = self.tls.borrow_mut();
+        let mut rx = self.rx.borrow_mut();
+        let mut tx = self.tx.borrow_mut();
+        if tx.capacity() == 0 {
+            *tx = pooled();
+        }
+        let mut f = Some(f);
+        loop {
+            let start = self.rx_start.get();
+            let UnbufferedStatus { discard, state } = tls.process(&mut rx[start..]);
+            let result = match state {
+                Ok(ConnectionState::WriteTraffic(mut write)) => {
+                    f.take().map(|f| f(&mut write, &mut tx))
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut encode, &mut tx)?;
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    None
+                }
+                Ok(other) => {
+                    return Err(FetchError::new(
+                        ErrorKind::Tls,
+                        format!(
+                            "cannot send on the TLS session with {} now ({other:?})",
+                            self.peer
+                        ),
+                    ))
+                }
+                Err(e) => return Err(self.tls_error(&e)),
+            };
+            self.rx_start.set(start + discard);
+            if let Some(result) = result {
+                return Ok(result);
+            }
+        }
+    }
+
+    /// Sends close_notify if the socket takes it now: a courtesy, as the connection closes anyway.
+    pub fn close_notify(&self) {
+        if self.sent_close.replace(true)
+            || self.tls.borrow().common().is_handshaking()
+            || self.flushing.get()
+        {
+            return;
+        }
+        let mut alert = [0u8; 64];
+        if let Ok(Ok(n)) = self.with_writer(|write, _| write.queue_close_notify(&mut alert)) {
+            let _ = self.tcp.send_now(&alert[..n]);
+        }
+    }
+
+    fn io_error(&self, err: io::Error) -> FetchError {
+        match err.get_ref().and_then(|e| e.downcast_ref::<FetchError>()) {
+            Some(e) => e.clone(),
+            None => FetchError::io(&format!("TLS connection to {}", self.peer), &err),
+        }
+    }
+
+    fn tls_error(&self, err: &rustls::Error) -> FetchError {
+        FetchError::new(ErrorKind::Tls, explain(err, &self.peer))
+    }
+}
+
+impl<S: Side> Drop for Stream<S> {
+    fn drop(&mut self) {
+        self.close_notify();
+        for buf in [self.rx.get_mut(), self.tx.get_mut()] {
+            if buf.capacity() > 0 {
+                recycle(mem::take(buf));
+            }
+        }
+    }
+}
+
+impl ClientStream {
+    /// Runs the client handshake on a connected socket, within `timeout`.
+    pub async fn connect(
+        tcp: tcp::Conn,
+        config: &Arc<rustls::ClientConfig>,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<ClientStream, FetchError> {
+        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|_| {
+                FetchError::new(
+                    ErrorKind::Tls,
+                    format!("'{host}' is not a name TLS can verify"),
+                )
+            })?
+            .to_owned();
+        let conn = UnbufferedClientConnection::new(config.clone(), name)
+            .map_err(|e| FetchError::new(ErrorKind::Tls, format!("cannot start TLS: {e}")))?;
+        let stream = Stream::new(tcp, conn, host);
+        match tokio::time::timeout(timeout, stream.handshake()).await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(FetchError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no TLS handshake with {host} within {:.1}s (--connect-timeout); is this port serving https?",
+                    timeout.as_secs_f64()
+                ),
+            )),
+        }
+    }
+}
+
+impl ServerStream {
+    pub async fn accept(
+        tcp: tcp::Conn,
+        config: &Arc<rustls::ServerConfig>,
+    ) -> Result<ServerStream, FetchError> {
+        let conn = UnbufferedServerConnection::new(config.clone())
+            .map_err(|e| FetchError::new(ErrorKind::Tls, format!("cannot start TLS: {e}")))?;
+        let stream = Stream::new(tcp, conn, "the client");
+        stream.handshake().await?;
+        Ok(stream)
+    }
+}
+
+/// Appends a pending handshake record to `tx`.
+fn encode_into<D>(
+    encode: &mut rustls::unbuffered::EncodeTlsData<'_, D>,
+    tx: &mut Vec<u8>,
+) -> Result<(), FetchError> {
+    let at = tx.len();
+    tx.resize(at + 4096, 0);
+    loop {
+        match encode.encode(&mut tx[at..]) {
+            Ok(n) => {
+                tx.truncate(at + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(need)) => tx.resize(at + need.required_size, 0),
+            Err(e) => {
+                tx.truncate(at);
+                return Err(FetchError::new(
+                    ErrorKind::Tls,
+                    format!("cannot encode a TLS record: {e}"),
+                ));
+            }
+        }
+    }
+}
+
+/// What went wrong, in words that say what to do.
+fn explain(err: &rustls::Error, peer: &str) -> String {
+    use rustls::Error as E;
+    match err {
+        E::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => format!(
+                "the certificate of {peer} is signed by an unknown issuer; trust its CA with --cacert FILE \
+                 (or the system's store with --system-roots), or skip verification with --insecure"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                let names = match cert {
+                    CertificateError::NotValidForNameContext { presented, .. } => {
+                        let names: Vec<&str> = presented
+                            .iter()
+                            .map(|n| {
+                                // rustls renders them as `DnsName("a.example")`.
+                                n.split_once('"')
+                                    .and_then(|(_, rest)| rest.rsplit_once('"'))
+                                    .map_or(n.as_str(), |(name, _)| name)
+                            })
+                            .collect();
+                        format!(" (it names {})", names.join(", "))
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "the certificate of {peer} is not valid for the name '{peer}'{names}; use a name it \
+                     lists (with --resolve NAME:PORT:ADDR to reach it), or skip verification with --insecure"
+                )
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+                "the certificate of {peer} has expired; the server must renew it (--insecure skips the check)"
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+                "the certificate of {peer} is not valid yet; check this machine's clock (--insecure skips \
+                 the check)"
+            ),
+            other => format!(
+                "the certificate of {peer} was rejected: {other:?}; --insecure skips verification"
+            ),
+        },
+        E::AlertReceived(alert) => format!(
+            "{peer} sent TLS alert '{alert:?}' and ended the session; the server refused this client's \
+             TLS (versions, ciphers, or a client certificate it requires)"
+        ),
+        E::NoApplicationProtocol => format!(
+            "{peer} does not speak HTTP/1.1 over TLS (ALPN); ringfetch speaks only HTTP/1.1"
+        ),
+        other => format!("TLS with {peer} failed: {other}"),
+    }
+}
+
+/// How the client checks servers.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// PEM files of extra roots to trust.
+    pub cacert: Option<std::path::PathBuf>,
+    pub system_roots: bool,
+    pub insecure: bool,
+    /// Session resumption off: every connection runs a full handshake.
+    pub no_resume: bool,
+}
+
+/// Builds the client configuration: roots, ALPN `http/1.1`, TLS 1.2 and 1.3. Errors are usage
+/// errors (a missing or empty --cacert file).
+pub fn client_config(opts: &ClientOptions) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    let mut config = if opts.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        if opts.system_roots {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(format!(
+                    "--system-roots: no certificates found in the system store ({}); install \
+                     ca-certificates or use --cacert FILE",
+                    found
+                        .errors
+                        .first()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "it is empty".into())
+                ));
+            }
+        } else {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if let Some(path) = &opts.cacert {
+            let certs = read_certs(path)?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "--cacert {}: no usable CA certificate in it",
+                    path.display()
+                ));
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if opts.no_resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(config)
+}
+
+/// A worker's own copy of the configuration, with its own session cache: resumption stays within a
+/// worker, like its connections (shared-nothing).
+pub fn worker_config(base: &rustls::ClientConfig, no_resume: bool) -> Arc<rustls::ClientConfig> {
+    let mut config = base.clone();
+    if !no_resume {
+        config.resumption = rustls::client::Resumption::in_memory_sessions(1024);
+    }
+    Arc::new(config)
+}
+
+/// The PEM certificates in `path`.
+pub fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: cannot read PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// A server configuration from PEM files (certificate chain, private key).
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(not(feature = "aws-lc"))]
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[cfg(feature = "aws-lc")]
+fn provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// `--insecure`: any certificate is accepted, but the handshake signatures are still checked, so the
+/// session is at least with whoever holds the key of the certificate it presented.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
