@@ -582,6 +582,9 @@ fn explain(err: &rustls::Error, peer: &str) -> String {
             "{peer} sent TLS alert '{alert:?}' and ended the session; the server refused this client's \
              TLS (versions, ciphers, or a client certificate it requires)"
         ),
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+            "{peer} did not answer in TLS; is this port serving plain http? (use http:// then)"
+        ),
         E::NoApplicationProtocol => format!(
             "{peer} does not speak HTTP/1.1 over TLS (ALPN); ringfetch speaks only HTTP/1.1"
         ),

@@ -346,12 +346,61 @@ pub fn closed_port() -> u16 {
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
+    /// Over https: the server's made-up certificate, which clients trust with `--cacert`.
+    cert: Option<(TempDir, PathBuf)>,
+}
+
+/// Which scheme a test runs over: the same tests run over both (`over_http_and_https!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Http,
+    Https,
 }
 
 impl Serve {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.cert {
+            None => format!("http://{}{path}", self.addr),
+            Some(_) => format!("https://localhost:{}{path}", self.addr.port()),
+        }
     }
+
+    /// `args` plus what a client needs to trust this server.
+    pub fn client_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if let Some((_, cert)) = &self.cert {
+            all.extend(["--cacert", arg(cert)]);
+        }
+        all
+    }
+}
+
+/// `start_serve` over `wire`: with https, serve makes up a certificate and writes it for the clients.
+pub fn start_serve_on(wire: Wire, args: &[&str]) -> Serve {
+    if wire == Wire::Http {
+        return start_serve(args);
+    }
+    let dir = tempdir();
+    let cert = dir.path().join("serve-cert.pem");
+    let mut all = vec!["--tls-self-signed", "--tls-self-signed-out", arg(&cert)];
+    all.extend_from_slice(args);
+    let mut serve = start_serve(&all);
+    serve.cert = Some((dir, cert.clone()));
+    serve
+}
+
+/// Runs each named test function (taking a `Wire`) over http and over https, as `http::NAME` and
+/// `https::NAME`.
+#[macro_export]
+macro_rules! over_http_and_https {
+    ($($name:ident),* $(,)?) => {
+        mod http {
+            $( #[test] fn $name() { super::$name($crate::common::Wire::Http) } )*
+        }
+        mod https {
+            $( #[test] fn $name() { super::$name($crate::common::Wire::Https) } )*
+        }
+    };
 }
 
 impl Drop for Serve {
@@ -394,6 +443,7 @@ pub fn start_serve(args: &[&str]) -> Serve {
     let mut guard = Serve {
         child,
         addr: "0.0.0.0:0".parse().expect("placeholder addr"),
+        cert: None,
     };
     guard.addr = parse_listening(&line);
     guard

@@ -1,5 +1,6 @@
 //! `ringfetch fetch` and `ringfetch bench` against the embedded `serve`: input parsing, indices,
-//! sharding, output modes, `--save-dir`, HEAD, the fd clamp, usage errors, invalid and https URLs.
+//! sharding, output modes, `--save-dir`, HEAD, the fd clamp, usage errors, invalid URLs. The tests
+//! that load the server run over http and https alike (`over_http_and_https!`).
 //! Protocol edge cases live in `hostile`.
 
 use std::collections::BTreeSet;
@@ -29,11 +30,10 @@ fn assert_all_ok(out: &Output, list: &[String], body_bytes: u64) {
     }
 }
 
-#[test]
-fn thousand_urls_pipelined_all_ok() {
-    let serve = start_serve(&[]);
+fn thousand_urls_pipelined_all_ok(wire: Wire) {
+    let serve = start_serve_on(wire, &[]);
     let list = urls(&serve, 1000);
-    let out = run_fetch(&list, &["-p", "16"]);
+    let out = run_fetch(&list, &serve.client_args(&["-p", "16"]));
     assert_all_ok(&out, &list, 1024);
     for r in &out.results {
         // serve never drops a connection, so nothing is re-sent.
@@ -102,12 +102,11 @@ fn shard_keeps_only_its_indices() {
     assert_eq!(out.summary["requests"], 3, "{}", out.summary);
 }
 
-#[test]
-fn reads_urls_from_stdin() {
-    let serve = start_serve(&[]);
+fn reads_urls_from_stdin(wire: Wire) {
+    let serve = start_serve_on(wire, &[]);
     let list = urls(&serve, 5);
     for input in [Input::Stdin, Input::Dash] {
-        let out = run_fetch_text(&lines(&list), input, &[]);
+        let out = run_fetch_text(&lines(&list), input, &serve.client_args(&[]));
         assert_all_ok(&out, &list, 1024);
     }
 }
@@ -135,14 +134,16 @@ fn output_dash_writes_results_to_stdout_and_summary_to_stderr() {
     assert_eq!(summary["requests"], 20, "stderr:\n{}", done.stderr);
 }
 
-#[test]
-fn save_dir_holds_each_body_under_its_index() {
-    let serve = start_serve(&["--body-size", "3000"]);
+fn save_dir_holds_each_body_under_its_index(wire: Wire) {
+    let serve = start_serve_on(wire, &["--body-size", "3000"]);
     let list = urls(&serve, 20);
     let root = tempdir();
     // Not created beforehand: ringfetch must create it.
     let save = root.path().join("saved");
-    let out = run_fetch(&list, &["-p", "4", "--save-dir", arg(&save)]);
+    let out = run_fetch(
+        &list,
+        &serve.client_args(&["-p", "4", "--save-dir", arg(&save)]),
+    );
     assert_all_ok(&out, &list, 3000);
     for (i, r) in out.by_index() {
         let path = r["path"]
@@ -165,34 +166,31 @@ fn save_dir_holds_each_body_under_its_index() {
     assert_eq!(entries(&save), expected);
 }
 
-#[test]
-fn save_dir_writes_empty_file_for_empty_body() {
-    let serve = start_serve(&["--body-size", "0"]);
+fn save_dir_writes_empty_file_for_empty_body(wire: Wire) {
+    let serve = start_serve_on(wire, &["--body-size", "0"]);
     let list = urls(&serve, 5);
     let root = tempdir();
     let save = root.path().join("empty");
-    let out = run_fetch(&list, &["--save-dir", arg(&save)]);
+    let out = run_fetch(&list, &serve.client_args(&["--save-dir", arg(&save)]));
     assert_all_ok(&out, &list, 0);
     for i in 0..5 {
         assert_eq!(saved(&save, i), Some(Vec::new()), "file for index {i}");
     }
 }
 
-#[test]
-fn head_requests_have_no_body() {
-    let serve = start_serve(&[]);
+fn head_requests_have_no_body(wire: Wire) {
+    let serve = start_serve_on(wire, &[]);
     let list = urls(&serve, 50);
     // Pipelined, so a HEAD response whose Content-Length were taken as a body would swallow the
     // next response.
-    let out = run_fetch(&list, &["-X", "HEAD", "-p", "8"]);
+    let out = run_fetch(&list, &serve.client_args(&["-X", "HEAD", "-p", "8"]));
     assert_all_ok(&out, &list, 0);
 }
 
-#[test]
-fn single_thread_run() {
-    let serve = start_serve(&[]);
+fn single_thread_run(wire: Wire) {
+    let serve = start_serve_on(wire, &[]);
     let list = urls(&serve, 200);
-    let out = run_fetch(&list, &["-t", "1", "-p", "4"]);
+    let out = run_fetch(&list, &serve.client_args(&["-t", "1", "-p", "4"]));
     assert_all_ok(&out, &list, 1024);
     assert_eq!(out.summary["threads"], 1, "{}", out.summary);
 }
@@ -300,25 +298,76 @@ fn invalid_urls_are_reported_without_sending() {
     assert_eq!(out.summary["requests"], 1, "{}", out.summary);
 }
 
+/// https to a port that speaks plain http: a tls error that says so, and the http URL beside it
+/// is not disturbed.
 #[test]
-fn https_url_is_an_error_result_not_a_crash() {
+fn https_to_a_plain_port_is_a_tls_error_that_says_so() {
     let serve = start_serve(&[]);
     let list = vec![format!("https://{}/", serve.addr), serve.url("/plain")];
-    let out = run_fetch(&list, &[]);
+    let out = run_fetch(&list, &["--retries", "0"]);
     assert_eq!(out.code, 1, "{}", out.describe());
     let tls = out.result(0);
     assert_error(tls, "tls");
+    assert!(
+        tls["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("plain http")),
+        "{tls}"
+    );
     assert_eq!(tls["status"], Value::Null, "{tls}");
     assert_response(out.result(1), 200, 1024);
 }
 
+/// A connection per request over https: the handshake runs for each, later ones resume the
+/// worker's session, and the summary counts both.
 #[test]
-fn bench_with_request_count_against_serve() {
-    let serve = start_serve(&[]);
+fn bench_no_keepalive_over_https_resumes_sessions() {
+    let serve = start_serve_on(Wire::Https, &[]);
+    for (resume, extra) in [(true, None), (false, Some("--no-tls-resume"))] {
+        let mut args = vec!["-c", "2", "-t", "1", "-n", "40", "--no-keepalive", "--json"];
+        args.extend(extra);
+        let mut cmd = Command::new(bin());
+        cmd.arg("bench")
+            .arg(serve.url("/"))
+            .args(serve.client_args(&args));
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
+        let s = parse_summary(&done.stdout);
+        assert_eq!(s["requests"], 40, "{s}");
+        assert_eq!(error_total(&s), 0, "{s}");
+        // One connection per request; the other connection may open as the last request goes out
+        // and find the budget spent.
+        let opened = s["connections_opened"]
+            .as_u64()
+            .expect("connections_opened");
+        assert!((40..=41).contains(&opened), "{s}");
+        assert_eq!(s["tls_handshakes"], opened, "{s}");
+        let resumed = s["tls_resumed"].as_u64().expect("tls_resumed");
+        if resume {
+            // Only the first connection or two start before the worker holds a ticket.
+            assert!(resumed >= 38, "{s}");
+        } else {
+            assert_eq!(resumed, 0, "{s}");
+        }
+    }
+}
+
+crate::over_http_and_https!(
+    thousand_urls_pipelined_all_ok,
+    save_dir_holds_each_body_under_its_index,
+    save_dir_writes_empty_file_for_empty_body,
+    head_requests_have_no_body,
+    single_thread_run,
+    bench_with_request_count_against_serve,
+    reads_urls_from_stdin,
+);
+
+fn bench_with_request_count_against_serve(wire: Wire) {
+    let serve = start_serve_on(wire, &[]);
     let mut cmd = Command::new(bin());
     cmd.arg("bench")
         .arg(serve.url("/"))
-        .args(["-c", "4", "-p", "4", "-t", "1", "-n", "2000", "--json"]);
+        .args(serve.client_args(&["-c", "4", "-p", "4", "-t", "1", "-n", "2000", "--json"]));
     let done = run_child(cmd, None);
     assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
     let s = parse_summary(&done.stdout);
