@@ -563,7 +563,7 @@ fn explain(err: &rustls::Error, peer: &str) -> String {
                     _ => String::new(),
                 };
                 format!(
-                    "the certificate of {peer} is not valid for the name '{peer}'{names}; use a name it \
+                    "the certificate {peer} presented is not valid for that name{names}; use a name it \
                      lists (with --resolve NAME:PORT:ADDR to reach it), or skip verification with --insecure"
                 )
             }

@@ -263,9 +263,8 @@ pub fn parse_summary(text: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A successful result: this status and body length, and `error` null.
-#[track_caller]
 /// The run ended before `limit`: a stall would have taken the full timeout instead.
+#[track_caller]
 pub fn assert_finished_within(out: &Output, limit: Duration) {
     assert!(
         out.elapsed < limit,
@@ -275,6 +274,8 @@ pub fn assert_finished_within(out: &Output, limit: Duration) {
     );
 }
 
+/// A successful result: this status and body length, and `error` null.
+#[track_caller]
 pub fn assert_response(r: &Value, status: u64, body_bytes: u64) {
     assert_eq!(r["status"], status, "status of {r}");
     assert_eq!(r["body_bytes"], body_bytes, "body_bytes of {r}");

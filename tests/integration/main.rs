@@ -6,3 +6,4 @@ mod fetch;
 mod hostile;
 mod nginx;
 mod serve;
+mod tls;

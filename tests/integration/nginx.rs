@@ -1,6 +1,7 @@
 //! A real server: nginx from `/usr/sbin/nginx` (skipped with a message when absent) serving
 //! files whose content is derived from their index, so every saved body can be checked. Also
-//! the `sendfile on; tcp_nopush on;` setup, where a corked server must not stall pipelining.
+//! the `sendfile on; tcp_nopush on;` setup, where a corked server must not stall pipelining, and
+//! nginx over TLS with a certificate the test makes.
 
 use std::fs;
 use std::net::TcpStream;
@@ -26,12 +27,18 @@ struct Nginx {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// Over https: the certificate clients trust with `--cacert`.
+    cert: Option<PathBuf>,
 }
 
 impl Nginx {
     /// Starts nginx over `files` generated files with `extra` http-level directives, or None
     /// (after saying why) when nginx is not installed.
     fn start(files: usize, extra: &str) -> Option<Nginx> {
+        Nginx::start_on(Wire::Http, files, extra)
+    }
+
+    fn start_on(wire: Wire, files: usize, extra: &str) -> Option<Nginx> {
         if !Path::new(NGINX).exists() {
             println!("skipped: {NGINX} is not installed");
             return None;
@@ -46,6 +53,24 @@ impl Nginx {
         }
         fs::create_dir_all(dir.path().join("tmp")).expect("create temp dir");
         let port = closed_port();
+        let mut cert = None;
+        let listen = match wire {
+            Wire::Http => String::new(),
+            Wire::Https => {
+                let made = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+                    .expect("make a certificate");
+                let (crt, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+                fs::write(&crt, made.cert.pem()).expect("write cert");
+                fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+                let directives = format!(
+                    " ssl;\n        ssl_certificate {};\n        ssl_certificate_key {}",
+                    crt.display(),
+                    key.display()
+                );
+                cert = Some(crt);
+                directives
+            }
+        };
         let d = dir.path().display();
         let config = format!(
             "worker_processes 1;
@@ -64,7 +89,7 @@ http {{
     default_type application/octet-stream;
     {extra}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen};
         root {root};
     }}
 }}
@@ -85,7 +110,12 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        let mut nginx = Nginx { child, port, dir };
+        let mut nginx = Nginx {
+            child,
+            port,
+            dir,
+            cert,
+        };
         nginx.wait_ready();
         Some(nginx)
     }
@@ -106,9 +136,11 @@ http {{
     }
 
     fn urls(&self, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| format!("http://127.0.0.1:{}/f/{i}", self.port))
-            .collect()
+        let origin = match self.cert {
+            None => format!("http://127.0.0.1:{}", self.port),
+            Some(_) => format!("https://localhost:{}", self.port),
+        };
+        (0..n).map(|i| format!("{origin}/f/{i}")).collect()
     }
 
     fn save_dir(&self) -> PathBuf {
@@ -140,10 +172,11 @@ impl Drop for Nginx {
 fn fetch_and_verify(nginx: &Nginx, n: usize) {
     let list = nginx.urls(n);
     let save = nginx.save_dir();
-    let out = run_fetch(
-        &list,
-        &["-p", "16", "--timeout", "10", "--save-dir", arg(&save)],
-    );
+    let mut args = vec!["-p", "16", "--timeout", "10", "--save-dir", arg(&save)];
+    if let Some(cert) = &nginx.cert {
+        args.extend(["--cacert", arg(cert)]);
+    }
+    let out = run_fetch(&list, &args);
     assert_eq!(out.code, 0, "{}", out.describe());
     assert_eq!(out.results.len(), n, "{}", out.describe());
     let by_index = out.by_index();
@@ -179,4 +212,14 @@ fn nginx_sendfile_nopush_pipelined_does_not_stall() {
         return;
     };
     fetch_and_verify(&nginx, 2_000);
+}
+
+/// nginx's TLS (OpenSSL) against ours, pipelined: every body byte for byte, including the
+/// responses nginx writes after its 1000th request on a connection, with close_notify.
+#[test]
+fn nginx_over_https_pipelined_saved_exactly() {
+    let Some(nginx) = Nginx::start_on(Wire::Https, 3_000, "") else {
+        return;
+    };
+    fetch_and_verify(&nginx, 3_000);
 }
