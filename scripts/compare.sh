@@ -10,6 +10,7 @@
 #   RINGFETCH=path   use this binary instead of `cargo build --release`
 #                    (RINGFETCH=none skips the ringfetch rows)
 #   RUNS=N DURATION=S   override the number of runs / seconds per run
+#   SCENARIOS=abcdef    which scenarios to run (default: all)
 #   CLIENT_CPU=1 SERVER_CPU=0   CPUs to pin the clients / nginx to
 #   NB_SENDFILE=on   nginx sendfile (default off)
 #
@@ -25,6 +26,10 @@
 #   (b) the same with 16 pipelined requests per connection
 #   (c) fetch 10,000 distinct URLs at concurrency 500 (ringfetch, ringfetch
 #       -p 16, aiohttp with one ClientSession per request, curl --parallel)
+#   (d) (a) over https (TLS 1.3, nginx's self-signed P-256 certificate)
+#   (e) (b) over https
+#   (f) https, a new connection per request (Connection: close), 64 at once:
+#       the handshake rate, ringfetch with and without session resumption
 #
 # Output goes to stdout and to target/compare-<date>.md. Progress goes to
 # stderr. Runs are interleaved (run 1 of every client, then run 2, ...) so
@@ -59,6 +64,7 @@ else
     RUNS=${RUNS:-3}
     DURATION=${DURATION:-5}
 fi
+SCENARIOS=${SCENARIOS:-abcdef}
 CLIENT_CPU=${CLIENT_CPU:-1}
 export NB_SERVER_CPU=${SERVER_CPU:-0}
 CONNS=256
@@ -182,10 +188,12 @@ REPORT="$TMP/report.md"
 
 # ---------------------------------------------------------------- server
 log "setting up nginx document root ($NURLS files)"
-NB_NFILES=$NURLS nginx_bench_setup "$TMP/nginx"
-nginx_bench_start
+NB_TLS=1 NB_NFILES=$NURLS nginx_bench_setup "$TMP/nginx"
+NB_TLS=1 nginx_bench_start
 BASE="http://127.0.0.1:$NB_PORT"
-log "nginx pid $NB_PID on $BASE (stub_status: $NB_HAS_STATUS)"
+TLS_BASE="https://localhost:$NB_TLS_PORT"
+CACERT="$NB_DIR/tls/cert.pem"
+log "nginx pid $NB_PID on $BASE and $TLS_BASE (stub_status: $NB_HAS_STATUS)"
 
 URLS="$TMP/urls.txt"
 CURL_CFG="$TMP/curl.cfg"
@@ -318,10 +326,16 @@ parse_curl() { # one %{http_code} per transfer; -sS puts each failure on stderr
 SA="(a) ${CONNS} conns, GET /1k"
 SB="(b) ${CONNS} conns, pipeline ${DEPTH}"
 SC="(c) fetch ${NURLS} URLs, conc ${FETCH_CONC}"
+SD="(d) https, ${CONNS} conns"
+SE="(e) https, ${CONNS} conns, pipeline ${DEPTH}"
+HS_CONNS=64
+SF="(f) https, new connection per request, ${HS_CONNS} at once"
+want() { [[ $SCENARIOS == *$1* ]]; }
 D=$DURATION
 
 for ((run = 1; run <= RUNS; run++)); do
     log "run $run/$RUNS"
+    if want a; then
     log " $SA"
     if [[ $RF != none ]]; then
         measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
@@ -331,7 +345,9 @@ for ((run = 1; run <= RUNS; run++)); do
         wrk -t1 -c"$CONNS" -d"${D}s" "$BASE/1k"
     measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
         h2load --h1 -t1 -c"$CONNS" -D "$D" "$BASE/1k"
+    fi
 
+    if want b; then
     log " $SB"
     if [[ $RF != none ]]; then
         measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
@@ -341,7 +357,9 @@ for ((run = 1; run <= RUNS; run++)); do
         wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$BASE/1k" -- "$DEPTH"
     measure b "$SB" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
         h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "$BASE/1k"
+    fi
 
+    if want c; then
     log " $SC"
     if [[ $RF != none ]]; then
         measure c "$SC" ringfetch "ringfetch" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_ringfetch \
@@ -355,6 +373,43 @@ for ((run = 1; run <= RUNS; run++)); do
     # Last: it leaves the most TIME_WAIT sockets behind (see settle_time_wait).
     measure c "$SC" aiohttp "aiohttp (session per request)" "$run" "$NURLS" 0 "$FETCH_LIMIT" parse_count \
         "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$URLS" "$FETCH_CONC"
+    fi
+
+    if want d; then
+        log " $SD"
+        if [[ $RF != none ]]; then
+            measure d "$SD" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -t 1 -d "${D}s" --json
+        fi
+        measure d "$SD" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
+            wrk -t1 -c"$CONNS" -d"${D}s" "$TLS_BASE/1k"
+        measure d "$SD" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
+            h2load --h1 -t1 -c"$CONNS" -D "$D" "$TLS_BASE/1k"
+    fi
+
+    if want e; then
+        log " $SE"
+        if [[ $RF != none ]]; then
+            measure e "$SE" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+        fi
+        measure e "$SE" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
+            wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$TLS_BASE/1k" -- "$DEPTH"
+        measure e "$SE" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
+            h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "$TLS_BASE/1k"
+    fi
+
+    if want f; then
+        log " $SF"
+        if [[ $RF != none ]]; then
+            measure f "$SF" ringfetch "ringfetch --no-keepalive (resumed)" "$run" 0 "$HS_CONNS" "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$HS_CONNS" --no-keepalive -t 1 -d "${D}s" --json
+            measure f "$SF" ringfetch-full "ringfetch --no-keepalive --no-tls-resume" "$run" 0 "$HS_CONNS" "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$HS_CONNS" --no-keepalive --no-tls-resume -t 1 -d "${D}s" --json
+        fi
+        measure f "$SF" wrk "wrk -H 'Connection: close'" "$run" 0 "$HS_CONNS" "$BENCH_LIMIT" parse_wrk \
+            wrk -t1 -c"$HS_CONNS" -d"${D}s" -H "Connection: close" "$TLS_BASE/1k"
+    fi
 done
 
 # ---------------------------------------------------------------- report

@@ -177,7 +177,7 @@ def table(path):
     print()
     if not any(c.startswith("ringfetch") for _, c in summary):
         print("- none: no ringfetch rows (RINGFETCH=none)")
-    for scen in ("a", "b"):
+    for scen in ("a", "b", "d", "e"):
         if (scen, "ringfetch") in summary:
             print(f"- {labels[scen]}: ringfetch / wrk µs per request = "
                   f"**{ratio((scen, 'ringfetch'), (scen, 'wrk'), 1)}** "
@@ -189,6 +189,12 @@ def table(path):
             print(f"- {labels['c']}: {lab} req/s / aiohttp req/s = "
                   f"**{ratio(('c', client), ('c', 'aiohttp'), 0)}** "
                   f"(vs curl: {ratio(('c', client), ('c', 'curl'), 0)})")
+    if ("f", "ringfetch") in summary:
+        print(f"- {labels['f']}: handshakes/s resumed / full = "
+              f"**{ratio(('f', 'ringfetch'), ('f', 'ringfetch-full'), 0)}**; "
+              f"client µs per connection resumed / full = "
+              f"{ratio(('f', 'ringfetch'), ('f', 'ringfetch-full'), 1)} "
+              f"(ringfetch resumed / wrk µs = {ratio(('f', 'ringfetch'), ('f', 'wrk'), 1)})")
 
 
 def main(argv):
