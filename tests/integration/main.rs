@@ -2,6 +2,7 @@
 //! `serve`, scripted hostile servers and (when installed) nginx. Helpers live in `common`.
 
 mod common;
+mod dns;
 mod fetch;
 mod hostile;
 mod nginx;
