@@ -222,6 +222,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
 
+    /// Wait this long before each answer (e.g. 50ms, 2s): a slow backend, to hold many connections
+    /// open or to see latency in a load test.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::duration)]
+    pub delay: Duration,
+
     /// Serve https with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -85,6 +85,7 @@ pub struct ServePlan {
     pub addr: SocketAddr,
     pub engine: EnginePlan,
     pub body_size: u64,
+    pub delay: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -269,6 +270,7 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         addr,
         engine,
         body_size: args.body_size,
+        delay: args.delay,
         tls: tls.map(Arc::new),
     })
 }

@@ -120,8 +120,11 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 plan.addr,
                 plan.engine.threads,
                 &plan.engine.cpus,
-                plan.body_size,
-                plan.tls.clone(),
+                serve::Options {
+                    body_size: plan.body_size,
+                    delay: plan.delay,
+                    tls: plan.tls.clone(),
+                },
             )
             .map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -26,6 +26,16 @@ pub struct Server {
     pub threads: Vec<std::thread::JoinHandle<io::Result<()>>>,
 }
 
+/// What the server answers and how.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub body_size: u64,
+    /// Wait this long before answering what one read brought: a slow backend, for tests and for
+    /// holding many connections open.
+    pub delay: std::time::Duration,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Binds `threads` listening sockets on `addr` (port 0: a free port, shared by all) and starts one
 /// server thread per socket, pinned round-robin over `cpus`.
 pub fn start(
@@ -33,16 +43,21 @@ pub fn start(
     addr: SocketAddr,
     threads: usize,
     cpus: &[usize],
-    body_size: u64,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    options: Options,
 ) -> io::Result<Server> {
+    let Options {
+        body_size,
+        delay,
+        tls,
+    } = options;
     let first = bind(addr)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..threads {
         listeners.push(bind(addr)?);
     }
-    let responses = Responses::new(body_size);
+    let mut responses = Responses::new(body_size);
+    responses.delay = delay;
     let listeners = std::sync::Arc::new(std::sync::Mutex::new(
         listeners.into_iter().map(Some).collect::<Vec<_>>(),
     ));
@@ -88,6 +103,7 @@ struct Responses {
     /// The same with `Connection: close`, for requests that asked to close (RFC 9112 §9.6).
     closing: Vec<u8>,
     closing_head_len: usize,
+    delay: std::time::Duration,
 }
 
 impl Responses {
@@ -109,6 +125,7 @@ impl Responses {
             head_len,
             closing,
             closing_head_len,
+            delay: std::time::Duration::ZERO,
         }
     }
 
@@ -266,6 +283,9 @@ async fn serve_connection(
             buf.reserve(READ_BUF);
         }
         if !out.is_empty() {
+            if !responses.delay.is_zero() {
+                tokio::time::sleep(responses.delay).await;
+            }
             let (res, o) = stream.write_all(out).await;
             out = o;
             out.clear();

@@ -17,6 +17,9 @@ use crate::net::Transport;
 const READ_BUF: usize = 32 * 1024;
 /// Grow the buffer when less than this is free at its end, so reads stay large.
 const MIN_SPARE: usize = 4 * 1024;
+/// Read buffers kept for reuse per worker: enough for every busy connection of a typical run; past a
+/// burst of many more, the rest are freed, so idle connections do not keep a burst's memory.
+const POOL_MAX: usize = 256;
 /// Move unparsed bytes to the front before a read when there are at most this many.
 const COMPACT_BELOW: usize = 4 * 1024;
 
@@ -499,8 +502,9 @@ impl RecvBuf {
             if let Some(mut b) = self.buf.take() {
                 b.clear();
                 self.start = 0;
-                if b.capacity() <= 4 * READ_BUF {
-                    pool.borrow_mut().push(b);
+                let mut pool = pool.borrow_mut();
+                if b.capacity() <= 4 * READ_BUF && pool.len() < POOL_MAX {
+                    pool.push(b);
                 }
             }
         }

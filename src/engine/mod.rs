@@ -224,8 +224,10 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
             "127.0.0.1:0".parse().expect("a literal address"),
             server_cpus.len(),
             &server_cpus,
-            plan.body_size,
-            None,
+            serve::Options {
+                body_size: plan.body_size,
+                ..serve::Options::default()
+            },
         )?;
         eprintln!(
             "ringfetch: no URL given; benchmarking the built-in server at http://{}/ ({} byte bodies, server on CPU {:?}, client on CPU {:?})",

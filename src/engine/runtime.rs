@@ -74,7 +74,7 @@ impl RingSetup {
         })
     }
 
-    fn builder(&self) -> tokio_uring::Builder {
+    fn builder(&self, sq: u32, cq: u32) -> tokio_uring::Builder {
         let mut ring = tokio_uring::uring_builder();
         if self.single_issuer {
             ring.setup_single_issuer();
@@ -82,10 +82,27 @@ impl RingSetup {
         if self.coop_taskrun {
             ring.setup_coop_taskrun();
         }
-        ring.setup_cqsize(CQ_ENTRIES);
+        ring.setup_cqsize(cq);
         let mut b = tokio_uring::builder();
-        b.entries(SQ_ENTRIES).uring_builder(&ring);
+        b.entries(sq).uring_builder(&ring);
         b
+    }
+
+    /// This thread's runtime. Where ring memory counts against the locked-memory limit (non-root
+    /// users, `ulimit -l` 8 MiB, several workers), the large rings may not fit: smaller ones cost some
+    /// batching under extreme load, failing to start costs the run.
+    fn runtime(&self) -> io::Result<tokio_uring::Runtime> {
+        for (sq, cq) in [(SQ_ENTRIES, CQ_ENTRIES), (1024, 8192), (256, 1024)] {
+            match tokio_uring::Runtime::new(&self.builder(sq, cq)) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => continue,
+                other => return other,
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "the kernel refused memory for even a small io_uring; raise the locked-memory limit \
+             (`ulimit -l`, systemd LimitMEMLOCK) or run fewer workers (-t)",
+        ))
     }
 
     /// The `-v` line.
@@ -129,7 +146,7 @@ where
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
         let cpu = cpus.get(i % cpus.len().max(1)).copied();
-        let builder = setup.builder();
+        let setup = setup.clone();
         let work = work.clone();
         let handle = std::thread::Builder::new()
             .name(format!("{name}-{i}"))
@@ -138,7 +155,7 @@ where
                     // Pinning is a performance choice, not a correctness one: carry on unpinned.
                     let _ = sys::pin_current_thread(cpu);
                 }
-                let runtime = tokio_uring::Runtime::new(&builder)?;
+                let runtime = setup.runtime()?;
                 Ok(runtime.block_on(work(i)))
             })?;
         handles.push(handle);

@@ -24,10 +24,14 @@ use rustls::{CertificateError, DigitallySignedStruct, HandshakeKind, SignatureSc
 use super::tcp;
 use crate::error::{ErrorKind, FetchError};
 
-/// A ciphertext buffer holds two full records: one read can complete a record and start the next.
-const CIPHER_BUF: usize = 2 * (16 * 1024 + 256);
-/// Room always left free for a read: one full record, so a record never waits for a larger buffer.
-const MIN_READ: usize = 16 * 1024 + 256;
+/// A ciphertext buffer starts small: most responses of a load test or a crawl fit a few KiB, and
+/// every connection waiting for its response holds one. It grows to whatever record arrives (16 KiB
+/// of data at most, plus the record's overhead) and keeps that size while pooled.
+const CIPHER_BUF: usize = 8 * 1024;
+/// Room always left free for a read.
+const MIN_READ: usize = 2 * 1024;
+/// A TLS record header: type, version, 16-bit length.
+const RECORD_HEADER: usize = 5;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -38,10 +42,18 @@ fn pooled() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(CIPHER_BUF))
 }
 
+/// Buffers kept per thread; past a burst of more busy connections, the rest are freed.
+const POOL_MAX: usize = 256;
+
 fn recycle(mut buf: Vec<u8>) {
-    if buf.capacity() >= CIPHER_BUF && buf.capacity() <= 4 * CIPHER_BUF {
+    if buf.capacity() >= CIPHER_BUF && buf.capacity() <= 8 * CIPHER_BUF {
         buf.clear();
-        POOL.with(|p| p.borrow_mut().push(buf));
+        POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOL_MAX {
+                pool.push(buf);
+            }
+        });
     }
 }
 
@@ -241,8 +253,14 @@ impl<S: Side> Stream<S> {
             rx.copy_within(start.., 0);
             rx.truncate(rx.len() - start);
         }
-        if rx.capacity() - rx.len() < MIN_READ {
-            rx.reserve(MIN_READ);
+        // The partial record at the front says how long it is: make room for all of it.
+        let record = match rx.get(..RECORD_HEADER) {
+            Some(h) => RECORD_HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])),
+            None => 0,
+        };
+        let want = (record.max(rx.len()) - rx.len()).max(MIN_READ);
+        if rx.capacity() - rx.len() < want {
+            rx.reserve(want);
         }
         let (res, rx) = self.tcp.read(rx).await;
         *self.rx.borrow_mut() = rx;
