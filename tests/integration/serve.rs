@@ -187,3 +187,87 @@ fn bench_ends_on_time_when_connects_hang() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `serve --tls-cert/--tls-key` spoken to by a plain rustls client (not ours): TLS 1.3 with ALPN
+/// http/1.1, and a pipelined GET + HEAD answered in order inside the session.
+#[test]
+fn serve_over_tls_with_certificate_files() {
+    use std::sync::Arc;
+
+    let dir = tempdir();
+    let pki = crate::tls::test_pki(dir.path());
+    let serve = start_serve(&[
+        "--tls-cert",
+        arg(&pki.cert_pem),
+        "--tls-key",
+        arg(&pki.key_pem),
+    ]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der()).expect("CA as a root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let sock = TcpStream::connect(serve.addr).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD /b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .expect("send over TLS");
+    let mut reader = BufReader::new(tls);
+    let mut text = Vec::new();
+    // The GET's head and 1024-byte body, then the HEAD's head alone.
+    while !(text.ends_with(b"\r\n\r\n")
+        && text.windows(4).filter(|w| w == b"\r\n\r\n").count() == 2)
+    {
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).expect("read over TLS");
+        text.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert!(text.contains(&"0123456789abcdef".repeat(64)), "{text}");
+    let tls = reader.get_ref();
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+/// A key that does not belong to the certificate, or a missing file, is a usage error that names
+/// the flag, before anything listens.
+#[test]
+fn serve_tls_usage_errors_name_the_flag() {
+    let dir = tempdir();
+    let pki = crate::tls::test_pki(dir.path());
+    let other = crate::tls::TestCa::new("other")
+        .leaf(&["localhost"])
+        .write(dir.path(), "other");
+    let missing = dir.path().join("missing.pem");
+    let cases: [(&std::path::Path, &std::path::Path, &str); 3] = [
+        (&pki.cert_pem, &other.1, "do not fit"),
+        (&missing, &pki.key_pem, "--tls-cert"),
+        (&pki.cert_pem, &missing, "--tls-key"),
+    ];
+    for (cert, key, says) in cases {
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "-t", "1", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing may listen");
+    }
+}
