@@ -743,6 +743,61 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
     assert_finished_within(&out, NO_STALL);
 }
 
+/// Servers that speak only TLS 1.2, or only TLS 1.3: both serve pipelined requests, and later
+/// connections resume the session (TLS 1.3 tickets; TLS 1.2 tickets or session ids).
+#[test]
+fn tls12_and_tls13_each_alone_serve_and_resume() {
+    let dir = tempdir();
+    let pki = test_pki(dir.path());
+    let leaf = pki.ca.leaf(&["localhost"]);
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let (chain, key) = leaf.write(dir.path(), "only");
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(&chain)
+            .expect("chain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let server = TlsServer::start(Arc::new(config), Behaviour::KeepAlive);
+        let list: Vec<String> = (0..12)
+            .map(|i| server.url("localhost", &format!("/v/{i}")))
+            .collect();
+        // One connection at a time, one request each (Connection: close), so the 2nd to 12th
+        // connections can resume what the first left.
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("bench")
+            .arg(server.url("localhost", "/r"))
+            .args(trusting(
+                &pki.ca_pem,
+                &["-c", "1", "-t", "1", "-n", "12", "--no-keepalive", "--json"],
+            ));
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 0, "{version:?}: {}", tail(&done.stderr));
+        let s = parse_summary(&done.stdout);
+        assert_eq!(s["requests"], 12, "{version:?}: {s}");
+        assert_eq!(s["tls_handshakes"], 12, "{version:?}: {s}");
+        assert!(
+            s["tls_resumed"].as_u64().is_some_and(|n| n >= 10),
+            "{version:?}: {s}"
+        );
+        let save = tempdir();
+        let mut args = trusting(
+            &pki.ca_pem,
+            &["-p", "4", "--conns-per-host", "1", "-t", "1"],
+        );
+        args.extend(["--save-dir", arg(save.path())]);
+        let out = run_fetch(&list, &args);
+        let paths: Vec<String> = (0..12).map(|i| format!("/v/{i}")).collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        assert_bodies(&out, save.path(), &paths);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Self-checks of the certificates and the server with a plain rustls client, so a failing
 // ringfetch test cannot be blamed on the harness.
