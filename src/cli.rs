@@ -195,6 +195,34 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
 
+    /// Open loop: send this many requests per second in total, each at its scheduled time, whatever
+    /// the server's pace (wrk2's model). Latency then runs from when each request was due, so a stall
+    /// is charged to every request it held back (coordinated omission corrected); the service time
+    /// from the actual write is reported beside it. Without --rate, each connection sends as fast as
+    /// responses return (closed loop).
+    #[arg(long, value_name = "RPS", value_parser = units::rate)]
+    pub rate: Option<f64>,
+
+    /// Load for this long first and leave it out of every statistic (connections opened, caches
+    /// warmed); -d counts after it.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::duration)]
+    pub warmup: Duration,
+
+    /// Latency percentiles to report besides the usual ones, e.g. 50,90,99,99.9,99.99 (JSON:
+    /// `percentiles_us`, keyed by the percentile as written).
+    #[arg(long, value_name = "LIST", value_parser = units::percentiles)]
+    pub percentiles: Option<units::Percentiles>,
+
+    /// Write the latency distribution here as CSV (HdrHistogram's percentile-distribution format,
+    /// milliseconds), for HdrHistogram's plotter or a spreadsheet.
+    #[arg(long, value_name = "FILE")]
+    pub latency_csv: Option<PathBuf>,
+
+    /// Write a self-contained HTML page here: the summary, the latency-by-percentile curve and the
+    /// responses-per-second timeline (inline SVG, nothing fetched from the network).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     /// A new connection for every request (`Connection: close`), as ab does by default: measures
     /// connection set-up and, over https, the TLS handshake rate. Implies -p 1.
     #[arg(long)]
@@ -400,6 +428,80 @@ mod tests {
         assert!(b.http.json);
         let b = bench(&["-n", "100k", "--body-size", "4k"]);
         assert_eq!((b.requests, b.body_size), (Some(100_000), 4096));
+        assert_eq!((b.rate, b.warmup), (None, Duration::ZERO));
+        assert!(b.percentiles.is_none() && b.report.is_none() && b.latency_csv.is_none());
+        assert!(!b.no_keepalive);
+        let b = bench(&[
+            "--rate",
+            "1.5k",
+            "--warmup",
+            "2s",
+            "--percentiles",
+            "50,99.9",
+            "--report",
+            "r.html",
+            "--latency-csv",
+            "l.csv",
+            "--no-keepalive",
+        ]);
+        assert_eq!(b.rate, Some(1500.0));
+        assert_eq!(b.warmup, Duration::from_secs(2));
+        assert_eq!(b.percentiles.map(|p| p.0.len()), Some(2));
+        assert_eq!(b.report.unwrap().to_str(), Some("r.html"));
+        assert_eq!(b.latency_csv.unwrap().to_str(), Some("l.csv"));
+        assert!(b.no_keepalive);
+        assert!(parse(&["bench", "--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_and_resolve_flags_are_shared_by_fetch_and_bench() {
+        let args = [
+            "--cacert",
+            "ca.pem",
+            "--system-roots",
+            "-k",
+            "--no-tls-resume",
+            "--resolve",
+            "a.test:443:127.0.0.1",
+            "--resolve",
+            "b.test:80:[::1]",
+        ];
+        let f = fetch(&args);
+        let b = bench(&args);
+        for http in [&f.http, &b.http] {
+            assert_eq!(
+                http.cacert.as_deref().and_then(|p| p.to_str()),
+                Some("ca.pem")
+            );
+            assert!(http.system_roots && http.insecure && http.no_tls_resume);
+            assert_eq!(http.resolve.len(), 2);
+            assert_eq!(http.resolve[1].host, "b.test");
+        }
+        assert!(parse(&["fetch", "--resolve", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn serve_tls_flags() {
+        let Command::Serve(s) = parse(&[
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--delay",
+            "50ms",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(s.tls_cert.unwrap().to_str(), Some("c.pem"));
+        assert_eq!(s.delay, Duration::from_millis(50));
+        // A certificate needs its key, and the shortcut excludes both.
+        assert!(parse(&["serve", "--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["serve", "--tls-self-signed", "--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["serve", "--tls-self-signed-out", "x.pem"]).is_err());
     }
 
     #[test]

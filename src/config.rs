@@ -79,6 +79,13 @@ pub struct BenchPlan {
     pub connections: usize,
     pub stop: Stop,
     pub body_size: u64,
+    pub rate: Option<f64>,
+    pub warmup: Duration,
+    pub percentiles: Option<crate::units::Percentiles>,
+    /// Where to write the latency CSV and the HTML report (created before the run, so a bad path is a
+    /// usage error, not a lost run).
+    pub latency_csv: Option<(PathBuf, File)>,
+    pub report: Option<(PathBuf, File)>,
 }
 
 pub struct ServePlan {
@@ -87,6 +94,20 @@ pub struct ServePlan {
     pub body_size: u64,
     pub delay: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Creates an output file named by `flag`.
+fn create(path: Option<PathBuf>, flag: &str) -> Result<Option<(PathBuf, File)>, UsageError> {
+    path.map(|p| {
+        File::create(&p).map(|f| (p.clone(), f)).map_err(|e| {
+            usage(format!(
+                "{flag} {}: cannot create it: {}",
+                p.display(),
+                describe(&e)
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn usage(msg: impl Into<String>) -> UsageError {
@@ -243,6 +264,11 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
         connections,
         stop,
         body_size: args.body_size,
+        rate: args.rate,
+        warmup: args.warmup,
+        percentiles: args.percentiles,
+        latency_csv: create(args.latency_csv, "--latency-csv")?,
+        report: create(args.report, "--report")?,
     })
 }
 

@@ -89,20 +89,46 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             })
         }
         Command::Bench(args) => {
-            let plan = config::bench(args, cli.verbose)?;
+            let mut plan = config::bench(args, cli.verbose)?;
             let json = plan.http.json;
+            let points = plan.percentiles.clone();
+            let mut csv = plan.latency_csv.take();
+            let mut html = plan.report.take();
             let bench = engine::run_bench(plan)?;
             let run = &bench.run;
-            let summary = Summary::new(&run.report, run.elapsed, run.threads);
+            let summary = Summary::new(&run.report, run.elapsed, run.threads)
+                .with_percentiles(&run.report, points.as_ref().map(|p| p.0.as_slice()));
             print_summary(&summary, &bench.label, json, false);
+            let mut written = Ok(());
+            if let Some((path, file)) = &mut csv {
+                written = written.and(
+                    file.write_all(run.report.latency.percentile_csv().as_bytes())
+                        .map_err(|e| {
+                            format!("--latency-csv {}: {}", path.display(), error::describe(&e))
+                        }),
+                );
+            }
+            if let Some((path, file)) = &mut html {
+                let page =
+                    report::html::render(&bench.label, &summary, &run.report.latency.curve());
+                written =
+                    written.and(file.write_all(page.as_bytes()).map_err(|e| {
+                        format!("--report {}: {}", path.display(), error::describe(&e))
+                    }));
+            }
+            if let Err(e) = &written {
+                eprintln!("ringfetch: cannot write {e}");
+            }
             if let Some(f) = &run.failure {
                 eprintln!("ringfetch: {f}");
             }
-            Ok(if run.failure.is_some() || run.report.requests == 0 {
-                EXIT_ERRORS
-            } else {
-                EXIT_OK
-            })
+            Ok(
+                if run.failure.is_some() || run.report.requests == 0 || written.is_err() {
+                    EXIT_ERRORS
+                } else {
+                    EXIT_OK
+                },
+            )
         }
         Command::Serve(args) => {
             let plan = config::serve(args, cli.verbose)?;

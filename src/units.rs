@@ -73,9 +73,67 @@ pub fn shard(text: &str) -> Result<(u64, u64), String> {
     Ok((k, n))
 }
 
+/// A request rate: a positive number, fractions allowed, with an optional k/M suffix (`2000`, `1.5k`).
+pub fn rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1e3),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v * mult >= 0.001 && v * mult <= 1e9 => Ok(v * mult),
+        _ => Err(format!(
+            "'{text}' is not a request rate; expected requests per second, e.g. 2000 or 1.5k"
+        )),
+    }
+}
+
+/// Percentiles as given (the JSON keys) with their quantiles; one type so clap takes the list as one
+/// value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Percentiles(pub Vec<(String, f64)>);
+
+/// A list of percentiles, `50,99,99.99`: each kept with its text (the JSON key) and as a quantile.
+pub fn percentiles(text: &str) -> Result<Percentiles, String> {
+    text.split(',')
+        .map(|p| {
+            let p = p.trim();
+            match p.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 100.0 => Ok((p.to_string(), v / 100.0)),
+                _ => Err(format!(
+                    "'{p}' is not a percentile; expected numbers above 0 and up to 100, e.g. 50,99,99.9"
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Percentiles)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentile_lists() {
+        let p = percentiles("50, 99.99,100").unwrap().0;
+        assert_eq!(p[0], ("50".to_string(), 0.5));
+        assert_eq!(p[1].0, "99.99");
+        assert!((p[1].1 - 0.9999).abs() < 1e-12);
+        for bad in ["", "0", "101", "50,x"] {
+            assert!(percentiles(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("2000"), Ok(2000.0));
+        assert_eq!(rate("1.5k"), Ok(1500.0));
+        assert_eq!(rate("0.5"), Ok(0.5));
+        for bad in ["", "0", "-5", "fast", "inf", "1e12"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -1,8 +1,15 @@
 //! One worker's share of a `bench`: a fixed set of connections, each sending the same request as fast as
-//! the pipeline window allows, until the duration ends (`-d`) or the request budget is spent (`-n`).
-//! Failures are counted and the connection is re-opened; nothing is retried.
+//! the pipeline window allows (closed loop), or at the times a `--rate` schedule sets (open loop), until
+//! the duration ends (`-d`) or the request budget is spent (`-n`). Failures are counted and the
+//! connection is re-opened; nothing is retried.
+//!
+//! Open loop, as wrk2 does it: request k of this worker is due at `start + k / rate`. Due requests wait
+//! in a queue until a connection has room; each one's latency runs from when it was due, so a server
+//! that stalls is charged for every request it held back (coordinated omission corrected), and the
+//! service time (from the actual write) is reported beside it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -35,6 +42,10 @@ pub struct BenchSettings {
     pub connect_timeout: Duration,
     pub tls: std::sync::Arc<rustls::ClientConfig>,
     pub no_tls_resume: bool,
+    /// Open loop: requests per second for the whole run (shared out over the workers).
+    pub rate: Option<f64>,
+    /// Load before the measured part of the run, excluded from every statistic.
+    pub warmup: Duration,
 }
 
 pub struct BenchShard {
@@ -48,6 +59,12 @@ pub struct BenchShard {
     stop: tokio::sync::Notify,
     report: RefCell<Report>,
     head_request: bool,
+    /// Open loop: when each request waiting for a connection was due, oldest first.
+    due: Option<RefCell<VecDeque<Instant>>>,
+    /// Wakes idle connections when requests fall due.
+    wake: tokio::sync::Notify,
+    /// Start of the measured part (after the warm-up): the timeline counts seconds from here.
+    measured: Cell<Instant>,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -64,6 +81,9 @@ impl BenchShard {
         settings: std::sync::Arc<BenchSettings>,
         connections: Vec<usize>,
         stop: Stop,
+        rate: Option<f64>,
+        live: std::sync::Arc<super::progress::Live>,
+        worker: usize,
     ) -> BenchOutcome {
         let shard = Rc::new(BenchShard {
             tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
@@ -79,8 +99,13 @@ impl BenchShard {
             stop: tokio::sync::Notify::new(),
             report: RefCell::new(Report::default()),
             head_request: settings.head_request,
+            due: rate.map(|_| RefCell::new(VecDeque::new())),
+            wake: tokio::sync::Notify::new(),
+            measured: Cell::new(Instant::now()),
         });
+        shard.report.borrow_mut().open_loop = rate.is_some();
         let started = Instant::now();
+        shard.measured.set(started);
         let mut tasks = Vec::with_capacity(connections.len());
         for j in connections {
             let target = settings.targets[j % settings.targets.len()].clone();
@@ -91,12 +116,23 @@ impl BenchShard {
                 connect_timeout,
             )));
         }
-        let ticker = tokio_uring::spawn(Self::tick(shard.clone(), stop, started));
+        let ticker = tokio_uring::spawn(Self::tick(
+            shard.clone(),
+            stop,
+            started,
+            settings.warmup,
+            (live, worker),
+        ));
+        let scheduler = rate.map(|r| tokio_uring::spawn(Self::schedule(shard.clone(), r, started)));
         for t in tasks {
             let _ = t.await;
         }
         let ended = Instant::now();
         ticker.abort();
+        if let Some(s) = scheduler {
+            s.abort();
+        }
+        let started = shard.measured.get();
         let mut report = std::mem::take(&mut *shard.report.borrow_mut());
         report.reads = shard.env.reads.get();
         report.writes = shard.env.writes.get();
@@ -107,21 +143,80 @@ impl BenchShard {
         }
     }
 
-    async fn tick(shard: Rc<Self>, stop: Stop, started: Instant) {
+    /// Fires timeouts, ends the warm-up (clearing its statistics) and ends the run at its duration.
+    async fn tick(
+        shard: Rc<Self>,
+        stop: Stop,
+        started: Instant,
+        warmup: Duration,
+        (live, worker): (std::sync::Arc<super::progress::Live>, usize),
+    ) {
         let period =
             (shard.env.timeout / 20).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let mut warming = !warmup.is_zero();
         loop {
-            tokio::time::sleep(period).await;
             let now = Instant::now();
+            let next = if warming {
+                (now + period).min(started + warmup)
+            } else {
+                now + period
+            };
+            tokio::time::sleep_until(next.into()).await;
+            let now = Instant::now();
+            if warming && now >= started + warmup {
+                warming = false;
+                shard.measured.set(now);
+                let mut report = shard.report.borrow_mut();
+                let open_loop = report.open_loop;
+                *report = Report::default();
+                report.open_loop = open_loop;
+            }
             if let Stop::After(d) = stop {
-                if now >= started + d {
+                if now >= started + warmup + d {
                     shard.stopped.set(true);
                     shard.env.watchdog.stop_all();
                     shard.stop.notify_waiters();
+                    shard.wake.notify_waiters();
                     return;
                 }
             }
             shard.env.watchdog.tick(now);
+            let report = shard.report.borrow();
+            live.publish(worker, report.requests, report.error_count());
+        }
+    }
+
+    /// Open loop: puts each request in the queue at the time it is due and wakes idle connections.
+    /// Timers fire at millisecond granularity, so requests fall due in small bursts; each keeps its own
+    /// due time, so the bursts do not show in the latencies.
+    async fn schedule(shard: Rc<Self>, rate: f64, started: Instant) {
+        let Some(due) = &shard.due else {
+            return;
+        };
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut k: u32 = 0;
+        let mut next = started;
+        loop {
+            tokio::time::sleep_until(next.into()).await;
+            let now = Instant::now();
+            let mut added = false;
+            while next <= now && !shard.stopped.get() && shard.budget.get() > 0 {
+                due.borrow_mut().push_back(next);
+                if shard.budget.get() != u64::MAX {
+                    shard.budget.set(shard.budget.get() - 1);
+                }
+                added = true;
+                k = k.wrapping_add(1);
+                // From the start each time, so rounding does not accumulate.
+                next = started + interval * k;
+            }
+            if added {
+                shard.wake.notify_waiters();
+            }
+            if shard.stopped.get() || shard.budget.get() == 0 {
+                shard.wake.notify_waiters();
+                return;
+            }
         }
     }
 
@@ -131,7 +226,7 @@ impl BenchShard {
             shard: &shard,
             request: &target.request,
         };
-        while !shard.stopped.get() && shard.budget.get() > 0 {
+        while !shard.stopped.get() && (shard.budget.get() > 0 || shard.has_due()) {
             // A connect the server does not answer (a full backlog) must not hold the run past its
             // end; the abandoned connect is left to the kernel and closes when it completes.
             let connected = tokio::select! {
@@ -165,18 +260,44 @@ impl BenchShard {
     }
 }
 
+impl BenchShard {
+    fn has_due(&self) -> bool {
+        self.due.as_ref().is_some_and(|d| !d.borrow().is_empty())
+    }
+}
+
 struct BenchConn<'a> {
     shard: &'a Rc<BenchShard>,
     request: &'a [u8],
 }
 
 impl Workload for BenchConn<'_> {
-    type Ticket = ();
+    /// When the request was due: its send time in a closed loop, its scheduled time in an open one.
+    type Ticket = Instant;
 
-    fn fill(&self, out: &mut Vec<u8>, pipe: &mut Pipeline<()>, max: usize, now: Instant) -> usize {
+    fn fill(
+        &self,
+        out: &mut Vec<u8>,
+        pipe: &mut Pipeline<Instant>,
+        max: usize,
+        now: Instant,
+    ) -> usize {
         let s = self.shard;
         if s.stopped.get() {
             return 0;
+        }
+        if let Some(due) = &s.due {
+            let mut due = due.borrow_mut();
+            let n = max.min(due.len());
+            for intended in due.drain(..n) {
+                out.extend_from_slice(self.request);
+                pipe.push(InFlight {
+                    ticket: intended,
+                    sent: now,
+                    head_request: s.head_request,
+                });
+            }
+            return n;
         }
         let n = (max as u64).min(s.budget.get()) as usize;
         if s.budget.get() != u64::MAX {
@@ -185,7 +306,7 @@ impl Workload for BenchConn<'_> {
         for _ in 0..n {
             out.extend_from_slice(self.request);
             pipe.push(InFlight {
-                ticket: (),
+                ticket: now,
                 sent: now,
                 head_request: s.head_request,
             });
@@ -194,29 +315,56 @@ impl Workload for BenchConn<'_> {
     }
 
     async fn idle(&self) -> bool {
-        !self.shard.stopped.get() && self.shard.budget.get() > 0
+        let s = self.shard;
+        if s.due.is_none() {
+            return !s.stopped.get() && s.budget.get() > 0;
+        }
+        loop {
+            // Created before the checks, so a wake-up between them is not missed.
+            let woken = s.wake.notified();
+            if s.stopped.get() || (s.budget.get() == 0 && !s.has_due()) {
+                return false;
+            }
+            if s.has_due() {
+                return true;
+            }
+            woken.await;
+        }
     }
 
-    fn on_head(&self, _: (), head: &Head) {
+    fn on_head(&self, _: Instant, head: &Head) {
         self.shard.report.borrow_mut().status.add(head.status);
     }
 
-    fn on_body(&self, _: (), data: &[u8]) -> Result<(), FetchError> {
+    fn on_body(&self, _: Instant, data: &[u8]) -> Result<(), FetchError> {
         self.shard.report.borrow_mut().bytes += data.len() as u64;
         Ok(())
     }
 
-    fn on_done(&self, done: InFlight<()>, now: Instant) {
+    fn on_done(&self, done: InFlight<Instant>, now: Instant) {
         let mut r = self.shard.report.borrow_mut();
         r.requests += 1;
-        r.latency.record(now.saturating_duration_since(done.sent));
+        let second = now
+            .saturating_duration_since(self.shard.measured.get())
+            .as_secs() as usize;
+        match r.timeline.get_mut(second) {
+            Some(n) => *n += 1,
+            None => {
+                r.timeline.resize(second, 0);
+                r.timeline.push(1);
+            }
+        }
+        r.latency.record(now.saturating_duration_since(done.ticket));
+        if r.open_loop {
+            r.service.record(now.saturating_duration_since(done.sent));
+        }
     }
 
-    fn on_failed(&self, _: (), err: FetchError) {
+    fn on_failed(&self, _: Instant, err: FetchError) {
         self.shard.report.borrow_mut().error(&err);
     }
 
-    fn on_unanswered(&self, _: (), why: Unanswered, err: &FetchError) {
+    fn on_unanswered(&self, _: Instant, why: Unanswered, err: &FetchError) {
         let s = self.shard;
         match why {
             Unanswered::Failed if !s.stopped.get() => {

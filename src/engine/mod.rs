@@ -11,6 +11,7 @@ pub mod bench;
 pub mod conn;
 pub mod deadline;
 pub mod limits;
+pub mod progress;
 pub mod runtime;
 pub mod shard;
 
@@ -279,18 +280,29 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         connect_timeout: plan.http.connect_timeout,
         tls: plan.http.tls.clone(),
         no_tls_resume: plan.http.no_tls_resume,
+        rate: plan.rate,
+        warmup: plan.warmup,
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);
     let stop = plan.stop;
+    let (plan_stop, warmup) = (plan.stop, plan.warmup);
+    // A live line only for a person watching: not under --json, not into a file or a pipe.
+    let show_progress = !plan.http.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let live = Arc::new(progress::Live::new(threads));
+    let shared = live.clone();
     let workers = runtime::spawn_workers(&setup, &cpus, threads, "bench", move |i| {
         let mine: Vec<usize> = (i..connections).step_by(threads).collect();
         let stop = match stop {
             Stop::Requests(n) => Stop::Requests(share(n as usize, threads, i) as u64),
             other => other,
         };
-        BenchShard::run(settings.clone(), mine, stop)
+        let rate = settings.rate.map(|r| r / threads as f64);
+        BenchShard::run(settings.clone(), mine, stop, rate, shared.clone(), i)
     })?;
+    if show_progress {
+        progress::show(&live, &workers, plan_stop, warmup);
+    }
     let mut report = Report::default();
     let mut span: Option<(Instant, Instant)> = None;
     let mut failure = None;

@@ -50,6 +50,56 @@ impl Latency {
         self.histogram.len()
     }
 
+    /// The value at each quantile, keyed by its given name.
+    pub fn at(&self, points: &[(String, f64)]) -> std::collections::BTreeMap<String, u64> {
+        points
+            .iter()
+            .map(|(name, q)| {
+                let v = if self.histogram.is_empty() {
+                    0
+                } else {
+                    self.histogram.value_at_quantile(*q)
+                };
+                (name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// The percentile distribution in HdrHistogram's CSV form (what `outputPercentileDistribution`
+    /// writes with `useCsvFormat`, and HdrHistogram's plotter reads), values in milliseconds.
+    pub fn percentile_csv(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out =
+            String::from("\"Value\",\"Percentile\",\"TotalCount\",\"1/(1-Percentile)\"\n");
+        let mut total = 0u64;
+        for v in self.histogram.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let inverse = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "Infinity".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{:.3},{q:.12},{total},{inverse}",
+                v.value_iterated_to() as f64 / 1000.0
+            );
+        }
+        out
+    }
+
+    /// Points of the latency-by-percentile curve: (percentile, microseconds), for the report's chart.
+    pub fn curve(&self) -> Vec<(f64, u64)> {
+        if self.histogram.is_empty() {
+            return Vec::new();
+        }
+        self.histogram
+            .iter_quantiles(5)
+            .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to()))
+            .collect()
+    }
+
     pub fn summary(&self) -> LatencySummary {
         if self.histogram.is_empty() {
             return LatencySummary::default();
@@ -87,6 +137,31 @@ mod tests {
         assert_eq!(s.p999, 999);
         assert_eq!(s.max, 1000);
         assert!((s.mean - 500.5).abs() < 1.0, "{}", s.mean);
+    }
+
+    #[test]
+    fn csv_distribution_ends_at_the_maximum_with_every_sample() {
+        let mut l = Latency::default();
+        for us in 1..=1000u64 {
+            l.record(Duration::from_micros(us * 10));
+        }
+        let csv = l.percentile_csv();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("\"Value\",\"Percentile\",\"TotalCount\",\"1/(1-Percentile)\"")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert!(rows.len() > 20, "{csv}");
+        let last = rows.last().unwrap();
+        assert_eq!(last[2], "1000");
+        assert_eq!(last[3], "Infinity");
+        assert!(
+            (last[0].parse::<f64>().unwrap() - 10.0).abs() < 0.02,
+            "{csv}"
+        );
+        let percentiles: Vec<f64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+        assert!(percentiles.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

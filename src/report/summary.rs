@@ -21,7 +21,13 @@ pub struct Report {
     pub status: StatusCounts,
     /// Body bytes (de-chunked).
     pub bytes: u64,
+    /// From when each request was due (its write, in a closed loop) to its last byte.
     pub latency: Latency,
+    /// Open loop (`--rate`): from each request's actual write to its last byte.
+    pub open_loop: bool,
+    /// `bench`: responses completed in each second of the measured run.
+    pub timeline: Vec<u64>,
+    pub service: Latency,
     pub connections_opened: u64,
     /// Transmissions charged to `--retries`.
     pub retries: u64,
@@ -67,6 +73,14 @@ impl Report {
         self.status.merge(&other.status);
         self.bytes += other.bytes;
         self.latency.merge(&other.latency);
+        self.open_loop |= other.open_loop;
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline.resize(other.timeline.len(), 0);
+        }
+        for (a, b) in self.timeline.iter_mut().zip(&other.timeline) {
+            *a += b;
+        }
+        self.service.merge(&other.service);
         self.connections_opened += other.connections_opened;
         self.retries += other.retries;
         self.resent += other.resent;
@@ -121,6 +135,16 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub rps: f64,
     pub latency_us: LatencySummary,
+    /// Open loop only: the service time (from the actual write), beside `latency_us` (from the time
+    /// each request was due, coordinated omission corrected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_us: Option<LatencySummary>,
+    /// `--percentiles`: the latency at each percentile asked for, keyed as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentiles_us: Option<BTreeMap<String, u64>>,
+    /// `bench`: responses completed in each second of the run (the last second may be partial).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<u64>,
     pub connections_opened: u64,
     pub threads: usize,
     pub retries: u64,
@@ -132,6 +156,16 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds the `--percentiles` line.
+    pub fn with_percentiles(
+        mut self,
+        report: &Report,
+        points: Option<&[(String, f64)]>,
+    ) -> Summary {
+        self.percentiles_us = points.map(|p| report.latency.at(p));
+        self
+    }
+
     pub fn new(report: &Report, elapsed: Duration, threads: usize) -> Summary {
         let secs = elapsed.as_secs_f64();
         Summary {
@@ -158,6 +192,9 @@ impl Summary {
                 0.0
             },
             latency_us: report.latency.summary(),
+            service_us: report.open_loop.then(|| report.service.summary()),
+            percentiles_us: None,
+            timeline: report.timeline.clone(),
             connections_opened: report.connections_opened,
             threads,
             retries: report.retries,
@@ -186,18 +223,43 @@ impl Summary {
             if self.threads == 1 { "" } else { "s" }
         );
         let _ = writeln!(s, "  {:<12}{:.0}/s", "throughput", self.rps);
-        let l = &self.latency_us;
-        let _ = writeln!(
-            s,
-            "  {:<12}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
-            "latency",
-            us(l.p50 as f64),
-            us(l.p90 as f64),
-            us(l.p99 as f64),
-            us(l.p999 as f64),
-            us(l.max as f64),
-            us(l.mean)
-        );
+        let rows = [
+            ("latency", Some(&self.latency_us)),
+            ("service", self.service_us.as_ref()),
+        ];
+        for (name, l) in rows {
+            let Some(l) = l else { continue };
+            let _ = writeln!(
+                s,
+                "  {:<12}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+                name,
+                us(l.p50 as f64),
+                us(l.p90 as f64),
+                us(l.p99 as f64),
+                us(l.p999 as f64),
+                us(l.max as f64),
+                us(l.mean)
+            );
+        }
+        if let Some(points) = &self.percentiles_us {
+            let mut sorted: Vec<(&String, &u64)> = points.iter().collect();
+            sorted.sort_by(|a, b| {
+                let key = |s: &str| s.parse::<f64>().unwrap_or(0.0);
+                key(a.0).total_cmp(&key(b.0))
+            });
+            let text: Vec<String> = sorted
+                .iter()
+                .map(|(p, v)| format!("p{p} {}", us(**v as f64)))
+                .collect();
+            let _ = writeln!(s, "  {:<12}{}", "percentiles", text.join("  "));
+        }
+        if self.service_us.is_some() {
+            let _ = writeln!(
+                s,
+                "  {:<12}latency runs from when each request was due (--rate), service from its write",
+                ""
+            );
+        }
         let status: Vec<String> = self
             .status
             .iter()

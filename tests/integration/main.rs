@@ -1,6 +1,7 @@
 //! The one integration test binary: runs the real `ringfetch` executable against the embedded
 //! `serve`, scripted hostile servers and (when installed) nginx. Helpers live in `common`.
 
+mod bench;
 mod common;
 mod dns;
 mod fetch;

@@ -1,0 +1,294 @@
+//! `ringfetch bench`'s load models: the open loop (`--rate`) keeps its schedule, and its latency
+//! counts the requests a stalled server held back (coordinated omission), where the service time
+//! does not; `--warmup` stays out of the statistics.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn bench(url: &str, args: &[&str]) -> Value {
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench").arg(url).args(args).arg("--json");
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
+    let s = parse_summary(&done.stdout);
+    assert!(s.is_object(), "no JSON summary:\n{}", done.stdout);
+    s
+}
+
+fn us(s: &Value, field: &str, p: &str) -> u64 {
+    s[field][p]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field}.{p} missing: {s}"))
+}
+
+/// 2,000 requests per second for 3 s is 6,000 requests, whatever the number of connections, and
+/// the run takes 3 s, not as long as the server would need to answer as fast as it can.
+#[test]
+fn rate_keeps_its_schedule() {
+    let serve = start_serve(&[]);
+    let started = Instant::now();
+    let s = bench(
+        &serve.url("/"),
+        &["--rate", "2000", "-d", "3s", "-c", "8", "-t", "2"],
+    );
+    let took = started.elapsed();
+    let requests = s["requests"].as_u64().expect("requests");
+    assert!(
+        (5820..=6180).contains(&requests),
+        "{requests} requests, expected 6000 ± 3%: {s}"
+    );
+    assert_eq!(error_total(&s), 0, "{s}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // An open loop reports the service time beside the corrected latency.
+    assert!(s["service_us"].is_object(), "{s}");
+    // -n with --rate: exactly that many, at that pace.
+    let started = Instant::now();
+    let s = bench(
+        &serve.url("/"),
+        &["--rate", "500", "-n", "500", "-c", "4", "-t", "1"],
+    );
+    assert_eq!(s["requests"], 500, "{s}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "500 at 500/s took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A server that stalls for 200 ms once a second, on one connection at 500 requests/s: about 100
+/// requests fall due during each stall. Measured from when they were due (the corrected latency),
+/// a fifth of all requests wait up to 200 ms, so p99 is far above normal; measured from their
+/// write (the service time), only the one stalled request per second is slow, so p99 stays low and
+/// only the maximum shows the stall. A closed loop would have sent nothing during the stall and
+/// recorded a single slow request: exactly the omission the correction is for.
+#[test]
+fn rate_latency_counts_what_a_stall_held_back() {
+    let started = Instant::now();
+    let stalled_second = Arc::new(AtomicU64::new(0));
+    let server = Hostile::start(move |conn| loop {
+        let requests = conn.next_requests()?;
+        if requests.is_empty() {
+            return Ok(());
+        }
+        for _ in requests {
+            let second = started.elapsed().as_secs() + 1;
+            if stalled_second.fetch_max(second, Ordering::SeqCst) < second {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            conn.send(&ok(b"x"))?;
+        }
+    });
+    let s = bench(
+        &server.url("/"),
+        &["--rate", "500", "-d", "3s", "-c", "1", "-t", "1"],
+    );
+    assert_eq!(error_total(&s), 0, "{s}");
+    let corrected = us(&s, "latency_us", "p99");
+    let service = us(&s, "service_us", "p99");
+    let service_max = us(&s, "service_us", "max");
+    assert!(
+        corrected >= 50_000,
+        "corrected p99 {corrected} us ignores the stalls: {s}"
+    );
+    assert!(
+        service < 20_000,
+        "service p99 {service} us should not see the stalls: {s}"
+    );
+    assert!(service_max >= 150_000, "no stall seen at all: {s}");
+}
+
+/// Requests of the warm-up are not counted: a 1 s warm-up and 1 s measured at 1,000/s count about
+/// 1,000 requests, and the rate is over the measured second only.
+#[test]
+fn warmup_is_left_out_of_the_statistics() {
+    let serve = start_serve(&[]);
+    let started = Instant::now();
+    let s = bench(
+        &serve.url("/"),
+        &[
+            "--rate", "1000", "--warmup", "1s", "-d", "1s", "-c", "4", "-t", "1",
+        ],
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    let requests = s["requests"].as_u64().expect("requests");
+    assert!((950..=1050).contains(&requests), "{requests}: {s}");
+    let elapsed = s["elapsed_s"].as_f64().expect("elapsed_s");
+    assert!((0.9..1.5).contains(&elapsed), "{elapsed}: {s}");
+}
+
+/// docs/JSON.md is the contract: every summary field it documents is in `--json` output (an open
+/// loop run with --percentiles has them all), with the documented type, and the output has no field it does not
+/// document.
+#[test]
+fn json_summary_matches_its_documentation() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/JSON.md"))
+        .expect("read docs/JSON.md");
+    let summary_table = doc
+        .split("## The summary")
+        .nth(1)
+        .expect("docs/JSON.md has a summary section");
+    // Rows look like: | `name` | type | meaning |, or | `a`, `b` | type | ... |
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for row in summary_table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for name in cells[1].split(',') {
+            documented.push((
+                name.trim().trim_matches('`').to_string(),
+                cells[2].to_string(),
+            ));
+        }
+    }
+    assert!(documented.len() >= 15, "{documented:?}");
+    let serve = start_serve(&[]);
+    let s = bench(
+        &serve.url("/"),
+        &[
+            "--rate",
+            "200",
+            "-n",
+            "100",
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "--percentiles",
+            "50,99.99",
+        ],
+    );
+    assert!(s["percentiles_us"]["99.99"].is_u64(), "{s}");
+    let object = s.as_object().expect("summary object");
+    for (name, kind) in &documented {
+        let value = object
+            .get(name)
+            .unwrap_or_else(|| panic!("documented field {name} missing: {s}"));
+        let ok = match kind.as_str() {
+            "integer" => value.is_u64(),
+            "number" => value.is_number(),
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            other => panic!("unknown documented type {other} for {name}"),
+        };
+        assert!(ok, "{name} is not a {kind}: {s}");
+    }
+    for key in object.keys() {
+        assert!(
+            documented.iter().any(|(name, _)| name == key),
+            "field {key} is not documented in docs/JSON.md"
+        );
+    }
+    for field in ["latency_us", "service_us"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(s[field][p].is_u64(), "{field}.{p}: {s}");
+        }
+        assert!(s[field]["mean"].is_number(), "{field}.mean: {s}");
+    }
+}
+
+/// `--report` writes one page with two well-formed SVG charts (latency by percentile, responses per
+/// second), and `--latency-csv` the distribution whose last row counts every response.
+#[test]
+fn report_page_and_latency_csv() {
+    let serve = start_serve(&[]);
+    let dir = tempdir();
+    let (page, csv) = (dir.path().join("run.html"), dir.path().join("latency.csv"));
+    let s = bench(
+        &serve.url("/"),
+        &[
+            "-n",
+            "3000",
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "--report",
+            arg(&page),
+            "--latency-csv",
+            arg(&csv),
+        ],
+    );
+    let html = std::fs::read_to_string(&page).expect("report written");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(!html.contains("<script"), "no script in the report");
+    let charts: Vec<&str> = html
+        .match_indices("<svg")
+        .map(|(start, _)| {
+            let end = html[start..].find("</svg>").expect("closed svg") + start + "</svg>".len();
+            &html[start..end]
+        })
+        .collect();
+    assert_eq!(charts.len(), 2, "{html}");
+    for (chart, min_points) in charts.iter().zip([5, 1]) {
+        let doc = roxmltree::Document::parse(chart).unwrap_or_else(|e| panic!("{e}: {chart}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        let line = doc
+            .descendants()
+            .find(|n| n.has_tag_name("polyline"))
+            .expect("a polyline");
+        let points = line.attribute("points").expect("points").split(' ').count();
+        assert!(points >= min_points, "{points} points: {chart}");
+    }
+    let text = std::fs::read_to_string(&csv).expect("csv written");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("\"Value\",\"Percentile\",\"TotalCount\",\"1/(1-Percentile)\"")
+    );
+    let last: Vec<&str> = lines.last().expect("rows").split(',').collect();
+    assert_eq!(last[2], s["requests"].to_string(), "{text}");
+}
+
+/// An output file that cannot be created is a usage error before any load.
+#[test]
+fn report_to_an_impossible_path_is_a_usage_error() {
+    let serve = start_serve(&[]);
+    for flag in ["--report", "--latency-csv"] {
+        let mut cmd = Command::new(bin());
+        cmd.arg("bench")
+            .arg(serve.url("/"))
+            .args([flag, "/nonexistent/dir/out", "-n", "10"]);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 2, "{flag}: {}", done.stderr);
+        assert!(done.stderr.contains(flag), "{flag}: {}", done.stderr);
+    }
+}
+
+/// On a terminal, a live line counts responses while the run goes; with --json, or when stderr is not
+/// a terminal (every other test here), nothing but the summary is printed. `script` gives the run a
+/// pseudo-terminal.
+#[test]
+fn progress_line_only_on_a_terminal_and_not_with_json() {
+    let serve = start_serve(&[]);
+    let run_on_tty = |extra: &str| {
+        let line = format!(
+            "{} bench {} -d 1500ms -c 2 -t 1 {extra}",
+            bin().display(),
+            serve.url("/")
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        let done = run_child(cmd, None);
+        assert_eq!(
+            done.code, 0,
+            "`script` (util-linux) must be installed: {}",
+            done.stderr
+        );
+        done.stdout
+    };
+    let text = run_on_tty("");
+    assert!(
+        text.contains(" responses ") && text.contains("/s"),
+        "no live line: {text}"
+    );
+    let json = run_on_tty("--json");
+    assert!(
+        !json.contains(" responses "),
+        "live line under --json: {json}"
+    );
+    assert!(json.contains("\"requests\":"), "{json}");
+}
