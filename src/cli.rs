@@ -107,6 +107,11 @@ pub struct HttpArgs {
     #[arg(short = 'k', long)]
     pub insecure: bool,
 
+    /// Refuse to run (exit 2) instead of clamping -c when the open-file limit or the local port range
+    /// cannot hold it: for benchmark scripts that must not measure something else than asked.
+    #[arg(long)]
+    pub strict: bool,
+
     /// https: run a full handshake on every connection instead of resuming the worker's earlier
     /// session with the origin (to measure handshake cost).
     #[arg(long)]

@@ -40,6 +40,8 @@ pub struct HttpPlan {
     pub no_tls_resume: bool,
     pub insecure: bool,
     pub resolver: Arc<Resolver>,
+    /// Refuse instead of clamping (`--strict`).
+    pub strict: bool,
 }
 
 pub enum Input {
@@ -177,6 +179,7 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         no_tls_resume: args.no_tls_resume,
         insecure: args.insecure,
         resolver: Arc::new(Resolver::new(&args.resolve)),
+        strict: args.strict,
     })
 }
 

@@ -65,8 +65,12 @@ impl From<UsageError> for Failure {
 }
 
 impl From<std::io::Error> for Failure {
+    /// A usage error found only once the engine started (`--strict` clamps) travels as an io::Error.
     fn from(e: std::io::Error) -> Self {
-        Failure::Io(e)
+        match e.get_ref().and_then(|i| i.downcast_ref::<UsageError>()) {
+            Some(usage) => Failure::Usage(UsageError(usage.0.clone())),
+            None => Failure::Io(e),
+        }
     }
 }
 

@@ -45,6 +45,46 @@ pub fn clamp(wanted: usize, budget: usize, limit: FdLimit, what: &str) -> (usize
     (budget, Some(line))
 }
 
+/// The kernel's ephemeral port range (net.ipv4.ip_local_port_range), inclusive; None when unreadable.
+pub fn port_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+    match (it.next()??, it.next()??) {
+        (lo, hi) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    }
+}
+
+/// Clamps `wanted` connections spread round-robin over targets whose destinations are
+/// `destinations` (one entry per target, equal entries for targets on the same address and port):
+/// each connection to one destination needs a local port of its own, and one source address has
+/// only the ephemeral range.
+pub fn clamp_ports<T: PartialEq>(
+    wanted: usize,
+    destinations: &[T],
+    range: (u16, u16),
+) -> (usize, Option<String>) {
+    let ports = usize::from(range.1 - range.0) + 1;
+    let targets = destinations.len().max(1);
+    // Targets sharing the busiest destination.
+    let share = destinations
+        .iter()
+        .map(|d| destinations.iter().filter(|e| *e == d).count())
+        .max()
+        .unwrap_or(1);
+    let allowed = (ports / share) * targets;
+    if wanted <= allowed {
+        return (wanted, None);
+    }
+    let line = format!(
+        "ringfetch: warning: the ephemeral port range {}-{} gives {ports} local ports toward one address, \
+         so connections (-c) is clamped from {wanted} to {allowed}; widen net.ipv4.ip_local_port_range \
+         or spread the load over more target addresses",
+        range.0, range.1
+    );
+    (allowed, Some(line))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +109,19 @@ mod tests {
         );
         assert!(!line.contains('\n'));
         assert_eq!(connection_budget(FdLimit { soft: 10, hard: 10 }, 4, 1), 1);
+    }
+
+    #[test]
+    fn port_clamp_counts_connections_per_destination() {
+        let range = (32768, 60999); // 28,232 ports
+        assert_eq!(clamp_ports(20_000, &[1], range), (20_000, None));
+        let (n, line) = clamp_ports(40_000, &[1], range);
+        assert_eq!(n, 28_232);
+        assert!(line.unwrap().contains("clamped from 40000 to 28232"));
+        // Two destinations: twice the room; two targets on one destination: no more room.
+        assert_eq!(clamp_ports(40_000, &[1, 2], range).0, 40_000);
+        assert_eq!(clamp_ports(40_000, &[1, 1], range).0, 28_232);
+        assert!(port_range().is_some());
     }
 
     #[test]

@@ -63,6 +63,24 @@ fn start(engine: &EnginePlan, http: &HttpPlan) -> io::Result<(RingSetup, FdLimit
     Ok((setup, limit))
 }
 
+/// Prints a clamp's warning line, or with `--strict` refuses to run (a usage error, exit 2).
+fn warn_or_refuse(warning: Option<String>, strict: bool) -> io::Result<()> {
+    match warning {
+        Some(line) if strict => {
+            let why = line.trim_start_matches("ringfetch: warning: ");
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                crate::error::UsageError(format!("--strict: {why}")),
+            ))
+        }
+        Some(line) => {
+            eprintln!("{line}");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 /// The `-v` line about workers, once their number is final.
 fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimit, budget: usize) {
     if verbose {
@@ -86,9 +104,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
     let max_in_flight = budget.saturating_mul(plan.http.depth);
     let (concurrency, warning) =
         limits::clamp(plan.concurrency, max_in_flight, limit, "concurrency (-c)");
-    if let Some(line) = warning {
-        eprintln!("{line}");
-    }
+    warn_or_refuse(warning, plan.http.strict)?;
     describe_workers(
         plan.engine.verbose,
         threads,
@@ -243,9 +259,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
     let fds_per_conn = 1 + u64::from(embedded);
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
     let (connections, warning) = limits::clamp(plan.connections, budget, limit, "connections (-c)");
-    if let Some(line) = warning {
-        eprintln!("{line}");
-    }
+    warn_or_refuse(warning, plan.http.strict)?;
     // A load test needs its targets' addresses before the clock starts.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -262,6 +276,18 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
                 .then(|| t.origin.host_text()),
         });
     }
+    let destinations: Vec<_> = bench_targets
+        .iter()
+        .map(|t| t.addrs.first().copied())
+        .collect();
+    let connections = match limits::port_range() {
+        Some(range) => {
+            let (allowed, warning) = limits::clamp_ports(connections, &destinations, range);
+            warn_or_refuse(warning, plan.http.strict)?;
+            allowed
+        }
+        None => connections,
+    };
     let label = format!(
         "bench {}",
         targets

@@ -292,3 +292,50 @@ fn progress_line_only_on_a_terminal_and_not_with_json() {
     );
     assert!(json.contains("\"requests\":"), "{json}");
 }
+
+/// `ulimit -n 512` and `-c 2000`: one warning line, a run that completes with fewer connections;
+/// with --strict, a usage error (exit 2) that says why, before any load.
+#[test]
+fn low_fd_limit_clamps_connections_or_refuses_with_strict() {
+    let serve = start_serve(&[]);
+    let run = |strict: bool| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"ulimit -n 512 && exec "$0" "$@""#)
+            .arg(bin())
+            .arg("bench")
+            .arg(serve.url("/"))
+            .args(["-c", "2000", "-n", "4000", "-t", "1", "--json"]);
+        if strict {
+            cmd.arg("--strict");
+        }
+        run_child(cmd, None)
+    };
+    let done = run(false);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    let warnings: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("clamped"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", done.stderr);
+    assert!(warnings[0].contains("from 2000"), "{}", warnings[0]);
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["requests"], 4000, "{s}");
+    let opened = s["connections_opened"]
+        .as_u64()
+        .expect("connections_opened");
+    assert!(opened < 512, "{s}");
+    let done = run(true);
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("--strict") && done.stderr.contains("open-file limit"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stdout.trim().is_empty(),
+        "nothing ran: {}",
+        done.stdout
+    );
+}
