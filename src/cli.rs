@@ -200,6 +200,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
 
+    /// Also load the URLs of this file (one per line; blank lines and '#' lines skipped). Connections go
+    /// to the URLs' origins in turn and cycle through each origin's URLs; the --json summary counts
+    /// each URL (`urls`).
+    #[arg(long = "urls", value_name = "FILE")]
+    pub urls_file: Option<PathBuf>,
+
+    /// Pick each request's URL at random among its origin's URLs instead of in turn.
+    #[arg(long)]
+    pub random: bool,
+
     /// Open loop: send this many requests per second in total, each at its scheduled time, whatever
     /// the server's pace (wrk2's model). Latency then runs from when each request was due, so a stall
     /// is charged to every request it held back (coordinated omission corrected); the service time

@@ -83,6 +83,7 @@ pub struct BenchPlan {
     pub body_size: u64,
     pub rate: Option<f64>,
     pub warmup: Duration,
+    pub random: bool,
     pub percentiles: Option<crate::units::Percentiles>,
     /// Where to write the latency CSV and the HTML report (created before the run, so a bad path is a
     /// usage error, not a lost run).
@@ -253,6 +254,37 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
     for url in &args.urls {
         targets.push(Target::parse(url).map_err(|e| usage(e.message))?);
     }
+    if let Some(path) = &args.urls_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "--urls {}: cannot read it: {}",
+                path.display(),
+                describe(&e)
+            ))
+        })?;
+        let before = targets.len();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let t = Target::parse(line).map_err(|e| {
+                usage(format!(
+                    "--urls {} line {}: {}",
+                    path.display(),
+                    n + 1,
+                    e.message
+                ))
+            })?;
+            targets.push(t);
+        }
+        if targets.len() == before {
+            return Err(usage(format!("--urls {}: no URL in it", path.display())));
+        }
+        if targets.len() > u32::MAX as usize {
+            return Err(usage("--urls: too many URLs"));
+        }
+    }
     let stop = match (args.duration, args.requests) {
         (_, Some(0)) => return Err(usage("-n 0: must be at least 1")),
         (_, Some(n)) => Stop::Requests(n),
@@ -269,6 +301,7 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
         body_size: args.body_size,
         rate: args.rate,
         warmup: args.warmup,
+        random: args.random,
         percentiles: args.percentiles,
         latency_csv: create(args.latency_csv, "--latency-csv")?,
         report: create(args.report, "--report")?,

@@ -101,7 +101,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let bench = engine::run_bench(plan)?;
             let run = &bench.run;
             let summary = Summary::new(&run.report, run.elapsed, run.threads)
-                .with_percentiles(&run.report, points.as_ref().map(|p| p.0.as_slice()));
+                .with_percentiles(&run.report, points.as_ref().map(|p| p.0.as_slice()))
+                .with_urls(&run.report, &bench.urls);
             print_summary(&summary, &bench.label, json, false);
             let mut written = Ok(());
             if let Some((path, file)) = &mut csv {

@@ -20,13 +20,14 @@ use crate::error::FetchError;
 use crate::http::pipeline::{InFlight, Pipeline, Unanswered};
 use crate::http::response::Head;
 use crate::net;
-use crate::report::summary::Report;
+use crate::report::summary::{Report, UrlCounts};
 
-/// One bench target: where to connect and the request to repeat.
+/// One origin of a bench: where to connect and its URLs' requests, each with the URL's index in the
+/// run's list (for per-URL counts).
 #[derive(Clone, Debug)]
 pub struct BenchTarget {
     pub addrs: Vec<SocketAddr>,
-    pub request: Vec<u8>,
+    pub requests: Vec<(u32, Vec<u8>)>,
     /// https: the name the certificate must carry.
     pub tls_name: Option<Box<str>>,
 }
@@ -46,6 +47,10 @@ pub struct BenchSettings {
     pub rate: Option<f64>,
     /// Load before the measured part of the run, excluded from every statistic.
     pub warmup: Duration,
+    /// Each connection picks its origin's URLs at random instead of in turn.
+    pub random: bool,
+    /// URLs in the run (the per-URL counts' length).
+    pub urls: usize,
 }
 
 pub struct BenchShard {
@@ -65,6 +70,8 @@ pub struct BenchShard {
     wake: tokio::sync::Notify,
     /// Start of the measured part (after the warm-up): the timeline counts seconds from here.
     measured: Cell<Instant>,
+    random: bool,
+    urls: usize,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -102,8 +109,10 @@ impl BenchShard {
             due: rate.map(|_| RefCell::new(VecDeque::new())),
             wake: tokio::sync::Notify::new(),
             measured: Cell::new(Instant::now()),
+            random: settings.random,
+            urls: settings.urls,
         });
-        shard.report.borrow_mut().open_loop = rate.is_some();
+        shard.reset_report(rate.is_some());
         let started = Instant::now();
         shard.measured.set(started);
         let mut tasks = Vec::with_capacity(connections.len());
@@ -114,6 +123,7 @@ impl BenchShard {
                 shard.clone(),
                 target,
                 connect_timeout,
+                j,
             )));
         }
         let ticker = tokio_uring::spawn(Self::tick(
@@ -166,10 +176,8 @@ impl BenchShard {
             if warming && now >= started + warmup {
                 warming = false;
                 shard.measured.set(now);
-                let mut report = shard.report.borrow_mut();
-                let open_loop = report.open_loop;
-                *report = Report::default();
-                report.open_loop = open_loop;
+                let open_loop = shard.report.borrow().open_loop;
+                shard.reset_report(open_loop);
             }
             if let Stop::After(d) = stop {
                 if now >= started + warmup + d {
@@ -220,11 +228,20 @@ impl BenchShard {
         }
     }
 
-    async fn connection(shard: Rc<Self>, target: BenchTarget, connect_timeout: Duration) {
+    async fn connection(
+        shard: Rc<Self>,
+        target: BenchTarget,
+        connect_timeout: Duration,
+        id: usize,
+    ) {
         let mut backoff = Duration::from_millis(1);
         let work = BenchConn {
             shard: &shard,
-            request: &target.request,
+            requests: &target.requests,
+            // Connections of one origin start at different URLs, so each URL is loaded from the start.
+            cursor: Cell::new(id),
+            // Any odd seed gives a full-period xorshift; distinct per connection.
+            rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
         };
         while !shard.stopped.get() && (shard.budget.get() > 0 || shard.has_due()) {
             // A connect the server does not answer (a full backlog) must not hold the run past its
@@ -264,21 +281,56 @@ impl BenchShard {
     fn has_due(&self) -> bool {
         self.due.as_ref().is_some_and(|d| !d.borrow().is_empty())
     }
+
+    /// A clean report (at the start and when the warm-up ends), with room for per-URL counts.
+    fn reset_report(&self, open_loop: bool) {
+        let mut report = self.report.borrow_mut();
+        *report = Report::default();
+        report.open_loop = open_loop;
+        if self.urls > 1 {
+            report.per_url = vec![UrlCounts::default(); self.urls];
+        }
+    }
 }
 
 struct BenchConn<'a> {
     shard: &'a Rc<BenchShard>,
-    request: &'a [u8],
+    requests: &'a [(u32, Vec<u8>)],
+    cursor: Cell<usize>,
+    rng: Cell<u64>,
+}
+
+impl BenchConn<'_> {
+    /// The next request: the origin's URLs in turn, or at random with `--random`.
+    fn pick(&self) -> &(u32, Vec<u8>) {
+        let n = self.requests.len();
+        let i = if n == 1 {
+            0
+        } else if self.shard.random {
+            let mut x = self.rng.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.rng.set(x);
+            (x % n as u64) as usize
+        } else {
+            let i = self.cursor.get() % n;
+            self.cursor.set(i + 1);
+            i
+        };
+        &self.requests[i]
+    }
 }
 
 impl Workload for BenchConn<'_> {
-    /// When the request was due: its send time in a closed loop, its scheduled time in an open one.
-    type Ticket = Instant;
+    /// When the request was due (its send time in a closed loop, its scheduled time in an open one),
+    /// and which URL it is.
+    type Ticket = (Instant, u32);
 
     fn fill(
         &self,
         out: &mut Vec<u8>,
-        pipe: &mut Pipeline<Instant>,
+        pipe: &mut Pipeline<(Instant, u32)>,
         max: usize,
         now: Instant,
     ) -> usize {
@@ -290,9 +342,10 @@ impl Workload for BenchConn<'_> {
             let mut due = due.borrow_mut();
             let n = max.min(due.len());
             for intended in due.drain(..n) {
-                out.extend_from_slice(self.request);
+                let (url, request) = self.pick();
+                out.extend_from_slice(request);
                 pipe.push(InFlight {
-                    ticket: intended,
+                    ticket: (intended, *url),
                     sent: now,
                     head_request: s.head_request,
                 });
@@ -304,9 +357,10 @@ impl Workload for BenchConn<'_> {
             s.budget.set(s.budget.get() - n as u64);
         }
         for _ in 0..n {
-            out.extend_from_slice(self.request);
+            let (url, request) = self.pick();
+            out.extend_from_slice(request);
             pipe.push(InFlight {
-                ticket: now,
+                ticket: (now, *url),
                 sent: now,
                 head_request: s.head_request,
             });
@@ -332,18 +386,26 @@ impl Workload for BenchConn<'_> {
         }
     }
 
-    fn on_head(&self, _: Instant, head: &Head) {
-        self.shard.report.borrow_mut().status.add(head.status);
+    fn on_head(&self, (_, url): (Instant, u32), head: &Head) {
+        let mut r = self.shard.report.borrow_mut();
+        r.status.add(head.status);
+        if let Some(u) = r.per_url.get_mut(url as usize) {
+            u.add_status(head.status);
+        }
     }
 
-    fn on_body(&self, _: Instant, data: &[u8]) -> Result<(), FetchError> {
+    fn on_body(&self, _: (Instant, u32), data: &[u8]) -> Result<(), FetchError> {
         self.shard.report.borrow_mut().bytes += data.len() as u64;
         Ok(())
     }
 
-    fn on_done(&self, done: InFlight<Instant>, now: Instant) {
+    fn on_done(&self, done: InFlight<(Instant, u32)>, now: Instant) {
+        let (due, url) = done.ticket;
         let mut r = self.shard.report.borrow_mut();
         r.requests += 1;
+        if let Some(u) = r.per_url.get_mut(url as usize) {
+            u.requests += 1;
+        }
         let second = now
             .saturating_duration_since(self.shard.measured.get())
             .as_secs() as usize;
@@ -354,21 +416,29 @@ impl Workload for BenchConn<'_> {
                 r.timeline.push(1);
             }
         }
-        r.latency.record(now.saturating_duration_since(done.ticket));
+        r.latency.record(now.saturating_duration_since(due));
         if r.open_loop {
             r.service.record(now.saturating_duration_since(done.sent));
         }
     }
 
-    fn on_failed(&self, _: Instant, err: FetchError) {
-        self.shard.report.borrow_mut().error(&err);
+    fn on_failed(&self, (_, url): (Instant, u32), err: FetchError) {
+        let mut r = self.shard.report.borrow_mut();
+        r.error(&err);
+        if let Some(u) = r.per_url.get_mut(url as usize) {
+            u.errors += 1;
+        }
     }
 
-    fn on_unanswered(&self, _: Instant, why: Unanswered, err: &FetchError) {
+    fn on_unanswered(&self, (_, url): (Instant, u32), why: Unanswered, err: &FetchError) {
         let s = self.shard;
         match why {
             Unanswered::Failed if !s.stopped.get() => {
-                s.report.borrow_mut().error(err);
+                let mut r = s.report.borrow_mut();
+                r.error(err);
+                if let Some(u) = r.per_url.get_mut(url as usize) {
+                    u.errors += 1;
+                }
             }
             // Never answered through no fault of its own: it goes back into the budget.
             _ => {

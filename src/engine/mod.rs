@@ -214,6 +214,8 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
 pub struct BenchRun {
     pub run: RunReport,
     pub label: String,
+    /// The URLs loaded, by index (for the per-URL counts).
+    pub urls: Vec<String>,
 }
 
 pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
@@ -264,14 +266,23 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut bench_targets = Vec::new();
-    for t in &targets {
+    // One bench target per origin, holding all of that origin's URLs: connections go to origins
+    // round-robin and cycle through their origin's URLs.
+    let mut bench_targets: Vec<BenchTarget> = Vec::new();
+    let mut origins: Vec<&crate::target::Origin> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let request = (i as u32, plan.http.template.render(&t.path, &t.authority));
+        if let Some(k) = origins.iter().position(|o| **o == t.origin) {
+            bench_targets[k].requests.push(request);
+            continue;
+        }
         let addrs = rt
             .block_on(plan.http.resolver.resolve(&t.origin.host, t.origin.port))
             .map_err(io::Error::other)?;
+        origins.push(&t.origin);
         bench_targets.push(BenchTarget {
             addrs,
-            request: plan.http.template.render(&t.path, &t.authority),
+            requests: vec![request],
             tls_name: (t.origin.scheme == crate::target::Scheme::Https)
                 .then(|| t.origin.host_text()),
         });
@@ -288,14 +299,14 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         }
         None => connections,
     };
-    let label = format!(
-        "bench {}",
-        targets
-            .iter()
-            .map(|t| format!("{}://{}{}", t.origin.scheme.as_str(), t.authority, t.path))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{}://{}{}", t.origin.scheme.as_str(), t.authority, t.path))
+        .collect();
+    let label = match urls.len() {
+        1..=3 => format!("bench {}", urls.join(" ")),
+        n => format!("bench {} and {} more URLs", urls[0], n - 1),
+    };
     let settings = Arc::new(BenchSettings {
         targets: bench_targets,
         head_request: plan.http.template.head,
@@ -308,6 +319,8 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         no_tls_resume: plan.http.no_tls_resume,
         rate: plan.rate,
         warmup: plan.warmup,
+        random: plan.random,
+        urls: targets.len(),
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);
@@ -354,6 +367,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
             failure,
         },
         label,
+        urls,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Report {
     pub open_loop: bool,
     /// `bench`: responses completed in each second of the measured run.
     pub timeline: Vec<u64>,
+    /// `bench` over several URLs: counts per URL, by the URL's index in the run's list.
+    pub per_url: Vec<UrlCounts>,
     pub service: Latency,
     pub connections_opened: u64,
     /// Transmissions charged to `--retries`.
@@ -39,6 +41,44 @@ pub struct Report {
     /// TLS handshakes completed, and how many of them resumed an earlier session.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+}
+
+/// One URL's share of a bench.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UrlCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// Status code → responses; a URL rarely sees more than two codes, so a short list.
+    pub status: Vec<(u16, u64)>,
+}
+
+impl UrlCounts {
+    pub fn add_status(&mut self, code: u16) {
+        match self.status.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.status.push((code, 1)),
+        }
+    }
+
+    fn merge(&mut self, other: &UrlCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for &(code, n) in &other.status {
+            match self.status.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, m)) => *m += n,
+                None => self.status.push((code, n)),
+            }
+        }
+    }
+}
+
+/// A URL's line in the `--json` summary.
+#[derive(Debug, Serialize)]
+pub struct UrlSummary {
+    pub url: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub status: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -79,6 +119,13 @@ impl Report {
         }
         for (a, b) in self.timeline.iter_mut().zip(&other.timeline) {
             *a += b;
+        }
+        if self.per_url.len() < other.per_url.len() {
+            self.per_url
+                .resize(other.per_url.len(), UrlCounts::default());
+        }
+        for (a, b) in self.per_url.iter_mut().zip(&other.per_url) {
+            a.merge(b);
         }
         self.service.merge(&other.service);
         self.connections_opened += other.connections_opened;
@@ -145,6 +192,9 @@ pub struct Summary {
     /// `bench`: responses completed in each second of the run (the last second may be partial).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<u64>,
+    /// `bench` over several URLs: each URL's counts, in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<UrlSummary>,
     pub connections_opened: u64,
     pub threads: usize,
     pub retries: u64,
@@ -156,6 +206,22 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds the per-URL counts, `urls[i]` naming the URL of index i.
+    pub fn with_urls(mut self, report: &Report, urls: &[String]) -> Summary {
+        self.urls = report
+            .per_url
+            .iter()
+            .zip(urls)
+            .map(|(c, url)| UrlSummary {
+                url: url.clone(),
+                requests: c.requests,
+                errors: c.errors,
+                status: c.status.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            })
+            .collect();
+        self
+    }
+
     /// Adds the `--percentiles` line.
     pub fn with_percentiles(
         mut self,
@@ -195,6 +261,7 @@ impl Summary {
             service_us: report.open_loop.then(|| report.service.summary()),
             percentiles_us: None,
             timeline: report.timeline.clone(),
+            urls: Vec::new(),
             connections_opened: report.connections_opened,
             threads,
             retries: report.retries,

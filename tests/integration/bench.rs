@@ -149,6 +149,7 @@ fn json_summary_matches_its_documentation() {
     let s = bench(
         &serve.url("/"),
         &[
+            &serve.url("/second"),
             "--rate",
             "200",
             "-n",
@@ -162,6 +163,7 @@ fn json_summary_matches_its_documentation() {
         ],
     );
     assert!(s["percentiles_us"]["99.99"].is_u64(), "{s}");
+    assert_eq!(s["urls"].as_array().map(Vec::len), Some(2), "{s}");
     let object = s.as_object().expect("summary object");
     for (name, kind) in &documented {
         let value = object
@@ -338,4 +340,59 @@ fn low_fd_limit_clamps_connections_or_refuses_with_strict() {
         "nothing ran: {}",
         done.stdout
     );
+}
+
+/// `--urls FILE` adds URLs; one origin's connections cycle through its URLs, so each is loaded about
+/// equally, and the summary counts each URL (summing to the total). `--random` loads every URL too.
+#[test]
+fn urls_file_spreads_requests_and_counts_each_url() {
+    let server = Hostile::replies(|r| {
+        Reply::Send(if r.path == "/missing" {
+            response("HTTP/1.1 404 Not Found", &["Content-Length: 0"], b"")
+        } else {
+            ok(b"hi")
+        })
+    });
+    let dir = tempdir();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# three URLs on one origin\n{}\n\n{}\n{}\n",
+            server.url("/a"),
+            server.url("/b"),
+            server.url("/missing")
+        ),
+    )
+    .expect("write list");
+    for random in [false, true] {
+        let mut args = vec!["--urls", arg(&list), "-n", "600", "-c", "3", "-t", "1"];
+        if random {
+            args.push("--random");
+        }
+        let s = bench(&server.url("/first"), &args);
+        let urls = s["urls"].as_array().expect("urls");
+        assert_eq!(urls.len(), 4, "{s}");
+        assert_eq!(urls[0]["url"], server.url("/first"));
+        assert_eq!(urls[3]["url"], server.url("/missing"));
+        let total: u64 = urls.iter().map(|u| u["requests"].as_u64().unwrap()).sum();
+        assert_eq!(total, s["requests"].as_u64().unwrap(), "{s}");
+        for u in urls {
+            let n = u["requests"].as_u64().unwrap();
+            if random {
+                assert!(n > 60, "{u}: {s}");
+            } else {
+                assert!((140..=160).contains(&n), "{u}: {s}");
+            }
+        }
+        assert_eq!(urls[3]["status"]["404"], urls[3]["requests"], "{s}");
+        assert_eq!(urls[0]["status"]["200"], urls[0]["requests"], "{s}");
+    }
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, format!("{}\nnot a url\n", server.url("/a"))).expect("write");
+    let mut cmd = Command::new(bin());
+    cmd.args(["bench", "--urls", arg(&bad), "-n", "10"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("line 2"), "{}", done.stderr);
 }
