@@ -86,6 +86,12 @@ pub struct HttpArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Request body sent with every request: the text itself, or @FILE for a file's bytes (as curl's
+    /// -d). With a body the default method becomes POST; -X sets another (-X GET counts as the
+    /// default).
+    #[arg(long, value_name = "DATA|@FILE")]
+    pub body: Option<String>,
+
     /// Connect to ADDR for HOST:PORT instead of resolving HOST (curl's form; repeatable), e.g.
     /// example.com:443:127.0.0.1 or example.com:443:[::1]. The URL's name is still sent as Host and
     /// verified against the certificate.
@@ -217,6 +223,11 @@ pub struct BenchArgs {
     /// responses return (closed loop).
     #[arg(long, value_name = "RPS", value_parser = units::rate)]
     pub rate: Option<f64>,
+
+    /// Open at most this many connections per second at the start (a ramp), instead of all -c at
+    /// once: 20,000 connects at t=0 look like a SYN flood to the target.
+    #[arg(long, value_name = "PER_SEC", value_parser = units::rate)]
+    pub connect_rate: Option<f64>,
 
     /// Load for this long first and leave it out of every statistic (connections opened, caches
     /// warmed); -d counts after it.

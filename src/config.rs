@@ -84,6 +84,7 @@ pub struct BenchPlan {
     pub rate: Option<f64>,
     pub warmup: Duration,
     pub random: bool,
+    pub connect_rate: Option<f64>,
     pub percentiles: Option<crate::units::Percentiles>,
     /// Where to write the latency CSV and the HTML report (created before the run, so a bad path is a
     /// usage error, not a lost run).
@@ -169,8 +170,21 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         no_resume: args.no_tls_resume,
     })
     .map_err(usage)?;
+    let body = match args.body.as_deref() {
+        None => None,
+        Some(text) => Some(match text.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| usage(format!("--body @{path}: cannot read it: {}", describe(&e))))?,
+            None => text.as_bytes().to_vec(),
+        }),
+    };
+    let method = if body.is_some() && args.method.eq_ignore_ascii_case("GET") {
+        "POST"
+    } else {
+        args.method.as_str()
+    };
     Ok(HttpPlan {
-        template: RequestTemplate::new(&args.method, &args.headers)?,
+        template: RequestTemplate::with_body(method, &args.headers, body.as_deref())?,
         depth,
         refill_at,
         timeout: args.timeout,
@@ -302,6 +316,7 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
         rate: args.rate,
         warmup: args.warmup,
         random: args.random,
+        connect_rate: args.connect_rate,
         percentiles: args.percentiles,
         latency_csv: create(args.latency_csv, "--latency-csv")?,
         report: create(args.report, "--report")?,

@@ -49,6 +49,9 @@ pub struct BenchSettings {
     pub warmup: Duration,
     /// Each connection picks its origin's URLs at random instead of in turn.
     pub random: bool,
+    /// New connections per second for the whole run at the start (a ramp), or all at once.
+    pub connect_rate: Option<f64>,
+    pub threads: usize,
     /// URLs in the run (the per-URL counts' length).
     pub urls: usize,
 }
@@ -116,14 +119,20 @@ impl BenchShard {
         let started = Instant::now();
         shard.measured.set(started);
         let mut tasks = Vec::with_capacity(connections.len());
-        for j in connections {
+        // A ramp: this worker's k-th connection starts k / (its share of --connect-rate) in.
+        let ramp = settings
+            .connect_rate
+            .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
+        for (k, j) in connections.into_iter().enumerate() {
             let target = settings.targets[j % settings.targets.len()].clone();
             let connect_timeout = settings.connect_timeout;
+            let start_at = ramp.map(|step| started + step * k as u32);
             tasks.push(tokio_uring::spawn(Self::connection(
                 shard.clone(),
                 target,
                 connect_timeout,
                 j,
+                start_at,
             )));
         }
         let ticker = tokio_uring::spawn(Self::tick(
@@ -233,7 +242,14 @@ impl BenchShard {
         target: BenchTarget,
         connect_timeout: Duration,
         id: usize,
+        start_at: Option<Instant>,
     ) {
+        if let Some(at) = start_at {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = shard.stop.notified() => return,
+            }
+        }
         let mut backoff = Duration::from_millis(1);
         let work = BenchConn {
             shard: &shard,

@@ -321,6 +321,8 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         warmup: plan.warmup,
         random: plan.random,
         urls: targets.len(),
+        connect_rate: plan.connect_rate,
+        threads: threads.min(connections).max(1),
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);

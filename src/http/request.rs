@@ -24,6 +24,15 @@ impl RequestTemplate {
     /// Validates `-X` and `-H` and renders the shared header block. Defaults are dropped when the user
     /// gives the same header, so `-H 'User-Agent: x'` replaces ours rather than adding a second one.
     pub fn new(method: &str, headers: &[String]) -> Result<RequestTemplate, UsageError> {
+        RequestTemplate::with_body(method, headers, None)
+    }
+
+    /// As `new`, with a body sent after every head (`--body`), framed by a Content-Length of its own.
+    pub fn with_body(
+        method: &str,
+        headers: &[String],
+        body: Option<&[u8]>,
+    ) -> Result<RequestTemplate, UsageError> {
         if method.is_empty() || !method.bytes().all(is_token_byte) {
             return Err(UsageError(format!(
                 "-X '{method}' is not an HTTP method; expected e.g. GET, HEAD, POST, PUT, DELETE"
@@ -75,8 +84,18 @@ impl RequestTemplate {
             user.push(("Accept".to_string(), "*/*".to_string()));
         }
         let upper = method.to_ascii_uppercase();
-        // Servers reject body-carrying methods without a length (411); we send no body yet.
-        if matches!(upper.as_str(), "POST" | "PUT" | "PATCH") && !has("content-length", &lines) {
+        if let Some(body) = body {
+            if has("content-length", &lines) || has("transfer-encoding", &lines) {
+                return Err(UsageError(
+                    "--body sets Content-Length itself; drop the -H Content-Length / Transfer-Encoding"
+                        .into(),
+                ));
+            }
+            user.push(("Content-Length".to_string(), body.len().to_string()));
+        } else if matches!(upper.as_str(), "POST" | "PUT" | "PATCH")
+            && !has("content-length", &lines)
+        {
+            // Servers reject body-carrying methods without a length (411).
             user.push(("Content-Length".to_string(), "0".to_string()));
         }
         let mut tail = Vec::new();
@@ -87,6 +106,9 @@ impl RequestTemplate {
             tail.extend_from_slice(b"\r\n");
         }
         tail.extend_from_slice(b"\r\n");
+        // The body rides at the end of the shared block: every request carries it, written with its
+        // head in the same batch.
+        tail.extend_from_slice(body.unwrap_or_default());
         Ok(RequestTemplate {
             idempotent: matches!(
                 upper.as_str(),
@@ -161,6 +183,18 @@ mod tests {
         assert!(!t.idempotent && !t.head);
         let t = RequestTemplate::new("HEAD", &[]).unwrap();
         assert!(t.idempotent && t.head);
+    }
+
+    #[test]
+    fn body_follows_the_head_with_its_length() {
+        let t = RequestTemplate::with_body("POST", &[], Some(b"a=1&b=2")).unwrap();
+        let text = String::from_utf8(t.render("/f", "h")).unwrap();
+        assert!(text.contains("\r\nContent-Length: 7\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\na=1&b=2"), "{text}");
+        assert_eq!(text.matches("Content-Length").count(), 1);
+        assert!(
+            RequestTemplate::with_body("POST", &["Content-Length: 3".into()], Some(b"x")).is_err()
+        );
     }
 
     #[test]

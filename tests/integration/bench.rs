@@ -396,3 +396,54 @@ fn urls_file_spreads_requests_and_counts_each_url() {
     assert_eq!(done.code, 2, "{}", done.stderr);
     assert!(done.stderr.contains("line 2"), "{}", done.stderr);
 }
+
+/// `--body @FILE` sends the file after every head with its Content-Length, as POST; serve skips
+/// each body by that length, so a pipelined run stays framed (a wrong length would turn the next
+/// request into garbage and a 400).
+#[test]
+fn body_from_a_file_goes_with_every_request() {
+    let dir = tempdir();
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, br#"{"k":"v","n":[1,2,3]}"#).expect("write body");
+    let body = format!("@{}", file.display());
+    let serve = start_serve(&[]);
+    let s = bench(
+        &serve.url("/post"),
+        &[
+            "--body", &body, "-n", "2000", "-c", "2", "-p", "8", "-t", "1",
+        ],
+    );
+    assert_eq!(s["status"], serde_json::json!({"200": 2000}), "{s}");
+    let seen = Hostile::replies(|_| Reply::Send(ok(b"k")));
+    bench(
+        &seen.url("/one"),
+        &["--body", &body, "-n", "1", "-c", "1", "-t", "1"],
+    );
+    let requests = seen.requests();
+    assert_eq!(requests[0].method, "POST", "{}", requests[0].head);
+    assert_eq!(requests[0].header("content-length"), Some("21"));
+    let mut cmd = Command::new(bin());
+    cmd.args(["bench", "--body", "@/nonexistent/body", "-n", "1"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("--body"), "{}", done.stderr);
+}
+
+/// `--connect-rate 10`: in the first half second only about five of twenty connections exist.
+#[test]
+fn connect_rate_ramps_connections_up() {
+    let serve = start_serve(&[]);
+    let s = bench(
+        &serve.url("/"),
+        &["-c", "20", "--connect-rate", "10", "-d", "500ms", "-t", "1"],
+    );
+    let opened = s["connections_opened"]
+        .as_u64()
+        .expect("connections_opened");
+    assert!((4..=6).contains(&opened), "{opened} connections: {s}");
+    let s = bench(&serve.url("/"), &["-c", "20", "-d", "500ms", "-t", "1"]);
+    assert_eq!(
+        s["connections_opened"], 20,
+        "without a ramp all open at once: {s}"
+    );
+}
