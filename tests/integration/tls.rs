@@ -743,6 +743,29 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
     assert_finished_within(&out, NO_STALL);
 }
 
+/// `--system-roots` swaps the built-in roots for the system store (which does not know the test CA),
+/// and `--cacert` still adds to it.
+#[test]
+fn system_roots_replace_the_builtin_ones_and_cacert_adds_to_them() {
+    let dir = tempdir();
+    let pki = test_pki(dir.path());
+    let server = TlsServer::start(
+        pki.ca.leaf(&["localhost"]).server_config(),
+        Behaviour::KeepAlive,
+    );
+    let list = vec![server.url("localhost", "/sys")];
+    let out = run_fetch(&list, &["--system-roots", "--retries", "0"]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert!(
+        tls_error(out.result(0)).contains("unknown issuer"),
+        "{}",
+        out.describe()
+    );
+    let out = run_fetch(&list, &trusting(&pki.ca_pem, &["--system-roots"]));
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.result(0)["status"], 200, "{}", out.describe());
+}
+
 /// Servers that speak only TLS 1.2, or only TLS 1.3: both serve pipelined requests, and later
 /// connections resume the session (TLS 1.3 tickets; TLS 1.2 tickets or session ids).
 #[test]
