@@ -7,6 +7,16 @@ use std::os::fd::RawFd;
 /// The CPUs this process may run on (its affinity mask), in ascending order. `taskset -c 1 ringfetch`
 /// therefore yields `[1]`.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let cpus = affinity()?;
+    // The first answer is the process's mask before any worker pinned itself: `unpin_current_thread`
+    // goes back to it.
+    let _ = PROCESS_CPUS.set(cpus.clone());
+    Ok(cpus)
+}
+
+static PROCESS_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+fn affinity() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bitmask for which all-zero bytes are a valid (empty) value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: we pass the size of the set we own; the kernel writes at most that many bytes.
@@ -23,10 +33,25 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    set_affinity(&[cpu])
+}
+
+/// Lets the calling thread run on every CPU the process was allowed at start. Threads a pinned worker
+/// starts (tokio's blocking pool, where names are resolved) inherit its pin and would compete with it
+/// for its one CPU; they call this first.
+pub fn unpin_current_thread() {
+    if let Some(cpus) = PROCESS_CPUS.get() {
+        let _ = set_affinity(cpus);
+    }
+}
+
+fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: as above, an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's cpu comes from `allowed_cpus`, so it is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE, the bit count of `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: pid 0 is the calling thread; the set is initialised and sized correctly.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {

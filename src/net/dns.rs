@@ -1,6 +1,6 @@
 //! Names to addresses, once per name per run. Lookups go through the system resolver
-//! (`getaddrinfo` via `tokio::net::lookup_host`, on the worker runtime's blocking pool, never on the
-//! ring thread), so /etc/hosts, nsswitch and resolv.conf are honoured exactly as curl honours them, at
+//! (`getaddrinfo`, on the worker runtime's blocking pool, never on the ring thread, and unpinned from
+//! the worker's CPU), so /etc/hosts, nsswitch and resolv.conf are honoured exactly as curl honours them, at
 //! the cost of a thread per lookup in progress. The cache is shared by all workers (the one shared
 //! structure besides the input queue, touched once per name and worker) and keeps failures too, so a
 //! list with 10,000 URLs on a dead name asks once. `--resolve` pins come first and never reach the
@@ -131,9 +131,16 @@ async fn lookup_name(name: String) -> Result<Arc<[IpAddr]>, FetchError> {
             format!("'{name}' is under .invalid, which never resolves (RFC 6761)"),
         ));
     }
-    let found = tokio::net::lookup_host((name.as_str(), 0))
-        .await
-        .map_err(|e| {
+    let query = name.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        // The blocking pool's threads start from a pinned worker: give the lookup every CPU, or a
+        // burst of lookups (each parsing /etc/hosts, or waiting on a socket) shares the worker's.
+        crate::sys::unpin_current_thread();
+        std::net::ToSocketAddrs::to_socket_addrs(&(query.as_str(), 0))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e| {
             FetchError::new(
                 ErrorKind::Dns,
                 format!(
