@@ -11,6 +11,8 @@
 #                    (RINGFETCH=none skips the ringfetch rows)
 #   RUNS=N DURATION=S   override the number of runs / seconds per run
 #   SCENARIOS=abcdef    which scenarios to run (default: all)
+#   OHA=path            oha binary for rows (a) and (d) (default: `oha` on PATH, else no oha rows;
+#                       `cargo install oha` builds it in ~10 min); oha has no pipelining
 #   CLIENT_CPU=1 SERVER_CPU=0   CPUs to pin the clients / nginx to
 #   NB_SENDFILE=on   nginx sendfile (default off)
 #
@@ -99,6 +101,7 @@ for tool in nginx:/usr/sbin/nginx wrk:wrk h2load:h2load curl:curl taskset:taskse
     command -v "${tool#*:}" >/dev/null ||
         die "${tool%%:*} not found (Debian: apt-get install -y nginx wrk nghttp2-client curl util-linux coreutils)"
 done
+OHA=${OHA:-$(command -v oha || true)}
 "$PY" -c 'import aiohttp' 2>/dev/null || die "$PY cannot import aiohttp (apt-get install -y python3-aiohttp)"
 if (($(nproc) < 2)); then
     log "warning: fewer than 2 CPUs: client and server share CPU 0, numbers will be skewed"
@@ -307,6 +310,9 @@ parse_h2load() {
         NOTE="⚠ h2load: ${line#requests: }"
     fi
 }
+parse_oha() { # --output-format json: 2xx responses counted from statusCodeDistribution
+    { read -r REQS && read -r NOTE; } < <("$PY" "$REPORT_PY" oha "$1.out") || true
+}
 parse_ringfetch() { # its --json summary; the helper flags errors/non-200s
     { read -r REQS && read -r NOTE; } < <("$PY" "$REPORT_PY" ringfetch "$1.out") || true
 }
@@ -345,6 +351,10 @@ for ((run = 1; run <= RUNS; run++)); do
         wrk -t1 -c"$CONNS" -d"${D}s" "$BASE/1k"
     measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
         h2load --h1 -t1 -c"$CONNS" -D "$D" "$BASE/1k"
+    if [[ -n $OHA ]]; then
+        measure a "$SA" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
+            "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "$BASE/1k"
+    fi
     fi
 
     if want b; then
@@ -385,6 +395,10 @@ for ((run = 1; run <= RUNS; run++)); do
             wrk -t1 -c"$CONNS" -d"${D}s" "$TLS_BASE/1k"
         measure d "$SD" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
             h2load --h1 -t1 -c"$CONNS" -D "$D" "$TLS_BASE/1k"
+        if [[ -n $OHA ]]; then
+            measure d "$SD" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
+                "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json --cacert "$CACERT" "$TLS_BASE/1k"
+        fi
     fi
 
     if want e; then

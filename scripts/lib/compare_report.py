@@ -6,6 +6,8 @@ aiohttp baseline anyway).
     compare_report.py jsonfield FILE KEY   print KEY of the JSON summary in FILE
     compare_report.py ringfetch FILE       print requests, then a note line, from a
                                            `ringfetch --json` summary
+    compare_report.py oha FILE             print 2xx responses, then a note line, from
+                                           `oha --output-format json`
     compare_report.py table RESULTS.tsv    print the Markdown table and ratios
 
 RESULTS.tsv has one line per client run, tab-separated:
@@ -72,6 +74,27 @@ def ringfetch_summary(path):
         if obj.get(k):
             notes.append(f"{k}: {obj[k]}")
     print(int(obj["requests"]))
+    print("; ".join(notes))
+
+
+def oha_summary(path):
+    """oha counts every response; only 2xx are comparable with the other clients' counts. Requests
+    cut off at the deadline are errors to oha but not to the others: they are left out silently."""
+    obj = load_json(path, "statusCodeDistribution")
+    if obj is None:
+        print("\n⚠ no JSON in oha's output")
+        return
+    codes = obj.get("statusCodeDistribution") or {}
+    ok = sum(n for code, n in codes.items() if str(code).startswith("2"))
+    notes = []
+    other = {c: n for c, n in codes.items() if not str(c).startswith("2")}
+    if other:
+        notes.append(f"⚠ non-2xx: {other}")
+    errors = {e: n for e, n in (obj.get("errorDistribution") or {}).items()
+              if "deadline" not in e}
+    if errors:
+        notes.append(f"⚠ errors: {errors}")
+    print(ok)
     print("; ".join(notes))
 
 
@@ -179,9 +202,12 @@ def table(path):
         print("- none: no ringfetch rows (RINGFETCH=none)")
     for scen in ("a", "b", "d", "e"):
         if (scen, "ringfetch") in summary:
+            oha = ""
+            if (scen, "oha") in summary:
+                oha = f"ringfetch / oha = {ratio((scen, 'ringfetch'), (scen, 'oha'), 1)}; "
             print(f"- {labels[scen]}: ringfetch / wrk µs per request = "
                   f"**{ratio((scen, 'ringfetch'), (scen, 'wrk'), 1)}** "
-                  f"(ringfetch / h2load = {ratio((scen, 'ringfetch'), (scen, 'h2load'), 1)}; "
+                  f"(ringfetch / h2load = {ratio((scen, 'ringfetch'), (scen, 'h2load'), 1)}; {oha}"
                   "below 1 means ringfetch uses less CPU per request)")
     for client in ("ringfetch", "ringfetch-p16"):
         if ("c", client) in summary:
@@ -202,6 +228,8 @@ def main(argv):
         jsonfield(argv[2], argv[3])
     elif len(argv) == 3 and argv[1] == "ringfetch":
         ringfetch_summary(argv[2])
+    elif len(argv) == 3 and argv[1] == "oha":
+        oha_summary(argv[2])
     elif len(argv) == 3 and argv[1] == "table":
         table(argv[2])
     else:
