@@ -75,6 +75,7 @@ impl From<std::io::Error> for Failure {
 }
 
 fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let verbose = cli.verbose;
     match cli.command {
         Command::Fetch(args) => {
             let plan = config::fetch(args, cli.verbose)?;
@@ -83,6 +84,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let run = engine::run_fetch(plan)?;
             let summary = Summary::new(&run.report, run.elapsed, run.threads);
             print_summary(&summary, "fetch", json, to_stderr);
+            describe_engine(verbose, &run.report);
             if let Some(f) = &run.failure {
                 eprintln!("ringfetch: {f}");
             }
@@ -104,6 +106,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .with_percentiles(&run.report, points.as_ref().map(|p| p.0.as_slice()))
                 .with_urls(&run.report, &bench.urls);
             print_summary(&summary, &bench.label, json, false);
+            describe_engine(verbose, &run.report);
             let mut written = Ok(());
             if let Some((path, file)) = &mut csv {
                 written = written.and(
@@ -180,6 +183,24 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `-v`: what the engine did per response, the numbers to watch when tuning (-p, --refill-at).
+fn describe_engine(verbose: bool, report: &report::summary::Report) {
+    if !verbose || report.requests == 0 {
+        return;
+    }
+    let per = |n: u64| n as f64 / report.requests as f64;
+    eprintln!(
+        "ringfetch: engine: {} reads ({:.2} per response: one read takes {:.1} responses), {} writes \
+         ({:.2} per response), {} connections opened",
+        report.reads,
+        per(report.reads),
+        1.0 / per(report.reads).max(1e-9),
+        report.writes,
+        per(report.writes),
+        report.connections_opened
+    );
 }
 
 fn print_summary(summary: &Summary, what: &str, json: bool, to_stderr: bool) {
