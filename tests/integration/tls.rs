@@ -23,6 +23,7 @@ use rustls::{
     CertificateError, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
 };
 use serde_json::Value;
+use tempfile::TempDir;
 
 use crate::common::*;
 
@@ -430,6 +431,15 @@ fn tls_error(r: &Value) -> &str {
     r["error"].as_str().unwrap_or_default()
 }
 
+/// A server for `localhost` with a leaf of a fresh test CA, behaving as `behaviour`. The TempDir holds
+/// the PEM files and must live as long as the test.
+fn localhost_server(behaviour: Behaviour) -> (TempDir, Pki, TlsServer) {
+    let dir = tempdir();
+    let pki = test_pki(dir.path());
+    let server = TlsServer::start(pki.ca.leaf(&["localhost"]).server_config(), behaviour);
+    (dir, pki, server)
+}
+
 /// `--cacert CA` followed by `extra`.
 fn trusting<'a>(ca_pem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--cacert", arg(ca_pem)];
@@ -660,12 +670,7 @@ fn close_delimited_body_cut_without_close_notify_is_tls_error() {
 
 #[test]
 fn corrupt_record_mid_body_is_tls_error_without_retry() {
-    let dir = tempdir();
-    let pki = test_pki(dir.path());
-    let server = TlsServer::start(
-        pki.ca.leaf(&["localhost"]).server_config(),
-        Behaviour::CorruptRecord,
-    );
+    let (_dir, pki, server) = localhost_server(Behaviour::CorruptRecord);
     let save = tempdir();
     // Default retries: once response bytes arrived, the request must not be sent again.
     let out = run_fetch(
@@ -714,12 +719,7 @@ fn handshake_alert_from_server_is_tls_error() {
 
 #[test]
 fn twenty_urls_pipelined_over_one_tls_connection() {
-    let dir = tempdir();
-    let pki = test_pki(dir.path());
-    let server = TlsServer::start(
-        pki.ca.leaf(&["localhost"]).server_config(),
-        Behaviour::KeepAlive,
-    );
+    let (_dir, pki, server) = localhost_server(Behaviour::KeepAlive);
     let paths: Vec<String> = (0..20).map(|i| format!("/item/{i}")).collect();
     let list: Vec<String> = paths.iter().map(|p| server.url("localhost", p)).collect();
     let save = tempdir();
@@ -747,12 +747,7 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
 /// and `--cacert` still adds to it.
 #[test]
 fn system_roots_replace_the_builtin_ones_and_cacert_adds_to_them() {
-    let dir = tempdir();
-    let pki = test_pki(dir.path());
-    let server = TlsServer::start(
-        pki.ca.leaf(&["localhost"]).server_config(),
-        Behaviour::KeepAlive,
-    );
+    let (_dir, pki, server) = localhost_server(Behaviour::KeepAlive);
     let list = vec![server.url("localhost", "/sys")];
     let out = run_fetch(&list, &["--system-roots", "--retries", "0"]);
     assert_eq!(out.code, 1, "{}", out.describe());
