@@ -39,6 +39,37 @@ pub enum Command {
     Fetch(FetchArgs),
     Bench(BenchArgs),
     Serve(ServeArgs),
+    Merge(MergeArgs),
+}
+
+/// Combine runs: the `--json` summaries of several runs into one summary (same schema, on stdout),
+/// or with --results their result lines into one file.
+///
+/// For one list split over machines (`fetch --shard K/N`, or `--shard auto` in a Kubernetes Indexed
+/// Job): counts add up, latency percentiles come from the runs' histograms added together (never
+/// averaged), elapsed is the longest run's. Joining result lines fails (exit 1) if an index appears
+/// twice.
+///
+///   ringfetch merge shard-*.json > all.json
+///   ringfetch merge --results shard-*.jsonl -o all.jsonl
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct MergeArgs {
+    /// Summaries written with --json (or, with --results, result files written with -o).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// The files hold result lines: join them, each index at most once.
+    #[arg(long)]
+    pub results: bool,
+
+    /// With --results: write the joined lines here ('-' or absent: stdout).
+    #[arg(short = 'o', long, value_name = "FILE", requires = "results")]
+    pub output: Option<PathBuf>,
+
+    /// Print the merged summary as text instead of JSON.
+    #[arg(long, conflicts_with = "results")]
+    pub text: bool,
 }
 
 /// Flags shared by `fetch` and `bench`: how requests look and how the engine sends them.
@@ -170,7 +201,9 @@ pub struct FetchArgs {
     #[arg(long, value_name = "BYTES", value_parser = units::bytes)]
     pub max_body: Option<u64>,
 
-    /// Fetch only the lines whose index % N == K, to split one list over several machines.
+    /// Fetch only the lines whose index % N == K, to split one list over several machines; `auto`
+    /// takes K and N from a Kubernetes Indexed Job (docs/DISTRIBUTED.md). `ringfetch merge` joins
+    /// the parts.
     #[arg(long, value_name = "K/N", value_parser = units::shard)]
     pub shard: Option<(u64, u64)>,
 }

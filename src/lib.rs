@@ -138,6 +138,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 },
             )
         }
+        Command::Merge(args) => merge(args),
         Command::Serve(args) => {
             let plan = config::serve(args, cli.verbose)?;
             let setup = engine::runtime::RingSetup::probe()?;
@@ -182,6 +183,42 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(EXIT_OK)
         }
+    }
+}
+
+fn merge(args: cli::MergeArgs) -> Result<u8, Failure> {
+    if !args.results {
+        let summary = report::merge::summaries(&args.files)?;
+        print_summary(&summary, "merge", !args.text, false);
+        return Ok(EXIT_OK);
+    }
+    let mut out: Box<dyn Write> = match &args.output {
+        None => Box::new(std::io::stdout().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout().lock()),
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| {
+                UsageError(format!(
+                    "-o {}: cannot create it: {}",
+                    p.display(),
+                    error::describe(&e)
+                ))
+            },
+        )?)),
+    };
+    match report::merge::results(&args.files, &mut out) {
+        Ok(lines) => {
+            eprintln!(
+                "ringfetch merge: {lines} result lines from {} files",
+                args.files.len()
+            );
+            Ok(EXIT_OK)
+        }
+        Err(report::merge::JoinError::Usage(e)) => Err(e.into()),
+        Err(report::merge::JoinError::Duplicate(why)) => {
+            eprintln!("ringfetch merge: {why}");
+            Ok(EXIT_ERRORS)
+        }
+        Err(report::merge::JoinError::Write(e)) => Err(e.into()),
     }
 }
 

@@ -63,7 +63,14 @@ fn scaled(text: &str, base: u64, expected: &str) -> Result<u64, String> {
 
 /// `K/N` with 0 <= K < N.
 pub fn shard(text: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("'{text}' is not a shard; expected K/N with 0 <= K < N, e.g. 0/4");
+    if text.trim() == "auto" {
+        return shard_from_env(
+            std::env::var("JOB_COMPLETION_INDEX").ok(),
+            std::env::var("RINGFETCH_SHARDS").ok(),
+        );
+    }
+    let bad =
+        || format!("'{text}' is not a shard; expected K/N with 0 <= K < N, e.g. 0/4, or auto");
     let (k, n) = text.split_once('/').ok_or_else(bad)?;
     let k: u64 = k.trim().parse().map_err(|_| bad())?;
     let n: u64 = n.trim().parse().map_err(|_| bad())?;
@@ -71,6 +78,21 @@ pub fn shard(text: &str) -> Result<(u64, u64), String> {
         return Err(bad());
     }
     Ok((k, n))
+}
+
+/// `--shard auto` in a Kubernetes Indexed Job: K is the pod's JOB_COMPLETION_INDEX (set by
+/// Kubernetes), N the Job's completions, which Kubernetes does not expose, so the manifest passes it
+/// as RINGFETCH_SHARDS (docs/DISTRIBUTED.md).
+fn shard_from_env(index: Option<String>, shards: Option<String>) -> Result<(u64, u64), String> {
+    let (Some(k), Some(n)) = (index, shards) else {
+        return Err(
+            "--shard auto needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job) and RINGFETCH_SHARDS \
+             (the Job's completions); see docs/DISTRIBUTED.md, or give --shard K/N"
+                .into(),
+        );
+    };
+    shard(&format!("{k}/{n}"))
+        .map_err(|e| format!("--shard auto: JOB_COMPLETION_INDEX={k}, RINGFETCH_SHARDS={n}: {e}"))
 }
 
 /// A request rate: a positive number, fractions allowed, with an optional k/M suffix (`2000`, `1.5k`).
@@ -113,6 +135,17 @@ pub fn percentiles(text: &str) -> Result<Percentiles, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_from_the_indexed_job_environment() {
+        assert_eq!(
+            shard_from_env(Some("2".into()), Some("5".into())),
+            Ok((2, 5))
+        );
+        assert!(shard_from_env(Some("5".into()), Some("5".into())).is_err());
+        let missing = shard_from_env(None, Some("5".into())).unwrap_err();
+        assert!(missing.contains("JOB_COMPLETION_INDEX"), "{missing}");
+    }
 
     #[test]
     fn percentile_lists() {

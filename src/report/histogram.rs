@@ -89,6 +89,22 @@ impl Latency {
         out
     }
 
+    /// Every recorded bucket as (highest equivalent value in µs, count): what `merge` needs to rebuild
+    /// the histogram exactly from a `--json` summary.
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.histogram
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Adds buckets as written by `buckets`.
+    pub fn record_buckets(&mut self, buckets: &[(u64, u64)]) {
+        for &(us, count) in buckets {
+            let _ = self.histogram.record_n(us.clamp(1, MAX_US), count);
+        }
+    }
+
     /// Points of the latency-by-percentile curve: (percentile, microseconds), for the report's chart.
     pub fn curve(&self) -> Vec<(f64, u64)> {
         if self.histogram.is_empty() {
@@ -162,6 +178,18 @@ mod tests {
         );
         let percentiles: Vec<f64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
         assert!(percentiles.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn buckets_rebuild_the_same_histogram() {
+        let mut a = Latency::default();
+        for us in [3u64, 3, 70, 1500, 1501, 99_999, 2_000_000] {
+            a.record(Duration::from_micros(us));
+        }
+        let mut b = Latency::default();
+        b.record_buckets(&a.buckets());
+        assert_eq!(a.summary(), b.summary());
+        assert_eq!(b.count(), 7);
     }
 
     #[test]

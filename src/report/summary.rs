@@ -158,6 +158,10 @@ impl StatusCounts {
         self.0[usize::from(code).min(999)] += 1;
     }
 
+    pub fn add_n(&mut self, code: u16, n: u64) {
+        self.0[usize::from(code).min(999)] += n;
+    }
+
     pub fn merge(&mut self, other: &StatusCounts) {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
             *a += b;
@@ -195,6 +199,8 @@ pub struct Summary {
     /// `bench` over several URLs: each URL's counts, in the order given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<UrlSummary>,
+    /// The latency histogram itself, `[[µs, count], …]`, so `ringfetch merge` combines runs exactly.
+    pub latency_histogram: Vec<(u64, u64)>,
     pub connections_opened: u64,
     pub threads: usize,
     pub retries: u64,
@@ -262,6 +268,7 @@ impl Summary {
             percentiles_us: None,
             timeline: report.timeline.clone(),
             urls: Vec::new(),
+            latency_histogram: report.latency.buckets(),
             connections_opened: report.connections_opened,
             threads,
             retries: report.retries,

@@ -6,6 +6,7 @@ mod common;
 mod dns;
 mod fetch;
 mod hostile;
+mod merge;
 mod nginx;
 mod serve;
 mod tls;
