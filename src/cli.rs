@@ -262,6 +262,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PER_SEC", value_parser = units::rate)]
     pub connect_rate: Option<f64>,
 
+    /// Connection-count mode: open -c connections (paced by --connect-rate), prove each with one
+    /// request, hold them all open this long (with --rate's requests spread over them, if given), then
+    /// close them. The summary adds peak_connections, connect_rate and memory per connection.
+    #[arg(long, value_name = "DURATION", value_parser = units::duration, conflicts_with_all = ["requests", "duration"])]
+    pub hold: Option<Duration>,
+
     /// Load for this long first and leave it out of every statistic (connections opened, caches
     /// warmed); -d counts after it.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::duration)]

@@ -85,6 +85,7 @@ pub struct BenchPlan {
     pub warmup: Duration,
     pub random: bool,
     pub connect_rate: Option<f64>,
+    pub hold: Option<Duration>,
     pub percentiles: Option<crate::units::Percentiles>,
     /// Where to write the latency CSV and the HTML report (created before the run, so a bad path is a
     /// usage error, not a lost run).
@@ -317,6 +318,7 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
         warmup: args.warmup,
         random: args.random,
         connect_rate: args.connect_rate,
+        hold: args.hold,
         percentiles: args.percentiles,
         latency_csv: create(args.latency_csv, "--latency-csv")?,
         report: create(args.report, "--report")?,

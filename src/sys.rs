@@ -60,6 +60,27 @@ fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// This process's resident memory in KiB (VmRSS), for `bench --hold`'s bytes per connection.
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Pages of memory all TCP sockets of this machine hold (the `mem` of /proc/net/sockstat's TCP line):
+/// on loopback both ends of every connection count.
+pub fn tcp_mem_pages() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "mem" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// Shuts a socket down in both directions without closing it. A pending io_uring read on it then
 /// completes (with 0), which is how a timed-out or stopped connection gets its buffer back instead of
 /// dropping an in-flight operation (tokio-uring does not cancel dropped operations).

@@ -20,7 +20,7 @@ use crate::error::FetchError;
 use crate::http::pipeline::{InFlight, Pipeline, Unanswered};
 use crate::http::response::Head;
 use crate::net;
-use crate::report::summary::{Report, UrlCounts};
+use crate::report::summary::{HoldReport, Report, UrlCounts};
 
 /// One origin of a bench: where to connect and its URLs' requests, each with the URL's index in the
 /// run's list (for per-URL counts).
@@ -54,6 +54,43 @@ pub struct BenchSettings {
     pub threads: usize,
     /// URLs in the run (the per-URL counts' length).
     pub urls: usize,
+    /// Connection-count mode (`--hold`): open every connection, prove it with one request, hold them
+    /// all open this long (with `--rate`'s requests spread over them, if given), then close them.
+    pub hold: Option<Duration>,
+}
+
+/// `--hold`: this worker's connections, as they come up.
+struct Hold {
+    duration: Duration,
+    /// This worker's connections: when all have answered or failed, the hold starts.
+    connections: usize,
+    settled: Cell<usize>,
+    /// Answered and still open, and the most at once.
+    live: Cell<usize>,
+    peak: Cell<usize>,
+    /// When the hold ends (set once all are settled).
+    until: Cell<Option<Instant>>,
+    started: Instant,
+    rss_before: u64,
+    sock_before: u64,
+}
+
+impl Hold {
+    fn settle(&self, report: &RefCell<Report>) {
+        self.settled.set(self.settled.get() + 1);
+        if self.settled.get() == self.connections && self.until.get().is_none() {
+            let now = Instant::now();
+            self.until.set(Some(now + self.duration));
+            report.borrow_mut().hold = Some(HoldReport {
+                peak: self.peak.get() as u64,
+                ramp: now - self.started,
+                rss_before_kib: self.rss_before,
+                rss_up_kib: crate::sys::rss_kib().unwrap_or(0),
+                sock_before_pages: self.sock_before,
+                sock_up_pages: crate::sys::tcp_mem_pages().unwrap_or(0),
+            });
+        }
+    }
 }
 
 pub struct BenchShard {
@@ -75,6 +112,7 @@ pub struct BenchShard {
     measured: Cell<Instant>,
     random: bool,
     urls: usize,
+    hold: Option<Hold>,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -114,6 +152,17 @@ impl BenchShard {
             measured: Cell::new(Instant::now()),
             random: settings.random,
             urls: settings.urls,
+            hold: settings.hold.map(|duration| Hold {
+                duration,
+                connections: connections.len(),
+                settled: Cell::new(0),
+                live: Cell::new(0),
+                peak: Cell::new(0),
+                until: Cell::new(None),
+                started: Instant::now(),
+                rss_before: crate::sys::rss_kib().unwrap_or(0),
+                sock_before: crate::sys::tcp_mem_pages().unwrap_or(0),
+            }),
         });
         shard.reset_report(rate.is_some());
         let started = Instant::now();
@@ -127,6 +176,16 @@ impl BenchShard {
             let target = settings.targets[j % settings.targets.len()].clone();
             let connect_timeout = settings.connect_timeout;
             let start_at = ramp.map(|step| started + step * k as u32);
+            if shard.hold.is_some() {
+                tasks.push(tokio_uring::spawn(Self::hold_connection(
+                    shard.clone(),
+                    target,
+                    connect_timeout,
+                    j,
+                    start_at,
+                )));
+                continue;
+            }
             tasks.push(tokio_uring::spawn(Self::connection(
                 shard.clone(),
                 target,
@@ -188,8 +247,20 @@ impl BenchShard {
                 let open_loop = shard.report.borrow().open_loop;
                 shard.reset_report(open_loop);
             }
+            let held = shard
+                .hold
+                .as_ref()
+                .and_then(|h| h.until.get())
+                .is_some_and(|until| now >= until);
+            if held {
+                shard.stopped.set(true);
+                shard.env.watchdog.stop_all();
+                shard.stop.notify_waiters();
+                shard.wake.notify_waiters();
+                return;
+            }
             if let Stop::After(d) = stop {
-                if now >= started + warmup + d {
+                if shard.hold.is_none() && now >= started + warmup + d {
                     shard.stopped.set(true);
                     shard.env.watchdog.stop_all();
                     shard.stop.notify_waiters();
@@ -258,6 +329,8 @@ impl BenchShard {
             cursor: Cell::new(id),
             // Any odd seed gives a full-period xorshift; distinct per connection.
             rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            proof: Cell::new(false),
+            answered: Cell::new(false),
         };
         while !shard.stopped.get() && (shard.budget.get() > 0 || shard.has_due()) {
             // A connect the server does not answer (a full backlog) must not hold the run past its
@@ -294,6 +367,56 @@ impl BenchShard {
 }
 
 impl BenchShard {
+    /// `--hold`: one connection, proved by one request, then held until the hold ends.
+    async fn hold_connection(
+        shard: Rc<Self>,
+        target: BenchTarget,
+        connect_timeout: Duration,
+        id: usize,
+        start_at: Option<Instant>,
+    ) {
+        let Some(hold) = &shard.hold else { return };
+        if let Some(at) = start_at {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = shard.stop.notified() => return,
+            }
+        }
+        let connected = tokio::select! {
+            connected = net::connect(
+                &target.addrs,
+                connect_timeout,
+                target.tls_name.as_deref().map(|name| (&shard.tls, name)),
+            ) => connected,
+            _ = shard.stop.notified() => return,
+        };
+        let io = match connected {
+            Ok(io) => io,
+            Err(err) => {
+                shard.report.borrow_mut().error(&err);
+                hold.settle(&shard.report);
+                return;
+            }
+        };
+        shard.report.borrow_mut().connected(io.tls_resumed());
+        let work = BenchConn {
+            shard: &shard,
+            requests: &target.requests,
+            cursor: Cell::new(id),
+            rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            proof: Cell::new(true),
+            answered: Cell::new(false),
+        };
+        conn::drive(&shard.env, &work, &io, false).await;
+        if work.answered.get() {
+            hold.live.set(hold.live.get() - 1);
+        } else {
+            // Failed before answering its proof request (on_failed / on_unanswered counted it).
+            hold.settle(&shard.report);
+        }
+        // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
+    }
+
     fn has_due(&self) -> bool {
         self.due.as_ref().is_some_and(|d| !d.borrow().is_empty())
     }
@@ -314,6 +437,10 @@ struct BenchConn<'a> {
     requests: &'a [(u32, Vec<u8>)],
     cursor: Cell<usize>,
     rng: Cell<u64>,
+    /// `--hold`: the one request that proves the connection live is still to be sent.
+    proof: Cell<bool>,
+    /// `--hold`: this connection has answered.
+    answered: Cell<bool>,
 }
 
 impl BenchConn<'_> {
@@ -354,6 +481,19 @@ impl Workload for BenchConn<'_> {
         if s.stopped.get() {
             return 0;
         }
+        if s.hold.is_some() && self.proof.replace(false) {
+            let (url, request) = self.pick();
+            out.extend_from_slice(request);
+            pipe.push(InFlight {
+                ticket: (now, *url),
+                sent: now,
+                head_request: s.head_request,
+            });
+            return 1;
+        }
+        if s.hold.is_some() && (s.due.is_none() || !self.answered.get()) {
+            return 0;
+        }
         if let Some(due) = &s.due {
             let mut due = due.borrow_mut();
             let n = max.min(due.len());
@@ -386,6 +526,23 @@ impl Workload for BenchConn<'_> {
 
     async fn idle(&self) -> bool {
         let s = self.shard;
+        if s.hold.is_some() {
+            // Held open until the hold ends, taking --rate's requests as they fall due.
+            loop {
+                let woken = s.wake.notified();
+                let stopped = s.stop.notified();
+                if s.stopped.get() {
+                    return false;
+                }
+                if s.has_due() {
+                    return true;
+                }
+                tokio::select! {
+                    _ = woken => {}
+                    _ = stopped => {}
+                }
+            }
+        }
         if s.due.is_none() {
             return !s.stopped.get() && s.budget.get() > 0;
         }
@@ -417,6 +574,13 @@ impl Workload for BenchConn<'_> {
 
     fn on_done(&self, done: InFlight<(Instant, u32)>, now: Instant) {
         let (due, url) = done.ticket;
+        if let Some(hold) = &self.shard.hold {
+            if !self.answered.replace(true) {
+                hold.live.set(hold.live.get() + 1);
+                hold.peak.set(hold.peak.get().max(hold.live.get()));
+                hold.settle(&self.shard.report);
+            }
+        }
         let mut r = self.shard.report.borrow_mut();
         r.requests += 1;
         if let Some(u) = r.per_url.get_mut(url as usize) {

@@ -323,6 +323,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         urls: targets.len(),
         connect_rate: plan.connect_rate,
         threads: threads.min(connections).max(1),
+        hold: plan.hold,
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);

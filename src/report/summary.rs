@@ -29,6 +29,8 @@ pub struct Report {
     pub timeline: Vec<u64>,
     /// `bench` over several URLs: counts per URL, by the URL's index in the run's list.
     pub per_url: Vec<UrlCounts>,
+    /// `bench --hold`.
+    pub hold: Option<HoldReport>,
     pub service: Latency,
     pub connections_opened: u64,
     /// Transmissions charged to `--retries`.
@@ -41,6 +43,31 @@ pub struct Report {
     /// TLS handshakes completed, and how many of them resumed an earlier session.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+}
+
+/// `bench --hold`: how the connections came up.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HoldReport {
+    /// Connections open and answered at the same time, at most.
+    pub peak: u64,
+    /// From the start until every connection had answered (or failed).
+    pub ramp: Duration,
+    pub rss_before_kib: u64,
+    pub rss_up_kib: u64,
+    pub sock_before_pages: u64,
+    pub sock_up_pages: u64,
+}
+
+impl HoldReport {
+    /// Workers of one process: peaks add up (they hold at once), the rest is process- or machine-wide.
+    fn merge(&mut self, o: &HoldReport) {
+        self.peak += o.peak;
+        self.ramp = self.ramp.max(o.ramp);
+        self.rss_before_kib = self.rss_before_kib.min(o.rss_before_kib);
+        self.rss_up_kib = self.rss_up_kib.max(o.rss_up_kib);
+        self.sock_before_pages = self.sock_before_pages.min(o.sock_before_pages);
+        self.sock_up_pages = self.sock_up_pages.max(o.sock_up_pages);
+    }
 }
 
 /// One URL's share of a bench.
@@ -127,6 +154,11 @@ impl Report {
         for (a, b) in self.per_url.iter_mut().zip(&other.per_url) {
             a.merge(b);
         }
+        match (&mut self.hold, &other.hold) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.hold = Some(*b),
+            _ => {}
+        }
         self.service.merge(&other.service);
         self.connections_opened += other.connections_opened;
         self.retries += other.retries;
@@ -201,6 +233,19 @@ pub struct Summary {
     pub urls: Vec<UrlSummary>,
     /// The latency histogram itself, `[[µs, count], …]`, so `ringfetch merge` combines runs exactly.
     pub latency_histogram: Vec<(u64, u64)>,
+    /// `bench --hold`: connections open and answered at once, at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_connections: Option<u64>,
+    /// `bench --hold`: connections per second until all had answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<f64>,
+    /// `bench --hold`: this process's RSS growth per held connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_bytes_per_conn: Option<u64>,
+    /// `bench --hold`: growth of the machine's TCP socket memory (sockstat) per held connection; on
+    /// loopback it includes the server's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_bytes_per_conn: Option<u64>,
     pub connections_opened: u64,
     pub threads: usize,
     pub retries: u64,
@@ -269,6 +314,16 @@ impl Summary {
             timeline: report.timeline.clone(),
             urls: Vec::new(),
             latency_histogram: report.latency.buckets(),
+            peak_connections: report.hold.map(|h| h.peak),
+            connect_rate: report
+                .hold
+                .map(|h| (h.peak as f64 / h.ramp.as_secs_f64().max(1e-6) * 10.0).round() / 10.0),
+            user_bytes_per_conn: report
+                .hold
+                .map(|h| h.rss_up_kib.saturating_sub(h.rss_before_kib) * 1024 / h.peak.max(1)),
+            kernel_bytes_per_conn: report.hold.map(|h| {
+                h.sock_up_pages.saturating_sub(h.sock_before_pages) * 4096 / h.peak.max(1)
+            }),
             connections_opened: report.connections_opened,
             threads,
             retries: report.retries,
@@ -378,6 +433,19 @@ impl Summary {
             self.reads,
             self.writes
         );
+        if let (Some(peak), Some(rate), Some(user), Some(kernel)) = (
+            self.peak_connections,
+            self.connect_rate,
+            self.user_bytes_per_conn,
+            self.kernel_bytes_per_conn,
+        ) {
+            let _ = writeln!(
+                s,
+                "  {:<12}{peak} open and answered at once, {rate:.0} connections/s until all were up; \
+                 {user} B user memory and {kernel} B socket memory per connection",
+                "held"
+            );
+        }
         if self.tls_handshakes > 0 {
             let _ = writeln!(
                 s,

@@ -132,6 +132,7 @@ fn json_summary_matches_its_documentation() {
     let summary_table = doc
         .split("## The summary")
         .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
         .expect("docs/JSON.md has a summary section");
     // Rows look like: | `name` | type | meaning |, or | `a`, `b` | type | ... |
     let mut documented: Vec<(String, String)> = Vec::new();
@@ -446,4 +447,35 @@ fn connect_rate_ramps_connections_up() {
         s["connections_opened"], 20,
         "without a ramp all open at once: {s}"
     );
+}
+
+/// `--hold`: every connection opens, answers one request, and stays open for the hold; the summary
+/// says how many were up at once and what each cost.
+#[test]
+fn hold_keeps_every_connection_open_and_answered() {
+    let serve = start_serve(&[]);
+    let started = std::time::Instant::now();
+    let s = bench(
+        &serve.url("/"),
+        &[
+            "--hold",
+            "1s",
+            "-c",
+            "300",
+            "-t",
+            "2",
+            "--connect-rate",
+            "3000",
+        ],
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "{s}");
+    assert_eq!(s["peak_connections"], 300, "{s}");
+    assert_eq!(s["connections_opened"], 300, "{s}");
+    assert_eq!(s["requests"], 300, "one proof request each: {s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    for field in ["user_bytes_per_conn", "kernel_bytes_per_conn"] {
+        assert!(s[field].is_u64(), "{field}: {s}");
+    }
+    let rate = s["connect_rate"].as_f64().expect("connect_rate");
+    assert!(rate > 0.0 && rate < 6000.0, "paced at 3000/s: {s}");
 }
