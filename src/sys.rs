@@ -67,18 +67,35 @@ pub fn rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Pages of memory all TCP sockets of this machine hold (the `mem` of /proc/net/sockstat's TCP line):
-/// on loopback both ends of every connection count.
-pub fn tcp_mem_pages() -> Option<u64> {
+/// Kernel memory this machine's TCP connections hold, in bytes: their buffers (the `mem` pages of
+/// /proc/net/sockstat's TCP line) plus, where /proc/slabinfo is readable (root), the socket objects
+/// themselves (the TCP, TCPv6, sock_inode_cache, filp and dentry slabs). On loopback both ends count.
+pub fn tcp_kernel_bytes() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("TCP:"))?;
     let mut words = line.split_whitespace();
+    let mut pages = 0;
     while let Some(w) = words.next() {
         if w == "mem" {
-            return words.next()?.parse().ok();
+            pages = words.next()?.parse().ok()?;
         }
     }
-    None
+    let slabs: u64 = std::fs::read_to_string("/proc/slabinfo")
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let wanted = ["TCP", "TCPv6", "sock_inode_cache", "filp", "dentry"];
+                    if f.len() < 4 || !wanted.contains(&f[0]) {
+                        return None;
+                    }
+                    // name active_objs num_objs objsize ...
+                    Some(f[2].parse::<u64>().ok()? * f[3].parse::<u64>().ok()?)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    Some(pages * 4096 + slabs)
 }
 
 /// Shuts a socket down in both directions without closing it. A pending io_uring read on it then

@@ -72,7 +72,7 @@ struct Hold {
     until: Cell<Option<Instant>>,
     started: Instant,
     rss_before: u64,
-    sock_before: u64,
+    kernel_before: u64,
 }
 
 impl Hold {
@@ -86,8 +86,8 @@ impl Hold {
                 ramp: now - self.started,
                 rss_before_kib: self.rss_before,
                 rss_up_kib: crate::sys::rss_kib().unwrap_or(0),
-                sock_before_pages: self.sock_before,
-                sock_up_pages: crate::sys::tcp_mem_pages().unwrap_or(0),
+                kernel_before_bytes: self.kernel_before,
+                kernel_up_bytes: crate::sys::tcp_kernel_bytes().unwrap_or(0),
             });
         }
     }
@@ -161,7 +161,7 @@ impl BenchShard {
                 until: Cell::new(None),
                 started: Instant::now(),
                 rss_before: crate::sys::rss_kib().unwrap_or(0),
-                sock_before: crate::sys::tcp_mem_pages().unwrap_or(0),
+                kernel_before: crate::sys::tcp_kernel_bytes().unwrap_or(0),
             }),
         });
         shard.reset_report(rate.is_some());

@@ -54,8 +54,8 @@ pub struct HoldReport {
     pub ramp: Duration,
     pub rss_before_kib: u64,
     pub rss_up_kib: u64,
-    pub sock_before_pages: u64,
-    pub sock_up_pages: u64,
+    pub kernel_before_bytes: u64,
+    pub kernel_up_bytes: u64,
 }
 
 impl HoldReport {
@@ -65,8 +65,8 @@ impl HoldReport {
         self.ramp = self.ramp.max(o.ramp);
         self.rss_before_kib = self.rss_before_kib.min(o.rss_before_kib);
         self.rss_up_kib = self.rss_up_kib.max(o.rss_up_kib);
-        self.sock_before_pages = self.sock_before_pages.min(o.sock_before_pages);
-        self.sock_up_pages = self.sock_up_pages.max(o.sock_up_pages);
+        self.kernel_before_bytes = self.kernel_before_bytes.min(o.kernel_before_bytes);
+        self.kernel_up_bytes = self.kernel_up_bytes.max(o.kernel_up_bytes);
     }
 }
 
@@ -242,8 +242,8 @@ pub struct Summary {
     /// `bench --hold`: this process's RSS growth per held connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_bytes_per_conn: Option<u64>,
-    /// `bench --hold`: growth of the machine's TCP socket memory (sockstat) per held connection; on
-    /// loopback it includes the server's end.
+    /// `bench --hold`: growth of the machine's TCP kernel memory (sockstat buffers, and the socket
+    /// slabs where readable) per held connection; on loopback it includes the server's end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_bytes_per_conn: Option<u64>,
     pub connections_opened: u64,
@@ -321,9 +321,9 @@ impl Summary {
             user_bytes_per_conn: report
                 .hold
                 .map(|h| h.rss_up_kib.saturating_sub(h.rss_before_kib) * 1024 / h.peak.max(1)),
-            kernel_bytes_per_conn: report.hold.map(|h| {
-                h.sock_up_pages.saturating_sub(h.sock_before_pages) * 4096 / h.peak.max(1)
-            }),
+            kernel_bytes_per_conn: report
+                .hold
+                .map(|h| h.kernel_up_bytes.saturating_sub(h.kernel_before_bytes) / h.peak.max(1)),
             connections_opened: report.connections_opened,
             threads,
             retries: report.retries,
@@ -442,7 +442,7 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "  {:<12}{peak} open and answered at once, {rate:.0} connections/s until all were up; \
-                 {user} B user memory and {kernel} B socket memory per connection",
+                 {user} B user memory and {kernel} B kernel memory per connection",
                 "held"
             );
         }
