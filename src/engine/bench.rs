@@ -315,33 +315,14 @@ impl BenchShard {
         id: usize,
         start_at: Option<Instant>,
     ) {
-        if let Some(at) = start_at {
-            tokio::select! {
-                _ = tokio::time::sleep_until(at.into()) => {}
-                _ = shard.stop.notified() => return,
-            }
+        if !shard.wait_until(start_at).await {
+            return;
         }
         let mut backoff = Duration::from_millis(1);
-        let work = BenchConn {
-            shard: &shard,
-            requests: &target.requests,
-            // Connections of one origin start at different URLs, so each URL is loaded from the start.
-            cursor: Cell::new(id),
-            // Any odd seed gives a full-period xorshift; distinct per connection.
-            rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            proof: Cell::new(false),
-            answered: Cell::new(false),
-        };
+        let work = BenchConn::new(&shard, &target, id, false);
         while !shard.stopped.get() && (shard.budget.get() > 0 || shard.has_due()) {
-            // A connect the server does not answer (a full backlog) must not hold the run past its
-            // end; the abandoned connect is left to the kernel and closes when it completes.
-            let connected = tokio::select! {
-                connected = net::connect(
-                    &target.addrs,
-                    connect_timeout,
-                    target.tls_name.as_deref().map(|name| (&shard.tls, name)),
-                ) => connected,
-                _ = shard.stop.notified() => return,
+            let Some(connected) = shard.open(&target, connect_timeout).await else {
+                return;
             };
             match connected {
                 Ok(io) => {
@@ -376,19 +357,11 @@ impl BenchShard {
         start_at: Option<Instant>,
     ) {
         let Some(hold) = &shard.hold else { return };
-        if let Some(at) = start_at {
-            tokio::select! {
-                _ = tokio::time::sleep_until(at.into()) => {}
-                _ = shard.stop.notified() => return,
-            }
+        if !shard.wait_until(start_at).await {
+            return;
         }
-        let connected = tokio::select! {
-            connected = net::connect(
-                &target.addrs,
-                connect_timeout,
-                target.tls_name.as_deref().map(|name| (&shard.tls, name)),
-            ) => connected,
-            _ = shard.stop.notified() => return,
+        let Some(connected) = shard.open(&target, connect_timeout).await else {
+            return;
         };
         let io = match connected {
             Ok(io) => io,
@@ -399,14 +372,7 @@ impl BenchShard {
             }
         };
         shard.report.borrow_mut().connected(io.tls_resumed());
-        let work = BenchConn {
-            shard: &shard,
-            requests: &target.requests,
-            cursor: Cell::new(id),
-            rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            proof: Cell::new(true),
-            answered: Cell::new(false),
-        };
+        let work = BenchConn::new(&shard, &target, id, true);
         conn::drive(&shard.env, &work, &io, false).await;
         if work.answered.get() {
             hold.live.set(hold.live.get() - 1);
@@ -415,6 +381,35 @@ impl BenchShard {
             hold.settle(&shard.report);
         }
         // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
+    }
+
+    /// Waits for a connection's start in the ramp; false when the run ended first.
+    async fn wait_until(&self, at: Option<Instant>) -> bool {
+        if let Some(at) = at {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = self.stop.notified() => return false,
+            }
+        }
+        !self.stopped.get()
+    }
+
+    /// Connects to `target`; None when the run ended first. A connect the server does not answer (a
+    /// full backlog) must not hold the run past its end; the abandoned connect is left to the kernel
+    /// and closes when it completes.
+    async fn open(
+        &self,
+        target: &BenchTarget,
+        timeout: Duration,
+    ) -> Option<Result<net::Transport, FetchError>> {
+        tokio::select! {
+            connected = net::connect(
+                &target.addrs,
+                timeout,
+                target.tls_name.as_deref().map(|name| (&self.tls, name)),
+            ) => Some(connected),
+            _ = self.stop.notified() => None,
+        }
     }
 
     fn has_due(&self) -> bool {
@@ -443,7 +438,21 @@ struct BenchConn<'a> {
     answered: Cell<bool>,
 }
 
-impl BenchConn<'_> {
+impl<'a> BenchConn<'a> {
+    /// A connection's workload; with `proof`, it first sends the one request that proves it live.
+    fn new(shard: &'a Rc<BenchShard>, target: &'a BenchTarget, id: usize, proof: bool) -> Self {
+        BenchConn {
+            shard,
+            requests: &target.requests,
+            // Connections of one origin start at different URLs, so each URL is loaded from the start.
+            cursor: Cell::new(id),
+            // Any odd seed gives a full-period xorshift; distinct per connection.
+            rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            proof: Cell::new(proof),
+            answered: Cell::new(false),
+        }
+    }
+
     /// The next request: the origin's URLs in turn, or at random with `--random`.
     fn pick(&self) -> &(u32, Vec<u8>) {
         let n = self.requests.len();
