@@ -85,6 +85,66 @@ pub fn clamp_ports<T: PartialEq>(
     (allowed, Some(line))
 }
 
+/// The kernel settings a large connection count runs into (read from /proc/sys; absent ones are None).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelLimits {
+    /// fs.file-max: files of the whole machine (sockets are files, direct descriptors too).
+    pub file_max: Option<u64>,
+    /// net.ipv4.tcp_mem's third value, in pages: past it TCP refuses memory to every socket.
+    pub tcp_mem_max: Option<u64>,
+    /// net.netfilter.nf_conntrack_max, when connection tracking is loaded.
+    pub conntrack_max: Option<u64>,
+}
+
+impl KernelLimits {
+    pub fn read() -> KernelLimits {
+        let num = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.split_whitespace().last()?.parse().ok())
+        };
+        KernelLimits {
+            file_max: num("/proc/sys/fs/file-max"),
+            tcp_mem_max: num("/proc/sys/net/ipv4/tcp_mem"),
+            conntrack_max: num("/proc/sys/net/netfilter/nf_conntrack_max"),
+        }
+    }
+
+    /// One line per setting that `connections` (both ends when `loopback`) would run into, naming
+    /// the sysctl that raises it. Nothing is changed: that is the administrator's call.
+    pub fn warnings(&self, connections: u64, loopback: bool) -> Vec<String> {
+        let sockets = connections * if loopback { 2 } else { 1 };
+        let mut lines = Vec::new();
+        if let Some(max) = self.file_max.filter(|&m| sockets > m) {
+            lines.push(format!(
+                "ringfetch: warning: fs.file-max is {max}, below the {sockets} sockets this run opens; \
+                 raise it with `sysctl -w fs.file-max={}`",
+                sockets * 2
+            ));
+        }
+        // A socket that sends or receives holds at least a page while it does: a burst on every
+        // connection at once (the proof requests, a mass close) needs that many.
+        if let Some(max) = self.tcp_mem_max.filter(|&m| sockets > m) {
+            lines.push(format!(
+                "ringfetch: warning: net.ipv4.tcp_mem allows {max} pages to all TCP sockets, fewer than the \
+                 {sockets} sockets this run opens: bursts will stall; raise its third value with \
+                 `sysctl -w net.ipv4.tcp_mem=\"{} {} {}\"`",
+                sockets / 2,
+                sockets,
+                sockets * 2
+            ));
+        }
+        if let Some(max) = self.conntrack_max.filter(|&m| sockets > m) {
+            lines.push(format!(
+                "ringfetch: warning: connection tracking is on and nf_conntrack_max is {max}, below {sockets}: \
+                 new connections will be dropped; raise it with `sysctl -w net.netfilter.nf_conntrack_max={}`",
+                sockets * 2
+            ));
+        }
+        lines
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +182,28 @@ mod tests {
         assert_eq!(clamp_ports(40_000, &[1, 2], range).0, 40_000);
         assert_eq!(clamp_ports(40_000, &[1, 1], range).0, 28_232);
         assert!(port_range().is_some());
+    }
+
+    #[test]
+    fn kernel_limits_name_what_bites() {
+        let k = KernelLimits {
+            file_max: Some(1_000_000),
+            tcp_mem_max: Some(500_000),
+            conntrack_max: Some(262_144),
+        };
+        assert!(k.warnings(100_000, true).is_empty());
+        let lines = k.warnings(1_000_000, true);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("fs.file-max") && lines[0].contains("sysctl -w"));
+        assert!(lines[1].contains("net.ipv4.tcp_mem"));
+        assert!(lines[2].contains("nf_conntrack_max"));
+        // Not on loopback: only the client's end counts.
+        assert_eq!(k.warnings(200_000, false).len(), 0);
+        assert_eq!(
+            KernelLimits::default().warnings(u64::MAX / 4, true).len(),
+            0
+        );
+        let _ = KernelLimits::read();
     }
 
     #[test]

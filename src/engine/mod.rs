@@ -287,6 +287,13 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
                 .then(|| t.origin.host_text()),
         });
     }
+    // Before any connect: what the kernel will refuse at this count.
+    let loopback = bench_targets
+        .iter()
+        .any(|t| t.addrs.first().is_some_and(|a| a.ip().is_loopback()));
+    for line in limits::KernelLimits::read().warnings(connections as u64, loopback) {
+        warn_or_refuse(Some(line), plan.http.strict)?;
+    }
     let destinations: Vec<_> = bench_targets
         .iter()
         .map(|t| t.addrs.first().copied())
