@@ -315,6 +315,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = units::bytes)]
     pub body_size: u64,
 
+    /// Listen on this many consecutive ports from --addr's (port 0: a free first port). One client
+    /// address reaches about 28,000 connections per port (the ephemeral range), so 64 ports take a
+    /// million. The first line then reads `listening on 127.0.0.1:20000-20063`.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub listeners: u16,
+
     /// Wait this long before each answer (e.g. 50ms, 2s): a slow backend, to hold many connections
     /// open or to see latency in a load test.
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::duration)]
@@ -563,6 +569,11 @@ mod tests {
         };
         assert_eq!(s.tls_cert.unwrap().to_str(), Some("c.pem"));
         assert_eq!(s.delay, Duration::from_millis(50));
+        assert_eq!(s.listeners, 1);
+        let Command::Serve(s) = parse(&["serve", "--listeners", "64"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(s.listeners, 64);
         // A certificate needs its key, and the shortcut excludes both.
         assert!(parse(&["serve", "--tls-cert", "c.pem"]).is_err());
         assert!(parse(&["serve", "--tls-self-signed", "--tls-key", "k.pem"]).is_err());

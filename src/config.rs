@@ -99,6 +99,7 @@ pub struct ServePlan {
     pub body_size: u64,
     pub delay: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub listeners: u16,
 }
 
 /// Creates an output file named by `flag`.
@@ -338,6 +339,9 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
                 args.addr
             ))
         })?;
+    if args.listeners == 0 {
+        return Err(usage("--listeners 0: must be at least 1"));
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(serve_tls_from_files(cert, key)?),
         _ if args.tls_self_signed => {
@@ -351,6 +355,7 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         body_size: args.body_size,
         delay: args.delay,
         tls: tls.map(Arc::new),
+        listeners: args.listeners,
     })
 }
 

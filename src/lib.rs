@@ -159,6 +159,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     body_size: plan.body_size,
                     delay: plan.delay,
                     tls: plan.tls.clone(),
+                    ports: plan.listeners,
                 },
             )
             .map_err(|e| {
@@ -174,7 +175,12 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 )
             })?;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "listening on {}", server.addr);
+            if server.ports > 1 {
+                let last = server.addr.port() + (server.ports - 1);
+                let _ = writeln!(out, "listening on {}-{last}", server.addr);
+            } else {
+                let _ = writeln!(out, "listening on {}", server.addr);
+            }
             let _ = out.flush();
             for t in server.threads {
                 if let Ok(Err(e)) = t.join() {

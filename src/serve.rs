@@ -20,9 +20,11 @@ use crate::net::{tcp, tls, Transport};
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const READ_BUF: usize = 16 * 1024;
 
-/// A running server: its address and its threads (which run until the process ends).
+/// A running server: its (first) address and its threads (which run until the process ends).
 pub struct Server {
     pub addr: SocketAddr,
+    /// Consecutive ports from `addr`'s (`--listeners`).
+    pub ports: u16,
     pub threads: Vec<std::thread::JoinHandle<io::Result<()>>>,
 }
 
@@ -34,6 +36,9 @@ pub struct Options {
     /// holding many connections open.
     pub delay: std::time::Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Listen on this many consecutive ports (at least 1): each port has room for one ephemeral range
+    /// of connections from one client address.
+    pub ports: u16,
 }
 
 /// Binds `threads` listening sockets on `addr` (port 0: a free port, shared by all) and starts one
@@ -49,13 +54,18 @@ pub fn start(
         body_size,
         delay,
         tls,
+        ports,
     } = options;
-    let first = bind(addr)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..threads {
-        listeners.push(bind(addr)?);
-    }
+    let ports = ports.max(1);
+    // Port 0 with several ports: the kernel picks the first, the next ones may be taken; try again.
+    let mut attempts = if addr.port() == 0 { 20 } else { 1 };
+    let (addr, listeners) = loop {
+        attempts -= 1;
+        match bind_all(addr, threads, ports) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 0 => continue,
+            other => break other?,
+        }
+    };
     let mut responses = Responses::new(body_size);
     responses.delay = delay;
     let listeners = std::sync::Arc::new(std::sync::Mutex::new(
@@ -64,10 +74,22 @@ pub fn start(
     let threads = spawn_workers(setup, cpus, threads, "serve", move |i| {
         let responses = responses.clone();
         let tls = tls.clone();
-        let listener = listeners.lock().ok().and_then(|mut l| l[i].take());
+        let mine = listeners.lock().ok().and_then(|mut l| l[i].take());
         async move {
-            if let Some(listener) = listener {
-                accept_loop(TcpListener::from_std(listener), Rc::new(responses), tls).await;
+            let responses = Rc::new(responses);
+            let loops: Vec<_> = mine
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    tokio_uring::spawn(accept_loop(
+                        TcpListener::from_std(l),
+                        responses.clone(),
+                        tls.clone(),
+                    ))
+                })
+                .collect();
+            for l in loops {
+                let _ = l.await;
             }
         }
     })?;
@@ -80,7 +102,41 @@ pub fn start(
             })
         })
         .collect();
-    Ok(Server { addr, threads })
+    Ok(Server {
+        addr,
+        ports,
+        threads,
+    })
+}
+
+/// Per thread, one socket on each of `ports` consecutive ports from `addr`'s (SO_REUSEPORT spreads each
+/// port's connections over the threads). Returns the first address and the sockets, by thread.
+fn bind_all(
+    addr: SocketAddr,
+    threads: usize,
+    ports: u16,
+) -> io::Result<(SocketAddr, Vec<Vec<StdListener>>)> {
+    let first = bind(addr)?;
+    let addr = first.local_addr()?;
+    if u32::from(addr.port()) + u32::from(ports) > 65536 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{ports} ports from {} run past port 65535", addr.port()),
+        ));
+    }
+    let mut first = Some(first);
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut mine = Vec::with_capacity(usize::from(ports));
+        for p in 0..ports {
+            mine.push(match first.take() {
+                Some(l) => l,
+                None => bind(SocketAddr::new(addr.ip(), addr.port() + p))?,
+            });
+        }
+        listeners.push(mine);
+    }
+    Ok((addr, listeners))
 }
 
 fn bind(addr: SocketAddr) -> io::Result<StdListener> {

@@ -271,3 +271,61 @@ fn serve_tls_usage_errors_name_the_flag() {
         assert!(out.stdout.is_empty(), "nothing may listen");
     }
 }
+
+/// `serve --listeners 3`: three consecutive ports, named in the first line as a range, each
+/// answering; `bench` over the three URLs spreads its connections over them.
+#[test]
+fn serve_listens_on_consecutive_ports() {
+    use std::process::{Child, Command, Stdio};
+
+    /// Kills the server even when an assertion fails first.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "-t",
+            "2",
+            "--listeners",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let range = line
+        .trim_end()
+        .strip_prefix("listening on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (first, last) = range.split_once('-').unwrap_or_else(|| panic!("{line:?}"));
+    let (first, last): (u16, u16) = (first.parse().unwrap(), last.parse().unwrap());
+    assert_eq!(last, first + 2, "{line:?}");
+    let urls: Vec<String> = (first..=last)
+        .map(|p| format!("http://127.0.0.1:{p}/x"))
+        .collect();
+    let out = run_fetch(&urls, &[]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("bench")
+        .args(&urls)
+        .args(["-c", "6", "-n", "600", "-t", "1", "--json"]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let s = parse_summary(&done.stdout);
+    for u in s["urls"].as_array().expect("per-URL counts") {
+        assert!(u["requests"].as_u64().unwrap() > 100, "{s}");
+    }
+}
