@@ -453,6 +453,23 @@ impl<'a> BenchConn<'a> {
         }
     }
 
+    /// Appends the next request to the batch, due at `due`, written at `now`.
+    fn push(
+        &self,
+        out: &mut Vec<u8>,
+        pipe: &mut Pipeline<(Instant, u32)>,
+        due: Instant,
+        now: Instant,
+    ) {
+        let (url, request) = self.pick();
+        out.extend_from_slice(request);
+        pipe.push(InFlight {
+            ticket: (due, *url),
+            sent: now,
+            head_request: self.shard.head_request,
+        });
+    }
+
     /// The next request: the origin's URLs in turn, or at random with `--random`.
     fn pick(&self) -> &(u32, Vec<u8>) {
         let n = self.requests.len();
@@ -491,13 +508,7 @@ impl Workload for BenchConn<'_> {
             return 0;
         }
         if s.hold.is_some() && self.proof.replace(false) {
-            let (url, request) = self.pick();
-            out.extend_from_slice(request);
-            pipe.push(InFlight {
-                ticket: (now, *url),
-                sent: now,
-                head_request: s.head_request,
-            });
+            self.push(out, pipe, now, now);
             return 1;
         }
         if s.hold.is_some() && (s.due.is_none() || !self.answered.get()) {
@@ -507,13 +518,7 @@ impl Workload for BenchConn<'_> {
             let mut due = due.borrow_mut();
             let n = max.min(due.len());
             for intended in due.drain(..n) {
-                let (url, request) = self.pick();
-                out.extend_from_slice(request);
-                pipe.push(InFlight {
-                    ticket: (intended, *url),
-                    sent: now,
-                    head_request: s.head_request,
-                });
+                self.push(out, pipe, intended, now);
             }
             return n;
         }
@@ -522,13 +527,7 @@ impl Workload for BenchConn<'_> {
             s.budget.set(s.budget.get() - n as u64);
         }
         for _ in 0..n {
-            let (url, request) = self.pick();
-            out.extend_from_slice(request);
-            pipe.push(InFlight {
-                ticket: (now, *url),
-                sent: now,
-                head_request: s.head_request,
-            });
+            self.push(out, pipe, now, now);
         }
         n
     }
