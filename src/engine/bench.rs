@@ -201,7 +201,13 @@ impl BenchShard {
             settings.warmup,
             (live, worker),
         ));
-        let scheduler = rate.map(|r| tokio_uring::spawn(Self::schedule(shard.clone(), r, started)));
+        // The schedule ends with the run: -d at R/s is R·d requests, however late the ticker notices.
+        let end = match stop {
+            Stop::After(d) if shard.hold.is_none() => Some(started + settings.warmup + d),
+            _ => None,
+        };
+        let scheduler =
+            rate.map(|r| tokio_uring::spawn(Self::schedule(shard.clone(), r, started, end)));
         for t in tasks {
             let _ = t.await;
         }
@@ -277,7 +283,7 @@ impl BenchShard {
     /// Open loop: puts each request in the queue at the time it is due and wakes idle connections.
     /// Timers fire at millisecond granularity, so requests fall due in small bursts; each keeps its own
     /// due time, so the bursts do not show in the latencies.
-    async fn schedule(shard: Rc<Self>, rate: f64, started: Instant) {
+    async fn schedule(shard: Rc<Self>, rate: f64, started: Instant, end: Option<Instant>) {
         let Some(due) = &shard.due else {
             return;
         };
@@ -288,7 +294,8 @@ impl BenchShard {
             tokio::time::sleep_until(next.into()).await;
             let now = Instant::now();
             let mut added = false;
-            while next <= now && !shard.stopped.get() && shard.budget.get() > 0 {
+            let over = |at: Instant| end.is_some_and(|e| at >= e);
+            while next <= now && !over(next) && !shard.stopped.get() && shard.budget.get() > 0 {
                 due.borrow_mut().push_back(next);
                 if shard.budget.get() != u64::MAX {
                     shard.budget.set(shard.budget.get() - 1);
@@ -301,7 +308,7 @@ impl BenchShard {
             if added {
                 shard.wake.notify_waiters();
             }
-            if shard.stopped.get() || shard.budget.get() == 0 {
+            if shard.stopped.get() || shard.budget.get() == 0 || over(next) {
                 shard.wake.notify_waiters();
                 return;
             }

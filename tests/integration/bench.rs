@@ -117,7 +117,7 @@ fn warmup_is_left_out_of_the_statistics() {
     );
     assert!(started.elapsed() >= Duration::from_millis(1900));
     let requests = s["requests"].as_u64().expect("requests");
-    assert!((950..=1050).contains(&requests), "{requests}: {s}");
+    assert!((900..=1050).contains(&requests), "{requests}: {s}");
     let elapsed = s["elapsed_s"].as_f64().expect("elapsed_s");
     assert!((0.9..1.5).contains(&elapsed), "{elapsed}: {s}");
 }
@@ -441,7 +441,8 @@ fn connect_rate_ramps_connections_up() {
     let opened = s["connections_opened"]
         .as_u64()
         .expect("connections_opened");
-    assert!((4..=6).contains(&opened), "{opened} connections: {s}");
+    // 0, 100, …, 400 ms, and maybe one or two more while the 100 ms ticker notices the end.
+    assert!((4..=8).contains(&opened), "{opened} connections: {s}");
     let s = bench(&serve.url("/"), &["-c", "20", "-d", "500ms", "-t", "1"]);
     assert_eq!(
         s["connections_opened"], 20,

@@ -273,7 +273,7 @@ fn serve_tls_usage_errors_name_the_flag() {
 }
 
 /// `serve --listeners 3`: three consecutive ports, named in the first line as a range, each
-/// answering; `bench` over the three URLs spreads its connections over them.
+/// answering; `bench` over the three URLs spreads its connections over them, two to each.
 #[test]
 fn serve_listens_on_consecutive_ports() {
     use std::process::{Child, Command, Stdio};
@@ -325,7 +325,10 @@ fn serve_listens_on_consecutive_ports() {
     let done = run_child(cmd, None);
     assert_eq!(done.code, 0, "{}", done.stderr);
     let s = parse_summary(&done.stdout);
+    // Two connections per port; how many requests each port answers depends on timing (a closed
+    // loop), so only that every port served some is certain.
+    assert_eq!(s["connections_opened"], 6, "{s}");
     for u in s["urls"].as_array().expect("per-URL counts") {
-        assert!(u["requests"].as_u64().unwrap() > 100, "{s}");
+        assert!(u["requests"].as_u64().unwrap() > 0, "{s}");
     }
 }
