@@ -108,21 +108,13 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             print_summary(&summary, &bench.label, json, false);
             describe_engine(verbose, &run.report);
             let mut written = Ok(());
-            if let Some((path, file)) = &mut csv {
-                written = written.and(
-                    file.write_all(run.report.latency.percentile_csv().as_bytes())
-                        .map_err(|e| {
-                            format!("--latency-csv {}: {}", path.display(), error::describe(&e))
-                        }),
-                );
+            if let Some(out) = &mut csv {
+                written = write_output(out, "--latency-csv", run.report.latency.percentile_csv());
             }
-            if let Some((path, file)) = &mut html {
+            if let Some(out) = &mut html {
                 let page =
                     report::html::render(&bench.label, &summary, &run.report.latency.curve());
-                written =
-                    written.and(file.write_all(page.as_bytes()).map_err(|e| {
-                        format!("--report {}: {}", path.display(), error::describe(&e))
-                    }));
+                written = written.and(write_output(out, "--report", page));
             }
             if let Err(e) = &written {
                 eprintln!("ringfetch: cannot write {e}");
@@ -226,6 +218,16 @@ fn merge(args: cli::MergeArgs) -> Result<u8, Failure> {
         }
         Err(report::merge::JoinError::Write(e)) => Err(e.into()),
     }
+}
+
+/// Writes a bench output file created at plan time; the error names the flag and the file.
+fn write_output(
+    (path, file): &mut (std::path::PathBuf, std::fs::File),
+    flag: &str,
+    text: String,
+) -> Result<(), String> {
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("{flag} {}: {}", path.display(), error::describe(&e)))
 }
 
 /// `-v`: what the engine did per response, the numbers to watch when tuning (-p, --refill-at).

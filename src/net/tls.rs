@@ -67,31 +67,27 @@ pub trait Side {
     fn common(&self) -> &rustls::CommonState;
 }
 
-impl Side for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &rustls::CommonState {
-        self
-    }
+/// Both connection types implement `Side` alike: their own `process_tls_records` and their
+/// `CommonState` through Deref.
+macro_rules! side {
+    ($conn:ty, $data:ty) => {
+        impl Side for $conn {
+            type Data = $data;
+            fn process<'c, 'i>(
+                &'c mut self,
+                incoming: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, $data> {
+                self.process_tls_records(incoming)
+            }
+            fn common(&self) -> &rustls::CommonState {
+                self
+            }
+        }
+    };
 }
 
-impl Side for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
-        self.process_tls_records(incoming)
-    }
-    fn common(&self) -> &rustls::CommonState {
-        self
-    }
-}
+side!(UnbufferedClientConnection, ClientConnectionData);
+side!(UnbufferedServerConnection, ServerConnectionData);
 
 /// What processing the held ciphertext came to.
 enum Processed {
