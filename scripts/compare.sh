@@ -140,16 +140,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- ringfetch
-RF=${RINGFETCH:-}
-if [[ -z $RF ]]; then
-    log "building ringfetch (cargo build --release)"
-    # --foreground: Ctrl-C must reach cargo; 30 min bounds a stuck build.
-    (cd "$REPO" && timeout --foreground 1800 cargo build --release >&2)
-    RF="${CARGO_TARGET_DIR:-$REPO/target}/release/ringfetch"
-fi
+[[ -n ${RINGFETCH:-} ]] || log "building ringfetch (cargo build --release)"
+# shellcheck source=scripts/lib/ringfetch-bin.sh
+source "$SCRIPT_DIR/lib/ringfetch-bin.sh"
+ringfetch_bin "$REPO"
 if [[ $RF != none ]]; then
     [[ -x $RF ]] || die "ringfetch binary not found: $RF"
-    RF=$(cd "$(dirname "$RF")" && pwd)/$(basename "$RF")
 fi
 
 # ---------------------------------------------------------------- header

@@ -15,11 +15,9 @@ URLS=${2:-100000}
 PORT=${PORT:-19090}
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
-RF=${RINGFETCH:-}
-if [[ -z $RF ]]; then
-    (cd "$REPO" && cargo build --release >&2)
-    RF="${CARGO_TARGET_DIR:-$REPO/target}/release/ringfetch"
-fi
+# shellcheck source=scripts/lib/ringfetch-bin.sh
+source "$SCRIPT_DIR/lib/ringfetch-bin.sh"
+ringfetch_bin "$REPO"
 [[ $(id -u) == 0 ]] || { echo "dns-scale.sh: needs root (a private mount namespace for /etc/hosts)" >&2; exit 2; }
 ulimit -n "$(ulimit -Hn)"
 

@@ -17,11 +17,9 @@ HOLD=${HOLD:-6}
 DELAY=${DELAY:-3}
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
-RF=${RINGFETCH:-}
-if [[ -z $RF ]]; then
-    (cd "$REPO" && cargo build --release >&2)
-    RF="${CARGO_TARGET_DIR:-$REPO/target}/release/ringfetch"
-fi
+# shellcheck source=scripts/lib/ringfetch-bin.sh
+source "$SCRIPT_DIR/lib/ringfetch-bin.sh"
+ringfetch_bin "$REPO"
 ulimit -n "$(ulimit -Hn)"
 if (($(ulimit -n) < N + 100)); then
     echo "tls-memory.sh: the open-file limit $(ulimit -n) is too low for $N connections" >&2
