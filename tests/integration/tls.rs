@@ -440,6 +440,20 @@ fn localhost_server(behaviour: Behaviour) -> (TempDir, Pki, TlsServer) {
     (dir, pki, server)
 }
 
+/// Fetches `https://localhost:PORT/` once from `server`, trusting `pki`'s CA, with default retries
+/// and --save-dir; returns the run and the save dir (to check that no partial body is left).
+fn fetch_one_saving(server: &TlsServer, pki: &Pki) -> (Output, TempDir) {
+    let save = tempdir();
+    let out = run_fetch(
+        &[server.url("localhost", "/")],
+        &trusting(
+            &pki.ca_pem,
+            &["--timeout", "20", "--save-dir", arg(save.path())],
+        ),
+    );
+    (out, save)
+}
+
 /// `--cacert CA` followed by `extra`.
 fn trusting<'a>(ca_pem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--cacert", arg(ca_pem)];
@@ -634,22 +648,10 @@ fn close_delimited_body_with_close_notify_is_complete() {
 
 #[test]
 fn close_delimited_body_cut_without_close_notify_is_tls_error() {
-    let dir = tempdir();
-    let pki = test_pki(dir.path());
-    let server = TlsServer::start(
-        pki.ca.leaf(&["localhost"]).server_config(),
-        Behaviour::CloseDelimited {
-            close_notify: false,
-        },
-    );
-    let save = tempdir();
-    let out = run_fetch(
-        &[server.url("localhost", "/")],
-        &trusting(
-            &pki.ca_pem,
-            &["--timeout", "20", "--save-dir", arg(save.path())],
-        ),
-    );
+    let (_dir, pki, server) = localhost_server(Behaviour::CloseDelimited {
+        close_notify: false,
+    });
+    let (out, save) = fetch_one_saving(&server, &pki);
     assert_eq!(out.code, 1, "{}", out.describe());
     let r = out.result(0);
     assert!(
@@ -671,15 +673,8 @@ fn close_delimited_body_cut_without_close_notify_is_tls_error() {
 #[test]
 fn corrupt_record_mid_body_is_tls_error_without_retry() {
     let (_dir, pki, server) = localhost_server(Behaviour::CorruptRecord);
-    let save = tempdir();
     // Default retries: once response bytes arrived, the request must not be sent again.
-    let out = run_fetch(
-        &[server.url("localhost", "/")],
-        &trusting(
-            &pki.ca_pem,
-            &["--timeout", "20", "--save-dir", arg(save.path())],
-        ),
-    );
+    let (out, save) = fetch_one_saving(&server, &pki);
     assert_eq!(out.code, 1, "{}", out.describe());
     let r = out.result(0);
     assert_error(r, "tls");
