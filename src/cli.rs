@@ -153,6 +153,27 @@ pub struct HttpArgs {
     /// session with the origin (to measure handshake cost).
     #[arg(long)]
     pub no_tls_resume: bool,
+
+    /// How connections are held. tcp: one file descriptor each, so at most the open-file limit.
+    /// direct: sockets in each worker's io_uring fixed-file table, past the open-file limit (workers
+    /// are added as needed, ~20000 connections each here); Linux 6.11+, http only for now. auto:
+    /// direct when -c needs more descriptors than the limit allows (and the kernel has it), else tcp.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto, value_name = "KIND")]
+    pub transport: TransportArg,
+
+    /// Local addresses to connect from, in turn: a range (127.0.0.2-127.0.0.33), a CIDR block
+    /// (127.0.0.0/27) or one address. Each (source, destination) pair has its own ephemeral port
+    /// range, so more sources allow more connections to one server (direct transport) [default: for
+    /// loopback targets, 127.0.0.2 onward when one address's ports would run out].
+    #[arg(long, value_name = "RANGE", value_parser = units::address_range)]
+    pub source_addrs: Option<units::AddressRange>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    Auto,
+    Tcp,
+    Direct,
 }
 
 /// Fetch every URL of a list, each exactly once, and report each result.
@@ -342,6 +363,19 @@ pub struct ServeArgs {
     /// With --tls-self-signed, write the made-up certificate here (PEM), for clients' --cacert.
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     pub tls_self_signed_out: Option<PathBuf>,
+
+    /// tcp: a descriptor per connection, so at most the open-file limit. direct: connections accepted
+    /// into each thread's io_uring fixed-file table (multishot accept and receive), about 20000 per
+    /// thread here whatever the open-file limit: `-t 64 --listeners 64` holds a million (Linux 6.11+,
+    /// http only).
+    #[arg(long, value_enum, default_value_t = ServeTransport::Tcp, value_name = "KIND")]
+    pub transport: ServeTransport,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServeTransport {
+    Tcp,
+    Direct,
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub struct HttpPlan {
     pub resolver: Arc<Resolver>,
     /// Refuse instead of clamping (`--strict`).
     pub strict: bool,
+    pub transport: crate::cli::TransportArg,
+    /// `--source-addrs`, empty when not given.
+    pub source_addrs: Vec<std::net::IpAddr>,
 }
 
 pub enum Input {
@@ -100,6 +103,7 @@ pub struct ServePlan {
     pub delay: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub listeners: u16,
+    pub direct: bool,
 }
 
 /// Creates an output file named by `flag`.
@@ -197,6 +201,8 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         insecure: args.insecure,
         resolver: Arc::new(Resolver::new(&args.resolve)),
         strict: args.strict,
+        transport: args.transport,
+        source_addrs: args.source_addrs.clone().map(|r| r.0).unwrap_or_default(),
     })
 }
 
@@ -349,11 +355,17 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         }
         _ => None,
     };
+    if tls.is_some() && args.transport == crate::cli::ServeTransport::Direct {
+        return Err(usage(
+            "--transport direct serves http only for now; drop it to serve https (tcp)",
+        ));
+    }
     Ok(ServePlan {
         addr,
         engine,
         body_size: args.body_size,
         delay: args.delay,
+        direct: args.transport == crate::cli::ServeTransport::Direct,
         tls: tls.map(Arc::new),
         listeners: args.listeners,
     })

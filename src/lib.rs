@@ -152,6 +152,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     delay: plan.delay,
                     tls: plan.tls.clone(),
                     ports: plan.listeners,
+                    direct: plan.direct,
                 },
             )
             .map_err(|e| {

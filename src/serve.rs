@@ -14,6 +14,7 @@ use socket2::{Domain, Socket, Type};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::engine::runtime::{spawn_workers, RingSetup};
+use crate::net::direct::{self, Ring, RingSize};
 use crate::net::{tcp, tls, Transport};
 
 /// A request head larger than this is refused with 431.
@@ -39,6 +40,8 @@ pub struct Options {
     /// Listen on this many consecutive ports (at least 1): each port has room for one ephemeral range
     /// of connections from one client address.
     pub ports: u16,
+    /// Accept into each thread's io_uring fixed-file table (`--transport direct`).
+    pub direct: bool,
 }
 
 /// Binds `threads` listening sockets on `addr` (port 0: a free port, shared by all) and starts one
@@ -55,7 +58,21 @@ pub fn start(
         delay,
         tls,
         ports,
+        direct,
     } = options;
+    if direct {
+        crate::net::direct::available().map_err(|why| {
+            io::Error::other(format!(
+                "--transport direct: {why}; it needs Linux 6.11 or later, use --transport tcp"
+            ))
+        })?;
+    }
+    let slots = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+        .clamp(64, 1 << 20) as u32;
+    let single_issuer = setup.single_issuer;
+    let scale = threads > cpus.len();
     let ports = ports.max(1);
     // Port 0 with several ports: the kernel picks the first, the next ones may be taken; try again.
     let mut attempts = if addr.port() == 0 { 20 } else { 1 };
@@ -77,6 +94,24 @@ pub fn start(
         let mine = listeners.lock().ok().and_then(|mut l| l[i].take());
         async move {
             let responses = Rc::new(responses);
+            if direct {
+                let size = if scale {
+                    RingSize::scale(slots)
+                } else {
+                    RingSize::load(slots)
+                };
+                if let Err(e) = direct_loop(
+                    mine.into_iter().flatten().collect(),
+                    size,
+                    single_issuer,
+                    responses,
+                )
+                .await
+                {
+                    eprintln!("ringfetch: a server thread could not start its direct-descriptor ring: {e}");
+                }
+                return;
+            }
             let loops: Vec<_> = mine
                 .into_iter()
                 .flatten()
@@ -265,6 +300,128 @@ fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
+/// Answers every complete request at the front of `buf` into `out`. Returns the bytes consumed and
+/// whether the connection must close after the answers (a request asked to, or was refused).
+fn answer(buf: &[u8], skip: &mut u64, out: &mut Vec<u8>, responses: &Responses) -> (usize, bool) {
+    let mut pos = 0;
+    loop {
+        if *skip > 0 {
+            let n = (*skip).min((buf.len() - pos) as u64);
+            *skip -= n;
+            pos += n as usize;
+            if *skip > 0 {
+                return (pos, false);
+            }
+        }
+        if pos == buf.len() {
+            return (pos, false);
+        }
+        match parse(&buf[pos..]) {
+            Parsed::Request {
+                len,
+                body,
+                head,
+                close,
+            } => {
+                pos += len;
+                *skip = body;
+                out.extend_from_slice(responses.pick(head, close));
+                if close {
+                    return (pos, true);
+                }
+            }
+            Parsed::Partial => return (pos, false),
+            Parsed::Bad(status) => {
+                out.extend_from_slice(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+                return (pos, true);
+            }
+        }
+    }
+}
+
+/// `--transport direct`: this thread's listeners accept into its ring; each connection is a small
+/// task that owns no buffer while idle (requests are parsed in the ring's buffers, in place).
+async fn direct_loop(
+    listeners: Vec<StdListener>,
+    size: RingSize,
+    single_issuer: bool,
+    responses: Rc<Responses>,
+) -> io::Result<()> {
+    let ring = Ring::new(size, single_issuer)?;
+    let _driver = tokio_uring::spawn(ring.clone().drive());
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+        ring.listen(std::os::fd::AsRawFd::as_raw_fd(l));
+    }
+    let pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    loop {
+        match ring.accept().await {
+            Ok(conn) => {
+                tokio_uring::spawn(serve_direct(conn, responses.clone(), pool.clone()));
+            }
+            // ENFILE (the table is full) and friends: keep serving; accepts resume as slots free.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn serve_direct(
+    conn: direct::Conn,
+    responses: Rc<Responses>,
+    pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+) {
+    // A request split across two receives, the only bytes a connection keeps between them.
+    let mut partial: Vec<u8> = Vec::new();
+    let mut skip: u64 = 0;
+    loop {
+        let mut out = pool.borrow_mut().pop().unwrap_or_default();
+        let mut close = false;
+        let got = conn
+            .recv_with(|chunk| {
+                if partial.is_empty() {
+                    let (used, c) = answer(chunk, &mut skip, &mut out, &responses);
+                    partial.extend_from_slice(&chunk[used..]);
+                    close = c;
+                } else {
+                    partial.extend_from_slice(chunk);
+                    let (used, c) = answer(&partial, &mut skip, &mut out, &responses);
+                    partial.drain(..used);
+                    close = c;
+                }
+            })
+            .await;
+        if partial.is_empty() && partial.capacity() > 0 {
+            partial = Vec::new();
+        }
+        if !matches!(got, Ok(true)) {
+            return;
+        }
+        if !out.is_empty() {
+            if !responses.delay.is_zero() {
+                tokio::time::sleep(responses.delay).await;
+            }
+            let (res, o) = conn.write_all(out).await;
+            out = o;
+            if res.is_err() {
+                return;
+            }
+        }
+        out.clear();
+        let mut pool = pool.borrow_mut();
+        if pool.len() < 256 && out.capacity() <= 4 * READ_BUF {
+            pool.push(out);
+        }
+        drop(pool);
+        if close {
+            conn.shutdown_write();
+            return;
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     responses: Rc<Responses>,
@@ -292,48 +449,7 @@ async fn serve_connection(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let mut pos = 0;
-        let mut close = false;
-        loop {
-            if skip > 0 {
-                let n = skip.min((buf.len() - pos) as u64);
-                skip -= n;
-                pos += n as usize;
-                if skip > 0 {
-                    break;
-                }
-            }
-            if pos == buf.len() {
-                break;
-            }
-            match parse(&buf[pos..]) {
-                Parsed::Request {
-                    len,
-                    body,
-                    head,
-                    close: wants_close,
-                } => {
-                    pos += len;
-                    skip = body;
-                    out.extend_from_slice(responses.pick(head, wants_close));
-                    if wants_close {
-                        close = true;
-                        break;
-                    }
-                }
-                Parsed::Partial => break,
-                Parsed::Bad(status) => {
-                    out.extend_from_slice(
-                        format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    );
-                    close = true;
-                    break;
-                }
-            }
-        }
+        let (pos, close) = answer(&buf, &mut skip, &mut out, &responses);
         buf.drain(..pos);
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);

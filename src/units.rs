@@ -132,6 +132,65 @@ pub fn percentiles(text: &str) -> Result<Percentiles, String> {
         .map(Percentiles)
 }
 
+/// `--source-addrs`: `A-B` (inclusive), `A/N` (every address of the block) or one address, at most
+/// 65536 addresses, all of one family.
+pub fn address_range(text: &str) -> Result<AddressRange, String> {
+    use std::net::IpAddr;
+    const MAX: u128 = 65536;
+    let parse = |t: &str| {
+        t.trim().parse::<IpAddr>().map_err(|_| {
+            format!("'{t}' is not an IP address (e.g. 127.0.0.2-127.0.0.33 or 127.0.0.0/27)")
+        })
+    };
+    let num = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let back = |like: IpAddr, n: u128| match like {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(n as u32)),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(n)),
+    };
+    let (first, last) = if let Some((a, b)) = text.split_once('-') {
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a.is_ipv4() != b.is_ipv4() {
+            return Err(format!("'{text}' mixes IPv4 and IPv6"));
+        }
+        if num(b) < num(a) {
+            return Err(format!("'{text}' ends before it starts"));
+        }
+        (a, num(b))
+    } else if let Some((a, bits)) = text.split_once('/') {
+        let a = parse(a)?;
+        let width = if a.is_ipv4() { 32 } else { 128 };
+        let bits: u32 = bits
+            .parse()
+            .ok()
+            .filter(|b| *b <= width)
+            .ok_or_else(|| format!("'{text}': the prefix length must be 0 to {width}"))?;
+        let host_bits = width - bits;
+        if host_bits >= 17 {
+            return Err(format!("'{text}' has more than {MAX} addresses"));
+        }
+        let mask = (1u128 << host_bits) - 1;
+        let base = num(a) & !mask;
+        (back(a, base), base | mask)
+    } else {
+        let a = parse(text)?;
+        (a, num(a))
+    };
+    let count = last - num(first) + 1;
+    if count > MAX {
+        return Err(format!("'{text}' has more than {MAX} addresses"));
+    }
+    Ok(AddressRange(
+        (0..count).map(|i| back(first, num(first) + i)).collect(),
+    ))
+}
+
+/// The addresses of `--source-addrs`, in order (a newtype, so clap takes the list as one value).
+#[derive(Clone, Debug)]
+pub struct AddressRange(pub Vec<std::net::IpAddr>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +260,22 @@ mod tests {
         assert!(shard("5/2").is_err());
         assert!(shard("1/0").is_err());
         assert!(shard("1").unwrap_err().contains("K/N"));
+    }
+
+    #[test]
+    fn address_ranges() {
+        let r = address_range("127.0.0.2-127.0.0.33").unwrap().0;
+        assert_eq!(r.len(), 32);
+        assert_eq!(r[31].to_string(), "127.0.0.33");
+        let c = address_range("127.0.0.0/30").unwrap().0;
+        assert_eq!(
+            c.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["127.0.0.0", "127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        );
+        assert_eq!(address_range("::1").unwrap().0.len(), 1);
+        assert!(address_range("127.0.0.9-127.0.0.2").is_err());
+        assert!(address_range("10.0.0.0/8").is_err());
+        assert!(address_range("127.0.0.1-::1").is_err());
+        assert!(address_range("nope").is_err());
     }
 }

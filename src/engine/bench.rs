@@ -57,6 +57,8 @@ pub struct BenchSettings {
     /// Connection-count mode (`--hold`): open every connection, prove it with one request, hold them
     /// all open this long (with `--rate`'s requests spread over them, if given), then close them.
     pub hold: Option<Duration>,
+    /// The direct transport, or None for tcp.
+    pub direct: Option<super::transport::DirectSettings>,
 }
 
 /// `--hold`: this worker's connections, as they come up.
@@ -113,6 +115,7 @@ pub struct BenchShard {
     random: bool,
     urls: usize,
     hold: Option<Hold>,
+    dialer: RefCell<net::Dialer>,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -163,36 +166,52 @@ impl BenchShard {
                 rss_before: crate::sys::rss_kib().unwrap_or(0),
                 kernel_before: crate::sys::tcp_kernel_bytes().unwrap_or(0),
             }),
+            dialer: RefCell::new(net::Dialer::Tcp),
         });
+        let direct = match &settings.direct {
+            Some(d) => match d.start() {
+                Ok(worker) => {
+                    *shard.dialer.borrow_mut() = worker.dialer.clone();
+                    Some(worker)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "ringfetch: a worker could not start its direct-descriptor ring: {e}"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         shard.reset_report(rate.is_some());
         let started = Instant::now();
         shard.measured.set(started);
-        let mut tasks = Vec::with_capacity(connections.len());
         // A ramp: this worker's k-th connection starts k / (its share of --connect-rate) in.
         let ramp = settings
             .connect_rate
             .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
-        for (k, j) in connections.into_iter().enumerate() {
-            let target = settings.targets[j % settings.targets.len()].clone();
-            let connect_timeout = settings.connect_timeout;
-            let start_at = ramp.map(|step| started + step * k as u32);
-            if shard.hold.is_some() {
-                tasks.push(tokio_uring::spawn(Self::hold_connection(
+        let mut tasks = Vec::new();
+        if shard.hold.is_some() {
+            tasks.push(tokio_uring::spawn(Self::launch_held(
+                shard.clone(),
+                settings.clone(),
+                connections,
+                started,
+                ramp,
+            )));
+        } else {
+            tasks.reserve(connections.len());
+            for (k, j) in connections.into_iter().enumerate() {
+                let target = settings.targets[j % settings.targets.len()].clone();
+                let start_at = ramp.map(|step| started + step * k as u32);
+                tasks.push(tokio_uring::spawn(Self::connection(
                     shard.clone(),
                     target,
-                    connect_timeout,
+                    settings.connect_timeout,
                     j,
                     start_at,
                 )));
-                continue;
             }
-            tasks.push(tokio_uring::spawn(Self::connection(
-                shard.clone(),
-                target,
-                connect_timeout,
-                j,
-                start_at,
-            )));
         }
         let ticker = tokio_uring::spawn(Self::tick(
             shard.clone(),
@@ -211,10 +230,22 @@ impl BenchShard {
         for t in tasks {
             let _ = t.await;
         }
+        // Connections handed to the ring (`--hold` over direct) stay open until the hold ends.
+        loop {
+            let stopped = shard.stop.notified();
+            if shard.stopped.get() || shard.hold.is_none() {
+                break;
+            }
+            stopped.await;
+        }
         let ended = Instant::now();
         ticker.abort();
         if let Some(s) = scheduler {
             s.abort();
+        }
+        if let Some(d) = direct {
+            *shard.dialer.borrow_mut() = net::Dialer::Tcp;
+            d.finish().await;
         }
         let started = shard.measured.get();
         let mut report = std::mem::take(&mut *shard.report.borrow_mut());
@@ -355,39 +386,103 @@ impl BenchShard {
 }
 
 impl BenchShard {
-    /// `--hold`: one connection, proved by one request, then held until the hold ends.
+    /// `--hold`: starts this worker's connections, at the ramp's pace when `--connect-rate` is given,
+    /// never more than `CONNECTING` at once (a burst of SYNs past the server's backlog would only
+    /// come back as retransmissions a second later). Ends when all have been started; the tasks
+    /// end as their connections are proven (direct: handed to the ring) or the hold ends.
+    async fn launch_held(
+        shard: Rc<Self>,
+        settings: std::sync::Arc<BenchSettings>,
+        connections: Vec<usize>,
+        started: Instant,
+        ramp: Option<Duration>,
+    ) {
+        /// Connections of one worker between connect and proof at most.
+        const CONNECTING: usize = 256;
+        let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
+        let pending = Rc::new(Cell::new(0usize));
+        let settled = Rc::new(tokio::sync::Notify::new());
+        let mut running = Vec::new();
+        for (k, j) in connections.into_iter().enumerate() {
+            let start_at = ramp.map(|step| started + step * k as u32);
+            if !shard.wait_until(start_at).await {
+                break;
+            }
+            while pending.get() >= CONNECTING {
+                settled.notified().await;
+            }
+            pending.set(pending.get() + 1);
+            let (shard, targets, pending, settled) = (
+                shard.clone(),
+                targets.clone(),
+                pending.clone(),
+                settled.clone(),
+            );
+            let connect_timeout = settings.connect_timeout;
+            let task = tokio_uring::spawn(async move {
+                let target = &targets[j % targets.len()];
+                Self::hold_connection(shard, target, connect_timeout, j, || {
+                    pending.set(pending.get() - 1);
+                    settled.notify_one();
+                })
+                .await
+            });
+            // Proven direct connections end their task at once; keep only the few still running.
+            running.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+            running.push(task);
+        }
+        for t in running {
+            let _ = t.await;
+        }
+    }
+
+    /// `--hold`: one connection, proved by one request, then held until the hold ends: by the ring
+    /// (direct, no `--rate`: the task ends and the connection costs only its slot) or by this task.
     async fn hold_connection(
         shard: Rc<Self>,
-        target: BenchTarget,
+        target: &BenchTarget,
         connect_timeout: Duration,
         id: usize,
-        start_at: Option<Instant>,
+        proven: impl FnOnce(),
     ) {
         let Some(hold) = &shard.hold else { return };
-        if !shard.wait_until(start_at).await {
-            return;
-        }
-        let Some(connected) = shard.open(&target, connect_timeout).await else {
+        let Some(connected) = shard.open(target, connect_timeout).await else {
+            proven();
             return;
         };
         let io = match connected {
             Ok(io) => io,
             Err(err) => {
+                proven();
                 shard.report.borrow_mut().error(&err);
                 hold.settle(&shard.report);
                 return;
             }
         };
         shard.report.borrow_mut().connected(io.tls_resumed());
-        let work = BenchConn::new(&shard, &target, id, true);
+        let detach = matches!(io, net::Transport::Direct(_)) && shard.due.is_none();
+        let work = BenchConn::new(&shard, target, id, true);
+        work.detach.set(detach);
+        let mut proven = Some(proven);
+        work.proven.set(Some(Box::new(move || {
+            if let Some(f) = proven.take() {
+                f()
+            }
+        })));
         conn::drive(&shard.env, &work, &io, false).await;
-        if work.answered.get() {
-            hold.live.set(hold.live.get() - 1);
-        } else {
+        if let Some(f) = work.proven.take() {
+            f();
+        }
+        if !work.answered.get() {
             // Failed before answering its proof request (on_failed / on_unanswered counted it).
             hold.settle(&shard.report);
+            return;
         }
-        // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
+        match io {
+            net::Transport::Direct(conn) if detach && !shard.stopped.get() => conn.hold(),
+            // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
+            _ => hold.live.set(hold.live.get() - 1),
+        }
     }
 
     /// Waits for a connection's start in the ramp; false when the run ended first.
@@ -409,8 +504,10 @@ impl BenchShard {
         target: &BenchTarget,
         timeout: Duration,
     ) -> Option<Result<net::Transport, FetchError>> {
+        let dialer = self.dialer.borrow().clone();
         tokio::select! {
             connected = net::connect(
+                &dialer,
                 &target.addrs,
                 timeout,
                 target.tls_name.as_deref().map(|name| (&self.tls, name)),
@@ -443,6 +540,11 @@ struct BenchConn<'a> {
     proof: Cell<bool>,
     /// `--hold`: this connection has answered.
     answered: Cell<bool>,
+    /// `--hold`: end the connection's task once it has answered (the ring keeps the connection).
+    detach: Cell<bool>,
+    /// `--hold`: called once the proof request is answered (the launcher starts another).
+    #[allow(clippy::type_complexity)]
+    proven: Cell<Option<Box<dyn FnOnce() + 'a>>>,
 }
 
 impl<'a> BenchConn<'a> {
@@ -457,6 +559,8 @@ impl<'a> BenchConn<'a> {
             rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             proof: Cell::new(proof),
             answered: Cell::new(false),
+            detach: Cell::new(false),
+            proven: Cell::new(None),
         }
     }
 
@@ -542,6 +646,9 @@ impl Workload for BenchConn<'_> {
     async fn idle(&self) -> bool {
         let s = self.shard;
         if s.hold.is_some() {
+            if self.detach.get() && self.answered.get() {
+                return false;
+            }
             // Held open until the hold ends, taking --rate's requests as they fall due.
             loop {
                 let woken = s.wake.notified();
@@ -591,6 +698,9 @@ impl Workload for BenchConn<'_> {
         let (due, url) = done.ticket;
         if let Some(hold) = &self.shard.hold {
             if !self.answered.replace(true) {
+                if let Some(f) = self.proven.take() {
+                    f();
+                }
                 hold.live.set(hold.live.get() + 1);
                 hold.peak.set(hold.peak.get().max(hold.live.get()));
                 hold.settle(&self.shard.report);

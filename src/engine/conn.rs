@@ -114,14 +114,14 @@ pub(crate) async fn drive<W: Workload>(
     io: &Transport,
     mut probe: bool,
 ) -> End {
-    let registration = env.watchdog.register(io.raw_fd());
+    let registration = env.watchdog.register(io.kill());
     let watch = &registration.watch;
     let mut pipe: Pipeline<W::Ticket> = Pipeline::new(env.depth, env.refill_at);
     let mut out: Vec<u8> = Vec::new();
     let mut rx = RecvBuf::default();
     let mut decoder = ResponseDecoder::default();
     let mut batching = ReadBatching {
-        enabled: env.depth > 1,
+        enabled: env.depth > 1 && io.batches_reads(),
         ..ReadBatching::default()
     };
     // The server announced the end of the connection: send nothing more.

@@ -6,13 +6,12 @@
 //! (tokio-uring does not cancel), and costs a timer registration per read.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
 use slab::Slab;
 
-use crate::sys;
+use crate::net::Kill;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fired {
@@ -26,7 +25,7 @@ pub enum Fired {
 pub struct Watch {
     deadline: Cell<Option<Instant>>,
     fired: Cell<Fired>,
-    fd: RawFd,
+    kill: Kill,
 }
 
 impl Watch {
@@ -63,11 +62,11 @@ impl Drop for Registration<'_> {
 }
 
 impl Watchdog {
-    pub fn register(&self, fd: RawFd) -> Registration<'_> {
+    pub fn register(&self, kill: Kill) -> Registration<'_> {
         let watch = Rc::new(Watch {
             deadline: Cell::new(None),
             fired: Cell::new(Fired::No),
-            fd,
+            kill,
         });
         let key = self.watches.borrow_mut().insert(watch.clone());
         Registration {
@@ -82,7 +81,7 @@ impl Watchdog {
         for (_, w) in self.watches.borrow().iter() {
             if w.fired.get() == Fired::No && w.deadline.get().is_some_and(|d| d <= now) {
                 w.fired.set(Fired::Timeout);
-                sys::shutdown(w.fd);
+                w.kill.fire();
             }
         }
     }
@@ -92,7 +91,7 @@ impl Watchdog {
         for (_, w) in self.watches.borrow().iter() {
             if w.fired.get() == Fired::No {
                 w.fired.set(Fired::Stop);
-                sys::shutdown(w.fd);
+                w.kill.fire();
             }
         }
     }
@@ -117,7 +116,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let _server = listener.accept().unwrap();
         let dog = Watchdog::default();
-        let reg = dog.register(client.as_raw_fd());
+        let reg = dog.register(Kill::Fd(client.as_raw_fd()));
         let start = Instant::now();
         reg.watch.arm(start + Duration::from_millis(50));
         dog.tick(start);
@@ -136,7 +135,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let dog = Watchdog::default();
-        let reg = dog.register(client.as_raw_fd());
+        let reg = dog.register(Kill::Fd(client.as_raw_fd()));
         dog.stop_all();
         assert_eq!(reg.watch.fired(), Fired::Stop);
     }

@@ -63,6 +63,7 @@ pub fn clamp_ports<T: PartialEq>(
     wanted: usize,
     destinations: &[T],
     range: (u16, u16),
+    sources: usize,
 ) -> (usize, Option<String>) {
     let ports = usize::from(range.1 - range.0) + 1;
     let targets = destinations.len().max(1);
@@ -72,15 +73,20 @@ pub fn clamp_ports<T: PartialEq>(
         .map(|d| destinations.iter().filter(|e| *e == d).count())
         .max()
         .unwrap_or(1);
-    let allowed = (ports / share) * targets;
+    let allowed = (ports * sources.max(1) / share) * targets;
     if wanted <= allowed {
         return (wanted, None);
     }
     let line = format!(
-        "ringfetch: warning: the ephemeral port range {}-{} gives {ports} local ports toward one address, \
-         so connections (-c) is clamped from {wanted} to {allowed}; widen net.ipv4.ip_local_port_range \
-         or spread the load over more target addresses",
-        range.0, range.1
+        "ringfetch: warning: the ephemeral port range {}-{} gives {ports} local ports per source address \
+         toward one destination ({} source address{}), so connections (-c) is clamped from {wanted} to \
+         {allowed} rather than fail with EADDRNOTAVAIL; add source addresses (--source-addrs, e.g. \
+         127.0.0.2-127.0.0.33 toward loopback), widen net.ipv4.ip_local_port_range, or spread the load \
+         over more target addresses or ports",
+        range.0,
+        range.1,
+        sources.max(1),
+        if sources > 1 { "es" } else { "" }
     );
     (allowed, Some(line))
 }
@@ -174,13 +180,17 @@ mod tests {
     #[test]
     fn port_clamp_counts_connections_per_destination() {
         let range = (32768, 60999); // 28,232 ports
-        assert_eq!(clamp_ports(20_000, &[1], range), (20_000, None));
-        let (n, line) = clamp_ports(40_000, &[1], range);
+        assert_eq!(clamp_ports(20_000, &[1], range, 1), (20_000, None));
+        let (n, line) = clamp_ports(40_000, &[1], range, 1);
         assert_eq!(n, 28_232);
-        assert!(line.unwrap().contains("clamped from 40000 to 28232"));
+        let line = line.unwrap();
+        assert!(line.contains("clamped from 40000 to 28232"));
+        assert!(line.contains("EADDRNOTAVAIL") && line.contains("--source-addrs"));
+        // Each source address has its own range toward the destination.
+        assert_eq!(clamp_ports(40_000, &[1], range, 2), (40_000, None));
         // Two destinations: twice the room; two targets on one destination: no more room.
-        assert_eq!(clamp_ports(40_000, &[1, 2], range).0, 40_000);
-        assert_eq!(clamp_ports(40_000, &[1, 1], range).0, 28_232);
+        assert_eq!(clamp_ports(40_000, &[1, 2], range, 1).0, 40_000);
+        assert_eq!(clamp_ports(40_000, &[1, 1], range, 1).0, 28_232);
         assert!(port_range().is_some());
     }
 

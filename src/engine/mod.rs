@@ -14,6 +14,7 @@ pub mod limits;
 pub mod progress;
 pub mod runtime;
 pub mod shard;
+pub mod transport;
 
 use std::io::{self, BufReader, Write};
 use std::sync::Arc;
@@ -84,22 +85,73 @@ fn warn_or_refuse(warning: Option<String>, strict: bool) -> io::Result<()> {
 /// The `-v` line about workers, once their number is final.
 fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimit, budget: usize) {
     if verbose {
+        let room = if budget >= usize::MAX / 1024 {
+            "no descriptor per connection (direct)".to_string()
+        } else {
+            format!("room for {budget} connections")
+        };
         eprintln!(
-            "ringfetch: {threads} worker{} on CPUs {:?}; open-file limit {} (hard {}), room for {budget} connections",
+            "ringfetch: {threads} worker{} on CPUs {:?}; open-file limit {} (hard {}), {room}",
             if threads == 1 { "" } else { "s" },
-            (0..threads).map(|i| cpus[i % cpus.len()]).collect::<Vec<_>>(),
+            (0..threads)
+                .map(|i| cpus[i % cpus.len()])
+                .collect::<Vec<_>>(),
             limit.soft,
             limit.hard
         );
     }
 }
 
+/// The `-v` line about the direct transport.
+fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
+    if let (true, Some(d)) = (verbose, direct) {
+        eprintln!(
+            "ringfetch: transport direct: {} fixed-file slots per worker's ring{}",
+            d.slots,
+            if d.sources.is_empty() {
+                String::new()
+            } else {
+                format!(", {} source addresses", d.sources.len())
+            }
+        );
+    }
+}
+
 pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
     let (setup, limit) = start(&plan.engine, &plan.http)?;
-    let threads = plan.engine.threads;
+    let mut threads = plan.engine.threads;
     // A connection holds its socket, and with --save-dir the file of the body it is receiving.
     let fds_per_conn = 1 + u64::from(plan.save_dir.is_some());
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
+    // The list is read as it is fetched, so whether it holds https URLs is not known yet: direct is
+    // taken only when asked for, and an https URL then fails with a `tls` error that says so.
+    let wanted = plan.concurrency.div_ceil(plan.http.depth);
+    let direct = match plan.http.transport {
+        crate::cli::TransportArg::Auto if plan.http.source_addrs.is_empty() => None,
+        choice => transport::choose(
+            choice,
+            wanted,
+            budget,
+            false,
+            !plan.http.source_addrs.is_empty(),
+            limit.soft,
+        )?,
+    };
+    let budget = match direct {
+        // A body being saved still needs a descriptor.
+        Some(_) if plan.save_dir.is_some() => limits::connection_budget(limit, threads, 1),
+        Some(_) => usize::MAX / plan.http.depth.max(1),
+        None => budget,
+    };
+    let direct = direct.map(|max_slots| {
+        threads = transport::workers(threads, wanted.min(budget), max_slots);
+        transport::DirectSettings {
+            slots: transport::ring_slots(wanted.min(budget).div_ceil(threads), max_slots),
+            scale: false,
+            single_issuer: setup.single_issuer,
+            sources: plan.http.source_addrs.clone().into(),
+        }
+    });
     // Each request in flight needs a connection unless pipelined.
     let max_in_flight = budget.saturating_mul(plan.http.depth);
     let (concurrency, warning) =
@@ -112,6 +164,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         limit,
         budget,
     );
+    describe_direct(plan.engine.verbose, &direct);
     let sink = Sink::new(match plan.output {
         None => None,
         Some(Output::Stdout) => Some(Box::new(io::stdout()) as Box<dyn Write + Send>),
@@ -131,6 +184,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         tls: plan.http.tls.clone(),
         no_tls_resume: plan.http.no_tls_resume,
         resolver: plan.http.resolver.clone(),
+        direct,
     });
     let (tx, rx) = async_channel::bounded::<Vec<Line>>(threads * 2);
     let started = Instant::now();
@@ -260,6 +314,23 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
     // The built-in server holds the other end of each connection in this same process.
     let fds_per_conn = 1 + u64::from(embedded);
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
+    let https = targets
+        .iter()
+        .any(|t| t.origin.scheme == crate::target::Scheme::Https);
+    let direct = transport::choose(
+        plan.http.transport,
+        plan.connections,
+        budget,
+        https,
+        !plan.http.source_addrs.is_empty(),
+        limit.soft,
+    )?;
+    // Direct sockets need no descriptor; the built-in server's still do.
+    let budget = match direct {
+        Some(_) if embedded => limits::connection_budget(limit, threads, 1),
+        Some(_) => usize::MAX,
+        None => budget,
+    };
     let (connections, warning) = limits::clamp(plan.connections, budget, limit, "connections (-c)");
     warn_or_refuse(warning, plan.http.strict)?;
     // A load test needs its targets' addresses before the clock starts.
@@ -298,13 +369,40 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         .iter()
         .map(|t| t.addrs.first().copied())
         .collect();
+    let mut sources = plan.http.source_addrs.clone();
     let connections = match limits::port_range() {
         Some(range) => {
-            let (allowed, warning) = limits::clamp_ports(connections, &destinations, range);
+            let ports = usize::from(range.1 - range.0) + 1;
+            if direct.is_some() && sources.is_empty() {
+                sources = transport::auto_sources(connections, &destinations, ports);
+                if plan.engine.verbose && !sources.is_empty() {
+                    eprintln!(
+                        "ringfetch: connecting from {} source addresses ({} to {}): one has {ports} ports toward each destination",
+                        sources.len(),
+                        sources[0],
+                        sources[sources.len() - 1]
+                    );
+                }
+            }
+            let (allowed, warning) =
+                limits::clamp_ports(connections, &destinations, range, sources.len().max(1));
             warn_or_refuse(warning, plan.http.strict)?;
             allowed
         }
         None => connections,
+    };
+    let direct = direct.map(|max_slots| {
+        threads = transport::workers(threads, connections, max_slots);
+        transport::DirectSettings {
+            slots: transport::ring_slots(connections.div_ceil(threads), max_slots),
+            scale: plan.hold.is_some(),
+            single_issuer: setup.single_issuer,
+            sources: sources.into(),
+        }
+    });
+    let setup = RingSetup {
+        small: direct.is_some() && threads > cpus.len(),
+        ..setup
     };
     let urls: Vec<String> = targets
         .iter()
@@ -331,9 +429,11 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         connect_rate: plan.connect_rate,
         threads: threads.min(connections).max(1),
         hold: plan.hold,
+        direct: direct.clone(),
     });
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);
+    describe_direct(plan.engine.verbose, &direct);
     let stop = plan.stop;
     let (plan_stop, warmup) = (plan.stop, plan.warmup);
     // A live line only for a person watching: not under --json, not into a file or a pipe.

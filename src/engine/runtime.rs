@@ -20,6 +20,9 @@ pub struct RingSetup {
     pub single_issuer: bool,
     pub coop_taskrun: bool,
     pub ops: Vec<(&'static str, bool)>,
+    /// Small tokio-uring rings: with the direct transport at scale (more workers than CPUs), each
+    /// worker's own ring carries little and its memory is paid once per worker.
+    pub small: bool,
 }
 
 impl RingSetup {
@@ -61,6 +64,7 @@ impl RingSetup {
             kernel: sys::kernel_release(),
             single_issuer,
             coop_taskrun,
+            small: false,
             ops: vec![
                 ("read", has(opcode::Read::CODE)),
                 ("write", has(opcode::Write::CODE)),
@@ -92,7 +96,12 @@ impl RingSetup {
     /// users, `ulimit -l` 8 MiB, several workers), the large rings may not fit: smaller ones cost some
     /// batching under extreme load, failing to start costs the run.
     fn runtime(&self) -> io::Result<tokio_uring::Runtime> {
-        for (sq, cq) in [(SQ_ENTRIES, CQ_ENTRIES), (1024, 8192), (256, 1024)] {
+        let sizes: &[(u32, u32)] = if self.small {
+            &[(256, 1024)]
+        } else {
+            &[(SQ_ENTRIES, CQ_ENTRIES), (1024, 8192), (256, 1024)]
+        };
+        for &(sq, cq) in sizes {
             match tokio_uring::Runtime::new(&self.builder(sq, cq)) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => continue,
                 other => return other,

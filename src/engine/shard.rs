@@ -44,6 +44,8 @@ pub struct FetchSettings {
     pub tls: Arc<rustls::ClientConfig>,
     pub no_tls_resume: bool,
     pub resolver: Arc<net::dns::Resolver>,
+    /// The direct transport, or None for tcp.
+    pub direct: Option<super::transport::DirectSettings>,
 }
 
 /// This worker's limits.
@@ -97,6 +99,8 @@ pub struct FetchShard {
     tls: Arc<rustls::ClientConfig>,
     limits: ShardLimits,
     env: Env,
+    /// How connections are opened (set when the run starts, inside the worker's runtime).
+    dialer: RefCell<net::Dialer>,
     jobs: RefCell<Slab<Job>>,
     origins: RefCell<HashMap<target::Origin, Rc<OriginState>>>,
     in_flight: Cell<usize>,
@@ -125,6 +129,7 @@ impl FetchShard {
             settings,
             limits,
             env,
+            dialer: RefCell::new(net::Dialer::Tcp),
             jobs: RefCell::new(Slab::with_capacity(limits.cap * 2)),
             origins: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
@@ -142,6 +147,22 @@ impl FetchShard {
 
     /// Runs this worker's share of the list to the end. Returns its report.
     pub async fn run(self: Rc<Self>, input: async_channel::Receiver<Vec<Line>>) -> Report {
+        let direct = match &self.settings.direct {
+            Some(d) => match d.start() {
+                Ok(worker) => {
+                    *self.dialer.borrow_mut() = worker.dialer.clone();
+                    Some(worker)
+                }
+                Err(e) => {
+                    // Without its ring this worker cannot connect: its URLs fail with the reason.
+                    eprintln!(
+                        "ringfetch: a worker could not start its direct-descriptor ring: {e}"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let ticker = tokio_uring::spawn(Self::tick(self.clone()));
         while let Ok(batch) = input.recv().await {
             for line in batch {
@@ -157,6 +178,10 @@ impl FetchShard {
             self.settled.notified().await;
         }
         ticker.abort();
+        if let Some(d) = direct {
+            *self.dialer.borrow_mut() = net::Dialer::Tcp;
+            d.finish().await;
+        }
         self.lines.borrow_mut().flush();
         let mut report = std::mem::take(&mut *self.report.borrow_mut());
         report.reads = self.env.reads.get();
@@ -264,7 +289,10 @@ impl FetchShard {
             .await;
         let tls = origin.tls_name.as_deref().map(|name| (&self.tls, name));
         let connected = match addrs {
-            Ok(addrs) => net::connect(addrs, self.settings.connect_timeout, tls).await,
+            Ok(addrs) => {
+                let dialer = self.dialer.borrow().clone();
+                net::connect(&dialer, addrs, self.settings.connect_timeout, tls).await
+            }
             Err(e) => Err(e.clone()),
         };
         match connected {

@@ -4,6 +4,7 @@
 //! the HTTP code. Static dispatch through an enum keeps the hot path free of virtual calls (wrk's
 //! `net.h` table, as an enum); TLS is boxed so a plain connection stays small.
 
+pub mod direct;
 pub mod dns;
 pub mod tcp;
 pub mod tls;
@@ -22,6 +23,8 @@ pub enum Transport {
     Plain(tcp::Conn),
     Tls(Box<tls::ClientStream>),
     TlsServer(Box<tls::ServerStream>),
+    /// A socket in the worker's io_uring fixed-file table (no descriptor; see `direct`).
+    Direct(direct::Conn),
 }
 
 /// Dispatches to the variant's own method.
@@ -31,8 +34,38 @@ macro_rules! each {
             Transport::Plain($c) => $e,
             Transport::Tls($c) => $e,
             Transport::TlsServer($c) => $e,
+            Transport::Direct($c) => $e,
         }
     };
+}
+
+/// How the watchdog makes a connection's pending operations complete: `shutdown(2)` on a descriptor,
+/// a SHUTDOWN operation on a fixed slot.
+pub enum Kill {
+    Fd(RawFd),
+    Direct(direct::Handle),
+}
+
+impl Kill {
+    pub fn fire(&self) {
+        match self {
+            Kill::Fd(fd) => crate::sys::shutdown(*fd),
+            Kill::Direct(h) => h.interrupt(),
+        }
+    }
+}
+
+/// How a worker opens connections: tokio-uring sockets (descriptors), or sockets in its direct ring,
+/// bound to a source address from `sources` when several are given (`--source-addrs`).
+#[derive(Clone, Default)]
+pub enum Dialer {
+    #[default]
+    Tcp,
+    Direct {
+        ring: std::rc::Rc<direct::Ring>,
+        sources: std::rc::Rc<[std::net::IpAddr]>,
+        next: std::rc::Rc<std::cell::Cell<usize>>,
+    },
 }
 
 impl Transport {
@@ -47,14 +80,20 @@ impl Transport {
     /// costs one system call where a ring write costs an SQE, a CQE and a task wake-up. TLS takes all
     /// of `buf` (it is encrypted at once) and may keep ciphertext for `write_all`: see `unsent`.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
-        each!(self, c => c.send_now(buf))
+        match self {
+            Transport::Plain(c) => c.send_now(buf),
+            Transport::Tls(c) => c.send_now(buf),
+            Transport::TlsServer(c) => c.send_now(buf),
+            // A fixed slot has no descriptor to send(2) on: everything goes through the ring.
+            Transport::Direct(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Bytes taken by `send_now` still wait to be sent: call `write_all` (with an empty buffer if the
     /// caller has nothing more).
     pub fn unsent(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Direct(_) => false,
             Transport::Tls(c) => c.unsent(),
             Transport::TlsServer(c) => c.unsent(),
         }
@@ -69,7 +108,7 @@ impl Transport {
     /// truncated).
     pub fn closed_cleanly(&self) -> bool {
         match self {
-            Transport::Plain(_) => true,
+            Transport::Plain(_) | Transport::Direct(_) => true,
             Transport::Tls(c) => c.closed_cleanly(),
             Transport::TlsServer(c) => c.closed_cleanly(),
         }
@@ -78,7 +117,7 @@ impl Transport {
     /// How the TLS session started: None for plain TCP, else Some(resumed).
     pub fn tls_resumed(&self) -> Option<bool> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Direct(_) => None,
             Transport::Tls(c) => Some(c.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
             Transport::TlsServer(c) => {
                 Some(c.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
@@ -88,7 +127,15 @@ impl Transport {
 
     /// Sets the socket's receive low-water mark (see `engine::conn::ReadBatching`).
     pub fn set_recv_lowat(&self, bytes: usize) {
-        crate::sys::set_recv_lowat(self.raw_fd(), bytes);
+        if let Some(fd) = self.raw_fd() {
+            crate::sys::set_recv_lowat(fd, bytes);
+        }
+    }
+
+    /// Whether reads can be batched with the receive low-water mark. A direct connection's multishot
+    /// receive already hands over everything that arrived since the task last ran.
+    pub fn batches_reads(&self) -> bool {
+        !matches!(self, Transport::Direct(_))
     }
 
     /// Ends our side in good order: close_notify over TLS, then FIN.
@@ -97,25 +144,67 @@ impl Transport {
             Transport::Plain(_) => {}
             Transport::Tls(c) => c.close_notify(),
             Transport::TlsServer(c) => c.close_notify(),
+            Transport::Direct(c) => return c.shutdown_write(),
         }
-        crate::sys::shutdown_write(self.raw_fd());
+        if let Some(fd) = self.raw_fd() {
+            crate::sys::shutdown_write(fd);
+        }
     }
 
-    /// The socket, for the watchdog's shutdown on timeout.
-    pub fn raw_fd(&self) -> RawFd {
-        each!(self, c => c.raw_fd())
+    fn raw_fd(&self) -> Option<RawFd> {
+        match self {
+            Transport::Plain(c) => Some(c.raw_fd()),
+            Transport::Tls(c) => Some(c.raw_fd()),
+            Transport::TlsServer(c) => Some(c.raw_fd()),
+            Transport::Direct(_) => None,
+        }
+    }
+
+    /// What the watchdog does to end this connection's pending operations.
+    pub fn kill(&self) -> Kill {
+        match self {
+            Transport::Direct(c) => Kill::Direct(c.handle()),
+            other => Kill::Fd(other.raw_fd().expect("a descriptor-backed transport")),
+        }
     }
 }
 
 /// Connects to the first address that answers, trying each in turn, each within `timeout`; with
 /// `tls` (the configuration and the name to verify), runs the handshake on the connection that answered.
 pub async fn connect(
+    dialer: &Dialer,
     addrs: &[SocketAddr],
     timeout: Duration,
     tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
 ) -> Result<Transport, FetchError> {
     let mut last = None;
     for addr in addrs {
+        if let Dialer::Direct {
+            ring,
+            sources,
+            next,
+        } = dialer
+        {
+            // Source addresses in turn, each toward a destination of its own family.
+            let src = (!sources.is_empty()).then(|| {
+                let k = next.get();
+                next.set(k.wrapping_add(1));
+                sources[k % sources.len()]
+            });
+            let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
+            match tokio::time::timeout(timeout, ring.connect(*addr, src)).await {
+                Ok(Ok(conn)) if tls.is_none() => return Ok(Transport::Direct(conn)),
+                Ok(Ok(_)) => {
+                    return Err(FetchError::new(
+                        ErrorKind::Tls,
+                        "https over the direct transport is not supported yet; use --transport tcp",
+                    ))
+                }
+                Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
+                Err(_) => last = Some(connect_timeout(*addr, timeout)),
+            }
+            continue;
+        }
         match tokio::time::timeout(timeout, tcp::Conn::connect(*addr)).await {
             Ok(Ok(conn)) => {
                 return match tls {
@@ -126,16 +215,18 @@ pub async fn connect(
                 }
             }
             Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
-            Err(_) => {
-                last = Some(FetchError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no connection to {addr} within {:.1}s (--connect-timeout); is the host up and reachable?",
-                        timeout.as_secs_f64()
-                    ),
-                ))
-            }
+            Err(_) => last = Some(connect_timeout(*addr, timeout)),
         }
     }
     Err(last.unwrap_or_else(|| FetchError::new(ErrorKind::Dns, "no address to connect to")))
+}
+
+fn connect_timeout(addr: SocketAddr, timeout: Duration) -> FetchError {
+    FetchError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no connection to {addr} within {:.1}s (--connect-timeout); is the host up and reachable?",
+            timeout.as_secs_f64()
+        ),
+    )
 }

@@ -296,24 +296,35 @@ fn progress_line_only_on_a_terminal_and_not_with_json() {
     assert!(json.contains("\"requests\":"), "{json}");
 }
 
-/// `ulimit -n 512` and `-c 2000`: one warning line, a run that completes with fewer connections;
-/// with --strict, a usage error (exit 2) that says why, before any load.
+fn bench_under_ulimit(serve: &Serve, transport: &str, extra: &[&str]) -> Finished {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 512 && exec "$0" "$@""#)
+        .arg(bin())
+        .arg("bench")
+        .arg(serve.url("/"))
+        .args([
+            "-c",
+            "2000",
+            "-n",
+            "4000",
+            "-t",
+            "1",
+            "--json",
+            "--transport",
+            transport,
+        ])
+        .args(extra);
+    run_child(cmd, None)
+}
+
+/// `ulimit -n 512` and `-c 2000` over tcp: one warning line, a run that completes with fewer
+/// connections; with --strict, a usage error (exit 2) that says why, before any load.
 #[test]
 fn low_fd_limit_clamps_connections_or_refuses_with_strict() {
     let serve = start_serve(&[]);
-    let run = |strict: bool| {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"ulimit -n 512 && exec "$0" "$@""#)
-            .arg(bin())
-            .arg("bench")
-            .arg(serve.url("/"))
-            .args(["-c", "2000", "-n", "4000", "-t", "1", "--json"]);
-        if strict {
-            cmd.arg("--strict");
-        }
-        run_child(cmd, None)
-    };
+    let run =
+        |strict: bool| bench_under_ulimit(&serve, "tcp", if strict { &["--strict"] } else { &[] });
     let done = run(false);
     assert_eq!(done.code, 0, "{}", tail(&done.stderr));
     let warnings: Vec<&str> = done
@@ -341,6 +352,23 @@ fn low_fd_limit_clamps_connections_or_refuses_with_strict() {
         "nothing ran: {}",
         done.stdout
     );
+}
+
+/// The same run under `--transport auto` (the default) goes past the limit instead: every one of the
+/// 2000 connections is opened, in more rings than `-t 1` (one ring's table holds at most 512), and
+/// nothing is clamped.
+#[test]
+fn low_fd_limit_takes_the_direct_transport_under_auto() {
+    let serve = start_serve(&[]);
+    let done = bench_under_ulimit(&serve, "auto", &["-v"]);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    assert!(!done.stderr.contains("clamped"), "{}", done.stderr);
+    assert!(done.stderr.contains("transport direct"), "{}", done.stderr);
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["requests"], 4000, "{s}");
+    assert_eq!(s["errors"], serde_json::json!({}), "{s}");
+    assert_eq!(s["connections_opened"], 2000, "{s}");
+    assert!(s["threads"].as_u64().unwrap() >= 5, "{s}");
 }
 
 /// `--urls FILE` adds URLs; one origin's connections cycle through its URLs, so each is loaded about

@@ -1,0 +1,173 @@
+//! Which transport a run uses (`--transport`), how many workers the direct one needs, and each
+//! worker's ring. Decided once at start; the HTTP code never knows which one it runs on.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::cli::TransportArg;
+use crate::error::UsageError;
+use crate::net::direct::{self, Ring, RingSize};
+use crate::net::Dialer;
+
+/// Slots kept free in each ring beyond its share of connections: a closed connection's slot returns
+/// only when its close completes, and a re-opened connection must not wait for that.
+const SLOT_SLACK: u32 = 64;
+
+/// The direct transport's plan, shared by the workers.
+#[derive(Clone, Debug)]
+pub struct DirectSettings {
+    /// Fixed-file slots per worker's ring.
+    pub slots: u32,
+    /// Rings sized for many idle connections (`--hold`) rather than for throughput.
+    pub scale: bool,
+    pub single_issuer: bool,
+    pub sources: Arc<[IpAddr]>,
+}
+
+impl DirectSettings {
+    /// This worker's ring and dialer; the driver task runs until `Worker::finish`.
+    pub fn start(&self) -> io::Result<DirectWorker> {
+        let size = if self.scale {
+            RingSize::scale(self.slots)
+        } else {
+            RingSize::load(self.slots)
+        };
+        let ring = Ring::new(size, self.single_issuer)?;
+        let driver = tokio_uring::spawn(ring.clone().drive());
+        Ok(DirectWorker {
+            dialer: Dialer::Direct {
+                ring: ring.clone(),
+                sources: self.sources.iter().copied().collect::<Vec<_>>().into(),
+                next: Rc::default(),
+            },
+            ring,
+            driver,
+        })
+    }
+}
+
+pub struct DirectWorker {
+    pub dialer: Dialer,
+    pub ring: Rc<Ring>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl DirectWorker {
+    /// Closes held connections and stops the driver once it has submitted the closes.
+    pub async fn finish(self) {
+        self.ring.close_held();
+        self.ring.stop();
+        let _ = self.driver.await;
+    }
+}
+
+/// The run's choice: Some(slots per ring) for direct, None for tcp.
+///
+/// `wanted` connections against `tcp_budget` descriptors: auto takes direct only when tcp would have
+/// to clamp, the kernel has what direct needs, and nothing needs a descriptor per connection (https,
+/// or the built-in server in this process).
+pub fn choose(
+    choice: TransportArg,
+    wanted: usize,
+    tcp_budget: usize,
+    https: bool,
+    sources_given: bool,
+    fd_soft_limit: u64,
+) -> io::Result<Option<u32>> {
+    let slots = u32::try_from(fd_soft_limit.min(1 << 20))
+        .unwrap_or(u32::MAX)
+        .saturating_sub(SLOT_SLACK)
+        .max(SLOT_SLACK);
+    let usage = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, UsageError(msg));
+    match choice {
+        TransportArg::Tcp if sources_given => Err(usage(
+            "--source-addrs needs the direct transport; drop --transport tcp".into(),
+        )),
+        TransportArg::Tcp => Ok(None),
+        TransportArg::Direct if https => Err(usage(
+            "--transport direct: https over direct descriptors is not supported yet; use --transport tcp or auto"
+                .into(),
+        )),
+        TransportArg::Direct => match direct::available() {
+            Ok(()) => Ok(Some(slots)),
+            Err(why) => Err(io::Error::other(format!(
+                "--transport direct: {why}; the direct transport needs Linux 6.11 or later, use --transport tcp"
+            ))),
+        },
+        TransportArg::Auto => {
+            let needs = wanted > tcp_budget || sources_given;
+            Ok((needs && !https && direct::available().is_ok()).then_some(slots))
+        }
+    }
+}
+
+/// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
+/// connection a slot.
+pub fn workers(threads: usize, connections: usize, slots: u32) -> usize {
+    let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(1) as usize;
+    threads.max(connections.div_ceil(per_ring))
+}
+
+/// Slots a worker's ring needs for its share of connections (the table costs kernel memory per slot).
+pub fn ring_slots(per_worker: usize, max: u32) -> u32 {
+    let want = per_worker as u64 + per_worker as u64 / 8 + u64::from(SLOT_SLACK);
+    want.clamp(256, u64::from(max)) as u32
+}
+
+/// Source addresses to spread `connections` over when one address's ephemeral ports toward the
+/// busiest destination would run out: 127.0.0.2 onward, for loopback IPv4 destinations only. Empty
+/// when not needed.
+pub fn auto_sources(
+    connections: usize,
+    destinations: &[Option<SocketAddr>],
+    ports: usize,
+) -> Vec<IpAddr> {
+    let targets = destinations.len().max(1);
+    let busiest = destinations
+        .iter()
+        .map(|d| destinations.iter().filter(|e| *e == d).count())
+        .max()
+        .unwrap_or(1);
+    let loopback_v4 = destinations
+        .iter()
+        .all(|d| d.is_some_and(|a| a.is_ipv4() && a.ip().is_loopback()));
+    // Connections toward the busiest destination, and the ports one source should take toward it:
+    // half the range, as connect's search for a free port slows sharply once most are taken (and
+    // sockets of earlier runs wait in TIME_WAIT).
+    let toward = connections.div_ceil(targets) * busiest;
+    let usable = ports / 2;
+    if !loopback_v4 || toward <= usable || usable == 0 {
+        return Vec::new();
+    }
+    let count = toward.div_ceil(usable).min(65536);
+    let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
+    (0..count as u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(first + i)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_cover_every_connection() {
+        assert_eq!(workers(2, 100, 20000), 2);
+        assert_eq!(workers(2, 1_000_000, 20000), 51);
+        assert_eq!(workers(4, 25_000, 20000), 4);
+    }
+
+    #[test]
+    fn sources_only_when_ports_run_out() {
+        let d: Vec<Option<SocketAddr>> = vec![Some("127.0.0.1:80".parse().unwrap())];
+        assert!(auto_sources(14_000, &d, 28_232).is_empty());
+        assert_eq!(auto_sources(20_000, &d, 28_232).len(), 2);
+        let s = auto_sources(100_000, &d, 28_232);
+        assert_eq!(s.len(), 8);
+        assert_eq!(s[0].to_string(), "127.0.0.2");
+        let remote: Vec<Option<SocketAddr>> = vec![Some("192.0.2.1:80".parse().unwrap())];
+        assert!(auto_sources(100_000, &remote, 28_232).is_empty());
+    }
+}
