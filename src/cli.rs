@@ -167,6 +167,12 @@ pub struct HttpArgs {
     /// loopback targets, 127.0.0.2 onward when one address's ports would run out].
     #[arg(long, value_name = "RANGE", value_parser = units::address_range)]
     pub source_addrs: Option<units::AddressRange>,
+
+    /// Direct transport: the buffers each worker's ring receives into, COUNTxSIZE (COUNT a power of
+    /// two up to 32768), e.g. 4096x16k. Any response larger than one buffer spans several [default:
+    /// 1024x16k; 128x2k with --hold].
+    #[arg(long, value_name = "COUNTxSIZE", value_parser = units::ring_buffers)]
+    pub ring_buffers: Option<(u16, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -45,6 +45,7 @@ pub struct HttpPlan {
     pub transport: crate::cli::TransportArg,
     /// `--source-addrs`, empty when not given.
     pub source_addrs: Vec<std::net::IpAddr>,
+    pub ring_buffers: Option<(u16, u32)>,
 }
 
 pub enum Input {
@@ -203,6 +204,7 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         strict: args.strict,
         transport: args.transport,
         source_addrs: args.source_addrs.clone().map(|r| r.0).unwrap_or_default(),
+        ring_buffers: args.ring_buffers,
     })
 }
 

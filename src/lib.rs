@@ -247,6 +247,19 @@ fn describe_engine(verbose: bool, report: &report::summary::Report) {
         per(report.writes),
         report.connections_opened
     );
+    let ring = &report.ring;
+    if ring.submits > 0 {
+        eprintln!(
+            "ringfetch: direct rings: {} submits, {} completions ({:.2} per response), {} receives armed, \
+             {} ended by an empty buffer pool (ENOBUFS, re-armed); {} buffers still lent at the end",
+            ring.submits,
+            ring.completions,
+            per(ring.completions),
+            ring.rearms,
+            ring.enobufs,
+            ring.lent
+        );
+    }
 }
 
 fn print_summary(summary: &Summary, what: &str, json: bool, to_stderr: bool) {

@@ -88,7 +88,11 @@ pub fn start(
     let listeners = std::sync::Arc::new(std::sync::Mutex::new(
         listeners.into_iter().map(Some).collect::<Vec<_>>(),
     ));
-    let threads = spawn_workers(setup, cpus, threads, "serve", move |i| {
+    let setup = RingSetup {
+        small: direct && scale,
+        ..setup.clone()
+    };
+    let threads = spawn_workers(&setup, cpus, threads, "serve", move |i| {
         let responses = responses.clone();
         let tls = tls.clone();
         let mine = listeners.lock().ok().and_then(|mut l| l[i].take());

@@ -187,6 +187,24 @@ pub fn address_range(text: &str) -> Result<AddressRange, String> {
     ))
 }
 
+/// `--ring-buffers`: COUNTxSIZE, COUNT a power of two from 1 to 32768, SIZE from 64 bytes to 1 MiB.
+pub fn ring_buffers(text: &str) -> Result<(u16, u32), String> {
+    let (count, size) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{text}': expected COUNTxSIZE, e.g. 1024x16k"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c: &u32| c.is_power_of_two() && *c <= 32768)
+        .ok_or_else(|| format!("'{text}': COUNT must be a power of two from 1 to 32768"))?;
+    let size = bytes(size.trim())?;
+    if !(64..=1 << 20).contains(&size) {
+        return Err(format!("'{text}': SIZE must be from 64 bytes to 1 MiB"));
+    }
+    Ok((count as u16, size as u32))
+}
+
 /// The addresses of `--source-addrs`, in order (a newtype, so clap takes the list as one value).
 #[derive(Clone, Debug)]
 pub struct AddressRange(pub Vec<std::net::IpAddr>);
@@ -260,6 +278,16 @@ mod tests {
         assert!(shard("5/2").is_err());
         assert!(shard("1/0").is_err());
         assert!(shard("1").unwrap_err().contains("K/N"));
+    }
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(ring_buffers("1024x16k").unwrap(), (1024, 16 * 1024));
+        assert_eq!(ring_buffers("4x512").unwrap(), (4, 512));
+        assert!(ring_buffers("3x512").is_err());
+        assert!(ring_buffers("65536x1k").is_err());
+        assert!(ring_buffers("4x8").is_err());
+        assert!(ring_buffers("1024").is_err());
     }
 
     #[test]

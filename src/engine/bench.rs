@@ -243,14 +243,18 @@ impl BenchShard {
         if let Some(s) = scheduler {
             s.abort();
         }
-        if let Some(d) = direct {
-            *shard.dialer.borrow_mut() = net::Dialer::Tcp;
-            d.finish().await;
-        }
+        let ring = match direct {
+            Some(d) => {
+                *shard.dialer.borrow_mut() = net::Dialer::Tcp;
+                d.finish().await
+            }
+            None => Default::default(),
+        };
         let started = shard.measured.get();
         let mut report = std::mem::take(&mut *shard.report.borrow_mut());
         report.reads = shard.env.reads.get();
         report.writes = shard.env.writes.get();
+        report.ring = ring;
         BenchOutcome {
             report,
             started,
@@ -387,7 +391,7 @@ impl BenchShard {
 
 impl BenchShard {
     /// `--hold`: starts this worker's connections, at the ramp's pace when `--connect-rate` is given,
-    /// never more than `CONNECTING` at once (a burst of SYNs past the server's backlog would only
+    /// never more than a few hundred at once over all workers (a burst of SYNs past the server's backlog would only
     /// come back as retransmissions a second later). Ends when all have been started; the tasks
     /// end as their connections are proven (direct: handed to the ring) or the hold ends.
     async fn launch_held(
@@ -397,8 +401,10 @@ impl BenchShard {
         started: Instant,
         ramp: Option<Duration>,
     ) {
-        /// Connections of one worker between connect and proof at most.
-        const CONNECTING: usize = 256;
+        // Connections of one worker between connect and proof at most: a few hundred in flight over
+        // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a read
+        // buffer and a task (memory that `user_bytes_per_conn` counts).
+        let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
         let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
         let pending = Rc::new(Cell::new(0usize));
         let settled = Rc::new(tokio::sync::Notify::new());
@@ -408,7 +414,7 @@ impl BenchShard {
             if !shard.wait_until(start_at).await {
                 break;
             }
-            while pending.get() >= CONNECTING {
+            while pending.get() >= connecting {
                 settled.notified().await;
             }
             pending.set(pending.get() + 1);

@@ -150,6 +150,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
             scale: false,
             single_issuer: setup.single_issuer,
             sources: plan.http.source_addrs.clone().into(),
+            buffers: plan.http.ring_buffers,
         }
     });
     // Each request in flight needs a connection unless pipelined.
@@ -398,6 +399,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
             scale: plan.hold.is_some(),
             single_issuer: setup.single_issuer,
             sources: sources.into(),
+            buffers: plan.http.ring_buffers,
         }
     });
     let setup = RingSetup {

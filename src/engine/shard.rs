@@ -178,14 +178,18 @@ impl FetchShard {
             self.settled.notified().await;
         }
         ticker.abort();
-        if let Some(d) = direct {
-            *self.dialer.borrow_mut() = net::Dialer::Tcp;
-            d.finish().await;
-        }
+        let ring = match direct {
+            Some(d) => {
+                *self.dialer.borrow_mut() = net::Dialer::Tcp;
+                d.finish().await
+            }
+            None => Default::default(),
+        };
         self.lines.borrow_mut().flush();
         let mut report = std::mem::take(&mut *self.report.borrow_mut());
         report.reads = self.env.reads.get();
         report.writes = self.env.writes.get();
+        report.ring = ring;
         report
     }
 

@@ -24,16 +24,22 @@ pub struct DirectSettings {
     pub scale: bool,
     pub single_issuer: bool,
     pub sources: Arc<[IpAddr]>,
+    /// `--ring-buffers`: the pool's buffer count and size, instead of the default for the mode.
+    pub buffers: Option<(u16, u32)>,
 }
 
 impl DirectSettings {
     /// This worker's ring and dialer; the driver task runs until `Worker::finish`.
     pub fn start(&self) -> io::Result<DirectWorker> {
-        let size = if self.scale {
+        let mut size = if self.scale {
             RingSize::scale(self.slots)
         } else {
             RingSize::load(self.slots)
         };
+        if let Some((count, bytes)) = self.buffers {
+            size.buffers = count;
+            size.buffer_size = bytes;
+        }
         let ring = Ring::new(size, self.single_issuer)?;
         let driver = tokio_uring::spawn(ring.clone().drive());
         Ok(DirectWorker {
@@ -55,11 +61,14 @@ pub struct DirectWorker {
 }
 
 impl DirectWorker {
-    /// Closes held connections and stops the driver once it has submitted the closes.
-    pub async fn finish(self) {
+    /// Closes held connections and stops the driver once it has submitted the closes. Returns the
+    /// ring's counters.
+    pub async fn finish(self) -> direct::Stats {
         self.ring.close_held();
+        self.ring.settle(std::time::Duration::from_secs(5)).await;
         self.ring.stop();
         let _ = self.driver.await;
+        self.ring.stats()
     }
 }
 

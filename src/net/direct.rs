@@ -58,7 +58,7 @@ static ONE: i32 = 1;
 const BGID: u16 = 0;
 
 /// Sizes of a worker's ring and pool.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingSize {
     /// Fixed-file slots: connections this ring can hold (at most RLIMIT_NOFILE).
     pub slots: u32,
@@ -87,10 +87,10 @@ impl RingSize {
     pub fn scale(slots: u32) -> RingSize {
         RingSize {
             slots,
-            buffers: 512,
+            buffers: 128,
             buffer_size: 2048,
-            sq: 1024,
-            cq: 8192,
+            sq: 512,
+            cq: 4096,
         }
     }
 }
@@ -151,12 +151,26 @@ impl AsRawFd for RingFd {
 }
 
 /// Counters for `-v` and the tests.
-#[derive(Default, Clone, Copy, Debug)]
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
 pub struct Stats {
     pub submits: u64,
     pub completions: u64,
+    /// Multishot receives ended by an empty buffer pool.
     pub enobufs: u64,
+    /// Receives armed (once per connection, again after each end).
     pub rearms: u64,
+    /// Pool buffers still lent out when the ring finished (a leak unless 0).
+    pub lent: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.submits += o.submits;
+        self.completions += o.completions;
+        self.enobufs += o.enobufs;
+        self.rearms += o.rearms;
+        self.lent += o.lent;
+    }
 }
 
 /// A worker's direct-descriptor ring. Fields drop in order: the epoll registration, then the ring (the
@@ -235,7 +249,24 @@ impl Ring {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats.get()
+        Stats {
+            lent: u64::from(self.pool.lent.get()),
+            ..self.stats.get()
+        }
+    }
+
+    /// Slots in use, held ones included.
+    pub fn open(&self) -> usize {
+        self.slots.borrow().len() - self.free.borrow().len()
+    }
+
+    /// Waits (up to `limit`) until every connection's close has completed and no operation is in
+    /// flight, so counters are final and held connections went out with a FIN.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.open() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Free slots: connections this ring can still open.
@@ -340,6 +371,9 @@ impl Ring {
         let res = cqe.result();
         let flags = cqe.flags();
         let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.pool.lent.set(self.pool.lent.get() + 1);
+        }
         if kind == ACCEPT {
             return self.accept_done(slot, res, cqueue::more(flags));
         }
@@ -939,6 +973,8 @@ struct BufPool {
     count: u16,
     size: u32,
     tail: Cell<u16>,
+    /// Buffers the kernel filled that are not back yet.
+    lent: Cell<u32>,
 }
 
 impl BufPool {
@@ -963,6 +999,7 @@ impl BufPool {
             count,
             size,
             tail: Cell::new(0),
+            lent: Cell::new(0),
         })
     }
 
@@ -995,6 +1032,7 @@ impl BufPool {
 
     /// Gives buffer `bid` back to the kernel.
     fn recycle(&self, bid: u16) {
+        self.lent.set(self.lent.get().saturating_sub(1));
         self.put(bid);
         self.publish();
     }

@@ -43,6 +43,9 @@ pub struct Report {
     /// TLS handshakes completed, and how many of them resumed an earlier session.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+    /// The direct transport's rings (`-v`): submits, completions, and receives ended because the
+    /// buffer pool ran dry (each one re-armed).
+    pub ring: crate::net::direct::Stats,
 }
 
 /// `bench --hold`: how the connections came up.
@@ -167,6 +170,7 @@ impl Report {
         self.writes += other.writes;
         self.tls_handshakes += other.tls_handshakes;
         self.tls_resumed += other.tls_resumed;
+        self.ring.add(&other.ring);
     }
 
     pub fn error_count(&self) -> u64 {

@@ -349,13 +349,17 @@ pub struct Serve {
     pub addr: SocketAddr,
     /// Over https: the server's made-up certificate, which clients trust with `--cacert`.
     cert: Option<(TempDir, PathBuf)>,
+    /// Both ends use the direct-descriptor transport.
+    direct: bool,
 }
 
-/// Which scheme a test runs over: the same tests run over both (`over_http_and_https!`).
+/// What a test runs over: the same tests run over each (`over_each_wire!`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
     Http,
     Https,
+    /// http with `--transport direct` on both ends: sockets in io_uring fixed-file tables.
+    Direct,
 }
 
 impl Serve {
@@ -372,14 +376,23 @@ impl Serve {
         if let Some((_, cert)) = &self.cert {
             all.extend(["--cacert", arg(cert)]);
         }
+        if self.direct {
+            all.extend(["--transport", "direct"]);
+        }
         all
     }
 }
 
 /// `start_serve` over `wire`: with https, serve makes up a certificate and writes it for the clients.
 pub fn start_serve_on(wire: Wire, args: &[&str]) -> Serve {
-    if wire == Wire::Http {
-        return start_serve(args);
+    match wire {
+        Wire::Http => return start_serve(args),
+        Wire::Direct => {
+            let mut serve = start_serve(&[&["--transport", "direct"], args].concat());
+            serve.direct = true;
+            return serve;
+        }
+        Wire::Https => {}
     }
     let dir = tempdir();
     let cert = dir.path().join("serve-cert.pem");
@@ -390,16 +403,19 @@ pub fn start_serve_on(wire: Wire, args: &[&str]) -> Serve {
     serve
 }
 
-/// Runs each named test function (taking a `Wire`) over http and over https, as `http::NAME` and
-/// `https::NAME`.
+/// Runs each named test function (taking a `Wire`) over http, over https and over http on direct
+/// descriptors, as `http::NAME`, `https::NAME` and `direct::NAME`: one table, every transport.
 #[macro_export]
-macro_rules! over_http_and_https {
+macro_rules! over_each_wire {
     ($($name:ident),* $(,)?) => {
         mod http {
             $( #[test] fn $name() { super::$name($crate::common::Wire::Http) } )*
         }
         mod https {
             $( #[test] fn $name() { super::$name($crate::common::Wire::Https) } )*
+        }
+        mod direct {
+            $( #[test] fn $name() { super::$name($crate::common::Wire::Direct) } )*
         }
     };
 }
@@ -415,7 +431,12 @@ impl Drop for Serve {
 /// line, which must be exactly `listening on 127.0.0.1:PORT`.
 pub fn start_serve(args: &[&str]) -> Serve {
     let mut child = Command::new(bin())
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(if args.contains(&"--threads") {
+            &[][..]
+        } else {
+            &["--threads", "1"][..]
+        })
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -445,6 +466,7 @@ pub fn start_serve(args: &[&str]) -> Serve {
         child,
         addr: "0.0.0.0:0".parse().expect("placeholder addr"),
         cert: None,
+        direct: false,
     };
     guard.addr = parse_listening(&line);
     guard

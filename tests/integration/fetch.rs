@@ -1,6 +1,6 @@
 //! `ringfetch fetch` and `ringfetch bench` against the embedded `serve`: input parsing, indices,
 //! sharding, output modes, `--save-dir`, HEAD, the fd clamp, usage errors, invalid URLs. The tests
-//! that load the server run over http and https alike (`over_http_and_https!`).
+//! that load the server run over http and https alike (`over_each_wire!`).
 //! Protocol edge cases live in `hostile`.
 
 use std::collections::BTreeSet;
@@ -352,7 +352,7 @@ fn bench_no_keepalive_over_https_resumes_sessions() {
     }
 }
 
-crate::over_http_and_https!(
+crate::over_each_wire!(
     thousand_urls_pipelined_all_ok,
     save_dir_holds_each_body_under_its_index,
     save_dir_writes_empty_file_for_empty_body,

@@ -29,6 +29,8 @@ struct Nginx {
     dir: TempDir,
     /// Over https: the certificate clients trust with `--cacert`.
     cert: Option<PathBuf>,
+    /// Clients connect with `--transport direct`.
+    direct: bool,
 }
 
 impl Nginx {
@@ -55,7 +57,7 @@ impl Nginx {
         let port = closed_port();
         let mut cert = None;
         let listen = match wire {
-            Wire::Http => String::new(),
+            Wire::Http | Wire::Direct => String::new(),
             Wire::Https => {
                 let made = rcgen::generate_simple_self_signed(vec!["localhost".into()])
                     .expect("make a certificate");
@@ -115,6 +117,7 @@ http {{
             port,
             dir,
             cert,
+            direct: wire == Wire::Direct,
         };
         nginx.wait_ready();
         Some(nginx)
@@ -176,6 +179,9 @@ fn fetch_and_verify(nginx: &Nginx, n: usize) {
     if let Some(cert) = &nginx.cert {
         args.extend(["--cacert", arg(cert)]);
     }
+    if nginx.direct {
+        args.extend(["--transport", "direct"]);
+    }
     let out = run_fetch(&list, &args);
     assert_eq!(out.code, 0, "{}", out.describe());
     assert_eq!(out.results.len(), n, "{}", out.describe());
@@ -204,6 +210,16 @@ fn nginx_ten_thousand_files_saved_exactly() {
         return;
     };
     fetch_and_verify(&nginx, 10_000);
+}
+
+/// The direct-descriptor transport against nginx: the same files, pipelined, byte for byte, through
+/// multishot receives into the ring's buffers and nginx's 1000-request connection limit.
+#[test]
+fn nginx_over_direct_descriptors_saved_exactly() {
+    let Some(nginx) = Nginx::start_on(Wire::Direct, 5_000, "") else {
+        return;
+    };
+    fetch_and_verify(&nginx, 5_000);
 }
 
 #[test]

@@ -1,0 +1,229 @@
+//! The direct-descriptor transport on its own terms: more connections than the fd limit, a provided
+//! buffer pool that runs dry, responses spanning many buffers, resets while buffers are lent out.
+//! The fetch table in `fetch` also runs over it (`fetch::direct::*`), and so does nginx (`nginx`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The body of `/N`: distinct per N (so a body delivered to the wrong request shows) and from 3 bytes
+/// to about 5 KiB (so responses span up to a dozen 512-byte buffers).
+fn body(n: usize) -> Vec<u8> {
+    format!("<{n}>").repeat(n % 97 * 11 + 1).into_bytes()
+}
+
+fn index(path: &str) -> usize {
+    path.trim_start_matches('/')
+        .parse()
+        .expect("a numeric path")
+}
+
+/// A server answering `/N` with `body(N)`.
+fn numbered_server() -> Hostile {
+    Hostile::replies(|req| Reply::Send(ok(&body(index(&req.path)))))
+}
+
+fn list(server: &Hostile, n: usize) -> Vec<String> {
+    (0..n).map(|i| server.url(&format!("/{i}"))).collect()
+}
+
+/// `-v`'s "direct rings:" line as (receives ended by ENOBUFS, buffers still lent at the end).
+fn ring_counters(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ringfetch: direct rings:"))
+        .unwrap_or_else(|| panic!("no direct rings line in:\n{stderr}"));
+    let number_before = |marker: &str| -> u64 {
+        let head = &line[..line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {line}"))];
+        head.split_whitespace()
+            .last()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("a count before {marker} in {line}"))
+    };
+    (
+        number_before("ended by an empty buffer pool"),
+        number_before("buffers still lent"),
+    )
+}
+
+/// Every URL answered with its own body, byte for byte.
+#[track_caller]
+fn assert_own_bodies(out: &Output, dir: &std::path::Path, n: usize) {
+    assert_eq!(out.results.len(), n, "{}", out.describe());
+    for (i, r) in out.by_index() {
+        let expected = body(i as usize);
+        assert_response(r, 200, expected.len() as u64);
+        assert_eq!(
+            saved(dir, i).as_deref(),
+            Some(&expected[..]),
+            "body of index {i}"
+        );
+    }
+}
+
+/// More connections than the fd hard limit (20000 on the CI machines) against `serve --transport
+/// direct`, all open and answered at once, in one process.
+#[test]
+fn holds_25000_connections_past_the_fd_limit() {
+    const N: u64 = 25_000;
+    let serve = start_serve(&[
+        "--transport",
+        "direct",
+        "--threads",
+        "2",
+        "--body-size",
+        "16",
+    ]);
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench").arg(serve.url("/")).args([
+        "--hold",
+        "1s",
+        "-c",
+        &N.to_string(),
+        "--json",
+        "-v",
+    ]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    assert!(
+        done.stderr.contains("transport direct"),
+        "auto must pick direct past the fd limit: {}",
+        done.stderr
+    );
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["peak_connections"], N, "{s}");
+    assert_eq!(s["requests"], N, "{s}");
+    assert_eq!(s["connections_opened"], N, "{s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    assert_eq!(ring_counters(&done.stderr).1, 0, "{}", done.stderr);
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .expect("sh");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    if hard.parse::<u64>().is_ok_and(|h| h < N) {
+        println!("held {N} connections with an fd hard limit of {hard}");
+    }
+}
+
+/// Four 512-byte buffers per ring for 64 connections pipelining responses of up to 5 KiB: the pool
+/// runs dry over and over (each time ending a multishot receive, which must be re-armed), responses
+/// arrive over many buffers, and still every body is its own, byte for byte, and every buffer comes
+/// back.
+#[test]
+fn a_dry_buffer_pool_and_responses_over_many_buffers_lose_nothing() {
+    let server = numbered_server();
+    let urls = list(&server, 600);
+    let dir = tempdir();
+    let out = run_fetch(
+        &urls,
+        &[
+            "--transport",
+            "direct",
+            "--ring-buffers",
+            "4x512",
+            "-c",
+            "256",
+            "-p",
+            "4",
+            "-v",
+            "--save-dir",
+            arg(dir.path()),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_own_bodies(&out, dir.path(), urls.len());
+    let (enobufs, lent) = ring_counters(&out.stderr);
+    assert!(enobufs > 0, "the pool never ran dry: {}", out.stderr);
+    assert_eq!(lent, 0, "buffers leaked: {}", out.stderr);
+}
+
+/// Every third connection is reset in the middle of a response, while its bytes sit in the ring's
+/// buffers: those requests fail (their response had started: no retry), the others get their own
+/// bodies, every URL gets exactly one result, and the small pool is whole at the end.
+#[test]
+fn resets_while_buffers_are_lent_leak_nothing_and_cross_no_bodies() {
+    let server = Hostile::replies(|req| {
+        let full = ok(&body(index(&req.path)));
+        if req.conn % 3 == 0 {
+            Reply::SendThenReset(full[..full.len() / 2].to_vec())
+        } else {
+            Reply::Send(full)
+        }
+    });
+    let urls = list(&server, 300);
+    let dir = tempdir();
+    let out = run_fetch(
+        &urls,
+        &[
+            "--transport",
+            "direct",
+            "--ring-buffers",
+            "8x512",
+            "-c",
+            "32",
+            "-p",
+            "2",
+            "-v",
+            "--save-dir",
+            arg(dir.path()),
+        ],
+    );
+    assert_eq!(out.results.len(), urls.len(), "{}", out.describe());
+    let mut failed = 0;
+    for (i, r) in out.by_index() {
+        if r["error"].is_null() {
+            let expected = body(i as usize);
+            assert_response(r, 200, expected.len() as u64);
+            assert_eq!(
+                saved(dir.path(), i).as_deref(),
+                Some(&expected[..]),
+                "body of {i}"
+            );
+        } else {
+            assert_error(r, "io");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "no reset reached a request: {}", out.describe());
+    assert!(failed < urls.len(), "{}", out.describe());
+    assert_eq!(ring_counters(&out.stderr).1, 0, "{}", out.stderr);
+    assert_finished_within(&out, Duration::from_secs(20));
+}
+
+/// A server that never answers: the watchdog ends the wait through the ring (a SHUTDOWN on the fixed
+/// slot, where tcp uses shutdown(2)), with the same `timeout` error.
+#[test]
+fn a_stalled_server_times_out_over_direct_descriptors() {
+    let server = Hostile::replies(|_| Reply::Stall);
+    let urls = list(&server, 3);
+    let out = run_fetch(
+        &urls,
+        &[
+            "--transport",
+            "direct",
+            "--timeout",
+            "300ms",
+            "--retries",
+            "0",
+        ],
+    );
+    assert_eq!(out.results.len(), 3, "{}", out.describe());
+    for r in out.by_index().values() {
+        assert_error(r, "timeout");
+    }
+    assert_finished_within(&out, Duration::from_secs(10));
+}
+
+/// A refused port is a `connect` error over direct descriptors too (the connect chain's failure).
+#[test]
+fn a_refused_port_is_a_connect_error_over_direct_descriptors() {
+    let port = closed_port();
+    let urls = vec![format!("http://127.0.0.1:{port}/")];
+    let out = run_fetch(&urls, &["--transport", "direct"]);
+    assert_eq!(out.results.len(), 1, "{}", out.describe());
+    assert_error(&out.results[0], "connect");
+}
