@@ -24,7 +24,8 @@
 # cross-checked against nginx's own request counter (stub_status).
 #
 # Scenarios:
-#   (a) 256 keep-alive connections, GET /1k, no pipelining
+#   (a) 256 keep-alive connections, GET /1k, no pipelining (ringfetch over
+#       both transports: tcp, and direct descriptors with multishot receive)
 #   (b) the same with 16 pipelined requests per connection
 #   (c) fetch 10,000 distinct URLs at concurrency 500 (ringfetch, ringfetch
 #       -p 16, aiohttp with one ClientSession per request, curl --parallel)
@@ -342,6 +343,8 @@ for ((run = 1; run <= RUNS; run++)); do
     if [[ $RF != none ]]; then
         measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
             "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json
+        measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
     fi
     measure a "$SA" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
         wrk -t1 -c"$CONNS" -d"${D}s" "$BASE/1k"
@@ -358,6 +361,8 @@ for ((run = 1; run <= RUNS; run++)); do
     if [[ $RF != none ]]; then
         measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
             "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+        measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
     fi
     measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
         wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$BASE/1k" -- "$DEPTH"

@@ -209,6 +209,11 @@ def table(path):
                   f"**{ratio((scen, 'ringfetch'), (scen, 'wrk'), 1)}** "
                   f"(ringfetch / h2load = {ratio((scen, 'ringfetch'), (scen, 'h2load'), 1)}; {oha}"
                   "below 1 means ringfetch uses less CPU per request)")
+        if (scen, "ringfetch-direct") in summary:
+            print(f"- {labels[scen]}: ringfetch --transport direct / wrk µs per request = "
+                  f"**{ratio((scen, 'ringfetch-direct'), (scen, 'wrk'), 1)}**; "
+                  f"direct / tcp transport = "
+                  f"**{ratio((scen, 'ringfetch-direct'), (scen, 'ringfetch'), 1)}**")
     for client in ("ringfetch", "ringfetch-p16"):
         if ("c", client) in summary:
             lab = groups[("c", client)][0]["client_label"]

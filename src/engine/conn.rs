@@ -121,7 +121,7 @@ pub(crate) async fn drive<W: Workload>(
     let mut rx = RecvBuf::default();
     let mut decoder = ResponseDecoder::default();
     let mut batching = ReadBatching {
-        enabled: env.depth > 1 && io.batches_reads(),
+        enabled: env.depth > 1,
         ..ReadBatching::default()
     };
     // The server announced the end of the connection: send nothing more.

@@ -127,15 +127,14 @@ impl Transport {
 
     /// Sets the socket's receive low-water mark (see `engine::conn::ReadBatching`).
     pub fn set_recv_lowat(&self, bytes: usize) {
-        if let Some(fd) = self.raw_fd() {
-            crate::sys::set_recv_lowat(fd, bytes);
+        match self {
+            Transport::Direct(c) => c.set_recv_lowat(bytes),
+            other => {
+                if let Some(fd) = other.raw_fd() {
+                    crate::sys::set_recv_lowat(fd, bytes);
+                }
+            }
         }
-    }
-
-    /// Whether reads can be batched with the receive low-water mark. A direct connection's multishot
-    /// receive already hands over everything that arrived since the task last ran.
-    pub fn batches_reads(&self) -> bool {
-        !matches!(self, Transport::Direct(_))
     }
 
     /// Ends our side in good order: close_notify over TLS, then FIN.

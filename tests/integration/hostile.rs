@@ -808,6 +808,17 @@ fn pipelined_churn_reports_every_url_once_with_its_own_body() {
 /// be rescued promptly, not left to the request timeout.
 #[test]
 fn pipelined_responses_that_shrink_do_not_stall_batched_reads() {
+    shrinking_responses_under_a_raised_mark(&[]);
+}
+
+/// The same over direct descriptors, where the mark is set through the ring and the armed multishot
+/// receive must wake when it drops.
+#[test]
+fn pipelined_responses_that_shrink_do_not_stall_batched_reads_over_direct_descriptors() {
+    shrinking_responses_under_a_raised_mark(&["--transport", "direct"]);
+}
+
+fn shrinking_responses_under_a_raised_mark(transport: &[&str]) {
     let server = Hostile::replies(|r| {
         let n: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
         if n == 64 {
@@ -822,7 +833,10 @@ fn pipelined_responses_that_shrink_do_not_stall_batched_reads() {
         })
     });
     let list: Vec<String> = (0..120).map(|i| server.url(&format!("/{i}"))).collect();
-    let out = run_fetch(&list, &args(&[&ONE_CONN, &["-p", "16", "--timeout", "5"]]));
+    let out = run_fetch(
+        &list,
+        &args(&[&ONE_CONN, &["-p", "16", "--timeout", "5"], transport]),
+    );
     assert_eq!(out.code, 0, "{}", out.describe());
     for i in 0..120u64 {
         assert_response(out.result(i), 200, if i < 64 { 1500 } else { 4 });
