@@ -251,13 +251,15 @@ fn describe_engine(verbose: bool, report: &report::summary::Report) {
     if ring.submits > 0 {
         eprintln!(
             "ringfetch: direct rings: {} submits, {} completions ({:.2} per response), {} receives armed, \
-             {} ended by an empty buffer pool (ENOBUFS, re-armed); {} buffers still lent at the end",
+             {} ended by an empty buffer pool (ENOBUFS, re-armed); {} buffers still lent and {} \
+             connections not closed at the end",
             ring.submits,
             ring.completions,
             per(ring.completions),
             ring.rearms,
             ring.enobufs,
-            ring.lent
+            ring.lent,
+            ring.unclosed
         );
     }
 }
