@@ -98,8 +98,12 @@ pub struct KernelLimits {
     pub file_max: Option<u64>,
     /// net.ipv4.tcp_mem's third value, in pages: past it TCP refuses memory to every socket.
     pub tcp_mem_max: Option<u64>,
-    /// net.netfilter.nf_conntrack_max, when connection tracking is loaded.
+    /// net.netfilter.nf_conntrack_max, when connection tracking is loaded, and how many flows it
+    /// tracks now (0: no rule asks for tracking, so it drops nothing).
     pub conntrack_max: Option<u64>,
+    pub conntrack_count: Option<u64>,
+    /// net.core.somaxconn: the longest accept queue a listening socket may have.
+    pub somaxconn: Option<u64>,
 }
 
 impl KernelLimits {
@@ -113,6 +117,8 @@ impl KernelLimits {
             file_max: num("/proc/sys/fs/file-max"),
             tcp_mem_max: num("/proc/sys/net/ipv4/tcp_mem"),
             conntrack_max: num("/proc/sys/net/netfilter/nf_conntrack_max"),
+            conntrack_count: num("/proc/sys/net/netfilter/nf_conntrack_count"),
+            somaxconn: num("/proc/sys/net/core/somaxconn"),
         }
     }
 
@@ -128,23 +134,41 @@ impl KernelLimits {
                 sockets * 2
             ));
         }
-        // A socket that sends or receives holds at least a page while it does: a burst on every
-        // connection at once (the proof requests, a mass close) needs that many.
+        // An idle socket holds no TCP memory, but one with bytes queued holds at least a page, and
+        // closing charges each socket a page for its FIN: closing them all at once (the end of a
+        // hold), or traffic on every connection at once, needs that many pages.
         if let Some(max) = self.tcp_mem_max.filter(|&m| sockets > m) {
             lines.push(format!(
                 "ringfetch: warning: net.ipv4.tcp_mem allows {max} pages to all TCP sockets, fewer than the \
-                 {sockets} sockets this run opens: bursts will stall; raise its third value with \
+                 {sockets} sockets this run opens: closing them all at once (or traffic on all at once) puts \
+                 TCP under memory pressure, which stalls sends; raise its third value with \
                  `sysctl -w net.ipv4.tcp_mem=\"{} {} {}\"`",
                 sockets / 2,
                 sockets,
                 sockets * 2
             ));
         }
-        if let Some(max) = self.conntrack_max.filter(|&m| sockets > m) {
+        // One tracked flow per connection, both ends alike; a table that tracks nothing now has no
+        // rule asking for tracking, and drops nothing.
+        let tracking = self.conntrack_count.is_some_and(|c| c > 0);
+        if let Some(max) = self.conntrack_max.filter(|&m| tracking && connections > m) {
             lines.push(format!(
-                "ringfetch: warning: connection tracking is on and nf_conntrack_max is {max}, below {sockets}: \
-                 new connections will be dropped; raise it with `sysctl -w net.netfilter.nf_conntrack_max={}`",
-                sockets * 2
+                "ringfetch: warning: connection tracking is active (nf_conntrack_count {}) and nf_conntrack_max \
+                 is {max}, below the {connections} connections this run opens: new connections past it \
+                 will be dropped; raise it with `sysctl -w net.netfilter.nf_conntrack_max={}`",
+                self.conntrack_count.unwrap_or(0),
+                connections * 2
+            ));
+        }
+        // A ramp keeps up to ~1,000 connects in flight; a listener whose accept queue is shorter
+        // drops the excess SYNs, which come back only as retransmissions a second later.
+        if let Some(max) = self.somaxconn.filter(|&m| m < 1024 && connections > m) {
+            lines.push(format!(
+                "ringfetch: warning: net.core.somaxconn is {max}: a server's accept queue holds no more \
+                 than that, and a ramp of {connections} connections keeps ~1000 connects in flight, so \
+                 the excess is dropped and retried a second later; raise it with \
+                 `sysctl -w net.core.somaxconn=4096` (and the server's listen backlog), or pace the \
+                 ramp with --connect-rate"
             ));
         }
         lines
@@ -200,6 +224,8 @@ mod tests {
             file_max: Some(1_000_000),
             tcp_mem_max: Some(500_000),
             conntrack_max: Some(262_144),
+            conntrack_count: Some(12),
+            somaxconn: Some(4096),
         };
         assert!(k.warnings(100_000, true).is_empty());
         let lines = k.warnings(1_000_000, true);
@@ -209,6 +235,21 @@ mod tests {
         assert!(lines[2].contains("nf_conntrack_max"));
         // Not on loopback: only the client's end counts.
         assert_eq!(k.warnings(200_000, false).len(), 0);
+        // Conntrack loaded but tracking nothing (no rule asks for it) drops nothing.
+        let idle = KernelLimits {
+            conntrack_count: Some(0),
+            ..k
+        };
+        assert_eq!(idle.warnings(1_000_000, true).len(), 2);
+        let short_queue = KernelLimits {
+            somaxconn: Some(128),
+            ..KernelLimits::default()
+        };
+        let lines = short_queue.warnings(10_000, false);
+        assert!(
+            lines.len() == 1 && lines[0].contains("somaxconn"),
+            "{lines:?}"
+        );
         assert_eq!(
             KernelLimits::default().warnings(u64::MAX / 4, true).len(),
             0
