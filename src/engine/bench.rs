@@ -168,21 +168,7 @@ impl BenchShard {
             }),
             dialer: RefCell::new(net::Dialer::Tcp),
         });
-        let direct = match &settings.direct {
-            Some(d) => match d.start() {
-                Ok(worker) => {
-                    *shard.dialer.borrow_mut() = worker.dialer.clone();
-                    Some(worker)
-                }
-                Err(e) => {
-                    eprintln!(
-                        "ringfetch: a worker could not start its direct-descriptor ring: {e}"
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let direct = super::transport::start_worker(&settings.direct, &shard.dialer);
         shard.reset_report(rate.is_some());
         let started = Instant::now();
         shard.measured.set(started);
@@ -243,13 +229,7 @@ impl BenchShard {
         if let Some(s) = scheduler {
             s.abort();
         }
-        let ring = match direct {
-            Some(d) => {
-                *shard.dialer.borrow_mut() = net::Dialer::Tcp;
-                d.finish().await
-            }
-            None => Default::default(),
-        };
+        let ring = super::transport::finish_worker(direct, &shard.dialer).await;
         let started = shard.measured.get();
         let mut report = std::mem::take(&mut *shard.report.borrow_mut());
         report.reads = shard.env.reads.get();

@@ -147,22 +147,7 @@ impl FetchShard {
 
     /// Runs this worker's share of the list to the end. Returns its report.
     pub async fn run(self: Rc<Self>, input: async_channel::Receiver<Vec<Line>>) -> Report {
-        let direct = match &self.settings.direct {
-            Some(d) => match d.start() {
-                Ok(worker) => {
-                    *self.dialer.borrow_mut() = worker.dialer.clone();
-                    Some(worker)
-                }
-                Err(e) => {
-                    // Without its ring this worker cannot connect: its URLs fail with the reason.
-                    eprintln!(
-                        "ringfetch: a worker could not start its direct-descriptor ring: {e}"
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let direct = super::transport::start_worker(&self.settings.direct, &self.dialer);
         let ticker = tokio_uring::spawn(Self::tick(self.clone()));
         while let Ok(batch) = input.recv().await {
             for line in batch {
@@ -178,13 +163,7 @@ impl FetchShard {
             self.settled.notified().await;
         }
         ticker.abort();
-        let ring = match direct {
-            Some(d) => {
-                *self.dialer.borrow_mut() = net::Dialer::Tcp;
-                d.finish().await
-            }
-            None => Default::default(),
-        };
+        let ring = super::transport::finish_worker(direct, &self.dialer).await;
         self.lines.borrow_mut().flush();
         let mut report = std::mem::take(&mut *self.report.borrow_mut());
         report.reads = self.env.reads.get();

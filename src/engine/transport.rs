@@ -54,6 +54,36 @@ impl DirectSettings {
     }
 }
 
+/// Starts this worker's ring when the run uses direct descriptors, pointing `dialer` at it. A worker
+/// whose ring cannot start says why and dials tcp.
+pub fn start_worker(
+    direct: &Option<DirectSettings>,
+    dialer: &std::cell::RefCell<Dialer>,
+) -> Option<DirectWorker> {
+    match direct.as_ref()?.start() {
+        Ok(worker) => {
+            *dialer.borrow_mut() = worker.dialer.clone();
+            Some(worker)
+        }
+        Err(e) => {
+            eprintln!("ringfetch: a worker could not start its direct-descriptor ring: {e}");
+            None
+        }
+    }
+}
+
+/// Ends a worker's ring (see `DirectWorker::finish`); the counters are zero without one.
+pub async fn finish_worker(
+    worker: Option<DirectWorker>,
+    dialer: &std::cell::RefCell<Dialer>,
+) -> direct::Stats {
+    *dialer.borrow_mut() = Dialer::Tcp;
+    match worker {
+        Some(w) => w.finish().await,
+        None => direct::Stats::default(),
+    }
+}
+
 pub struct DirectWorker {
     pub dialer: Dialer,
     pub ring: Rc<Ring>,

@@ -589,31 +589,22 @@ impl Ring {
                 .flags(link)
                 .user_data(chain_ud),
         );
-        chain.push(
+        // Both options are switched on with the static ONE, which outlives any SQE.
+        let enable = |level: i32, name: i32| {
             opcode::SetSockOpt::new(
                 types::Fixed(slot),
-                libc::IPPROTO_TCP as u32,
-                libc::TCP_NODELAY as u32,
+                level as u32,
+                name as u32,
                 &ONE as *const i32 as *const libc::c_void,
                 4,
             )
             .build()
             .flags(link)
-            .user_data(chain_ud),
-        );
+            .user_data(chain_ud)
+        };
+        chain.push(enable(libc::IPPROTO_TCP, libc::TCP_NODELAY));
         if let Some(src) = &addrs.1 {
-            chain.push(
-                opcode::SetSockOpt::new(
-                    types::Fixed(slot),
-                    libc::IPPROTO_IP as u32,
-                    libc::IP_BIND_ADDRESS_NO_PORT as u32,
-                    &ONE as *const i32 as *const libc::c_void,
-                    4,
-                )
-                .build()
-                .flags(link)
-                .user_data(chain_ud),
-            );
+            chain.push(enable(libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT));
             chain.push(
                 opcode::Bind::new(types::Fixed(slot), src.as_ptr().cast(), src.len())
                     .build()

@@ -51,6 +51,26 @@ fn ring_counters(stderr: &str) -> (u64, u64, u64) {
     )
 }
 
+/// `fetch` over direct descriptors with a small buffer pool, saving bodies into `dir`, with `-v`.
+fn fetch_direct(urls: &[String], buffers: &str, c: &str, p: &str, dir: &std::path::Path) -> Output {
+    run_fetch(
+        urls,
+        &[
+            "--transport",
+            "direct",
+            "--ring-buffers",
+            buffers,
+            "-c",
+            c,
+            "-p",
+            p,
+            "-v",
+            "--save-dir",
+            arg(dir),
+        ],
+    )
+}
+
 /// Every URL answered with its own body, byte for byte.
 #[track_caller]
 fn assert_own_bodies(out: &Output, dir: &std::path::Path, n: usize) {
@@ -124,22 +144,7 @@ fn a_dry_buffer_pool_and_responses_over_many_buffers_lose_nothing() {
     let server = numbered_server();
     let urls = list(&server, 600);
     let dir = tempdir();
-    let out = run_fetch(
-        &urls,
-        &[
-            "--transport",
-            "direct",
-            "--ring-buffers",
-            "4x512",
-            "-c",
-            "256",
-            "-p",
-            "4",
-            "-v",
-            "--save-dir",
-            arg(dir.path()),
-        ],
-    );
+    let out = fetch_direct(&urls, "4x512", "256", "4", dir.path());
     assert_eq!(out.code, 0, "{}", out.describe());
     assert_own_bodies(&out, dir.path(), urls.len());
     let (enobufs, lent, unclosed) = ring_counters(&out.stderr);
@@ -162,22 +167,7 @@ fn resets_while_buffers_are_lent_leak_nothing_and_cross_no_bodies() {
     });
     let urls = list(&server, 300);
     let dir = tempdir();
-    let out = run_fetch(
-        &urls,
-        &[
-            "--transport",
-            "direct",
-            "--ring-buffers",
-            "8x512",
-            "-c",
-            "32",
-            "-p",
-            "2",
-            "-v",
-            "--save-dir",
-            arg(dir.path()),
-        ],
-    );
+    let out = fetch_direct(&urls, "8x512", "32", "2", dir.path());
     assert_eq!(out.results.len(), urls.len(), "{}", out.describe());
     let mut failed = 0;
     for (i, r) in out.by_index() {
