@@ -156,7 +156,7 @@ pub struct HttpArgs {
 
     /// How connections are held. tcp: one file descriptor each, so at most the open-file limit.
     /// direct: sockets in each worker's io_uring fixed-file table, past the open-file limit (workers
-    /// are added as needed, ~20000 connections each here); Linux 6.11+, http only for now. auto:
+    /// are added as needed, ~20000 connections each here); Linux 6.11+, http and https. auto:
     /// direct when -c needs more descriptors than the limit allows (and the kernel has it), else tcp.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto, value_name = "KIND")]
     pub transport: TransportArg,
@@ -372,8 +372,8 @@ pub struct ServeArgs {
 
     /// tcp: a descriptor per connection, so at most the open-file limit. direct: connections accepted
     /// into each thread's io_uring fixed-file table (multishot accept and receive), about 20000 per
-    /// thread here whatever the open-file limit: `-t 64 --listeners 64` holds a million (Linux 6.11+,
-    /// http only).
+    /// thread here whatever the open-file limit: `-t 64 --listeners 64` holds a million (Linux
+    /// 6.11+).
     #[arg(long, value_enum, default_value_t = ServeTransport::Tcp, value_name = "KIND")]
     pub transport: ServeTransport,
 }

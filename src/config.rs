@@ -357,11 +357,6 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         }
         _ => None,
     };
-    if tls.is_some() && args.transport == crate::cli::ServeTransport::Direct {
-        return Err(usage(
-            "--transport direct serves http only for now; drop it to serve https (tcp)",
-        ));
-    }
     Ok(ServePlan {
         addr,
         engine,

@@ -15,7 +15,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::engine::runtime::{spawn_workers, RingSetup};
 use crate::net::direct::{self, Ring, RingSize};
-use crate::net::{tcp, tls, Transport};
+use crate::net::{self, tcp, tls, Transport};
 
 /// A request head larger than this is refused with 431.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -109,6 +109,7 @@ pub fn start(
                     size,
                     single_issuer,
                     responses,
+                    tls,
                 )
                 .await
                 {
@@ -353,6 +354,7 @@ async fn direct_loop(
     size: RingSize,
     single_issuer: bool,
     responses: Rc<Responses>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<()> {
     let ring = Ring::new(size, single_issuer)?;
     let _driver = tokio_uring::spawn(ring.clone().drive());
@@ -364,7 +366,14 @@ async fn direct_loop(
     loop {
         match ring.accept().await {
             Ok(conn) => {
-                tokio_uring::spawn(serve_direct(conn, responses.clone(), pool.clone()));
+                match &tls {
+                    None => tokio_uring::spawn(serve_direct(conn, responses.clone(), pool.clone())),
+                    Some(config) => tokio_uring::spawn(serve_direct_tls(
+                        conn,
+                        responses.clone(),
+                        config.clone(),
+                    )),
+                };
             }
             // ENFILE (the table is full) and friends: keep serving; accepts resume as slots free.
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
@@ -436,11 +445,27 @@ async fn serve_connection(
     };
     let stream = match tls {
         None => Transport::Plain(conn),
-        Some(config) => match tls::ServerStream::accept(conn, &config).await {
+        Some(config) => match tls::ServerStream::accept(net::Socket::Tcp(conn), &config).await {
             Ok(s) => Transport::TlsServer(Box::new(s)),
             Err(_) => return,
         },
     };
+    answer_stream(stream, responses).await
+}
+
+/// https over a direct descriptor: the TLS stream keeps its own buffers, so this takes the same loop
+/// as tcp rather than `serve_direct`'s in-place parsing.
+async fn serve_direct_tls(
+    conn: direct::Conn,
+    responses: Rc<Responses>,
+    config: Arc<rustls::ServerConfig>,
+) {
+    if let Ok(s) = tls::ServerStream::accept(net::Socket::Direct(conn), &config).await {
+        answer_stream(Transport::TlsServer(Box::new(s)), responses).await
+    }
+}
+
+async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
     // Request body bytes still to skip (a request body split across reads).

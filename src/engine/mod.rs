@@ -123,20 +123,15 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
     // A connection holds its socket, and with --save-dir the file of the body it is receiving.
     let fds_per_conn = 1 + u64::from(plan.save_dir.is_some());
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
-    // The list is read as it is fetched, so whether it holds https URLs is not known yet: direct is
-    // taken only when asked for, and an https URL then fails with a `tls` error that says so.
+    // Requests in flight need this many connections at most (pipelined `-p` deep).
     let wanted = plan.concurrency.div_ceil(plan.http.depth);
-    let direct = match plan.http.transport {
-        crate::cli::TransportArg::Auto if plan.http.source_addrs.is_empty() => None,
-        choice => transport::choose(
-            choice,
-            wanted,
-            budget,
-            false,
-            !plan.http.source_addrs.is_empty(),
-            limit.soft,
-        )?,
-    };
+    let direct = transport::choose(
+        plan.http.transport,
+        wanted,
+        budget,
+        !plan.http.source_addrs.is_empty(),
+        limit.soft,
+    )?;
     let budget = match direct {
         // A body being saved still needs a descriptor.
         Some(_) if plan.save_dir.is_some() => limits::connection_budget(limit, threads, 1),
@@ -315,14 +310,10 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
     // The built-in server holds the other end of each connection in this same process.
     let fds_per_conn = 1 + u64::from(embedded);
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
-    let https = targets
-        .iter()
-        .any(|t| t.origin.scheme == crate::target::Scheme::Https);
     let direct = transport::choose(
         plan.http.transport,
         plan.connections,
         budget,
-        https,
         !plan.http.source_addrs.is_empty(),
         limit.soft,
     )?;

@@ -105,13 +105,11 @@ impl DirectWorker {
 /// The run's choice: Some(slots per ring) for direct, None for tcp.
 ///
 /// `wanted` connections against `tcp_budget` descriptors: auto takes direct only when tcp would have
-/// to clamp, the kernel has what direct needs, and nothing needs a descriptor per connection (https,
-/// or the built-in server in this process).
+/// to clamp (or source addresses are given) and the kernel has what direct needs.
 pub fn choose(
     choice: TransportArg,
     wanted: usize,
     tcp_budget: usize,
-    https: bool,
     sources_given: bool,
     fd_soft_limit: u64,
 ) -> io::Result<Option<u32>> {
@@ -125,10 +123,6 @@ pub fn choose(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
         )),
         TransportArg::Tcp => Ok(None),
-        TransportArg::Direct if https => Err(usage(
-            "--transport direct: https over direct descriptors is not supported yet; use --transport tcp or auto"
-                .into(),
-        )),
         TransportArg::Direct => match direct::available() {
             Ok(()) => Ok(Some(slots)),
             Err(why) => Err(io::Error::other(format!(
@@ -137,7 +131,7 @@ pub fn choose(
         },
         TransportArg::Auto => {
             let needs = wanted > tcp_budget || sources_given;
-            Ok((needs && !https && direct::available().is_ok()).then_some(slots))
+            Ok((needs && direct::available().is_ok()).then_some(slots))
         }
     }
 }
@@ -152,7 +146,7 @@ pub fn workers(threads: usize, connections: usize, slots: u32) -> usize {
 /// Slots a worker's ring needs for its share of connections (the table costs kernel memory per slot).
 pub fn ring_slots(per_worker: usize, max: u32) -> u32 {
     let want = per_worker as u64 + per_worker as u64 / 8 + u64::from(SLOT_SLACK);
-    want.clamp(256, u64::from(max)) as u32
+    want.max(256).min(u64::from(max)) as u32
 }
 
 /// Source addresses to spread `connections` over when one address's ephemeral ports toward the

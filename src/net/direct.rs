@@ -973,6 +973,28 @@ impl Conn {
         .user_data(user_data(SOCKOPT, self.slot, self.gen))]);
     }
 
+    /// Queues `bytes` as this connection's last send, without waiting (TLS's close_notify just before
+    /// the connection is dropped): the send goes out before the close that follows it in the ring.
+    /// Skipped if a send is still in flight.
+    pub fn send_last(&self, bytes: &[u8]) {
+        if self.sh.sending.get() {
+            return;
+        }
+        let mut buf = self.sh.send_buf.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.sh.sending.set(true);
+        self.sh.send_res.set(None);
+        self.ring.push(&[opcode::Send::new(
+            types::Fixed(self.slot),
+            buf.as_ptr(),
+            buf.len() as u32,
+        )
+        .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(SEND, self.slot, self.gen))]);
+    }
+
     /// Ends our sending side (FIN); the receiving side stays open.
     pub fn shutdown_write(&self) {
         self.ring.shutdown(self.slot, self.gen, libc::SHUT_WR);

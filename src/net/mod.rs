@@ -39,6 +39,68 @@ macro_rules! each {
     };
 }
 
+/// The socket under a TLS stream: a descriptor (tokio-uring) or a direct descriptor.
+pub enum Socket {
+    Tcp(tcp::Conn),
+    Direct(direct::Conn),
+}
+
+impl Socket {
+    pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Socket::Tcp(c) => c.read(buf).await,
+            Socket::Direct(c) => c.read(buf).await,
+        }
+    }
+
+    /// What a direct send(2) takes now; a direct descriptor has none to send on (WouldBlock).
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(c) => c.send_now(buf),
+            Socket::Direct(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Socket::Tcp(c) => c.write_all(buf).await,
+            Socket::Direct(c) => c.write_all(buf).await,
+        }
+    }
+
+    /// Sends `bytes` as the last thing before the connection is dropped, if the socket takes them
+    /// without waiting (TLS close_notify: a courtesy).
+    pub fn send_last(&self, bytes: &[u8]) {
+        match self {
+            Socket::Tcp(c) => {
+                let _ = c.send_now(bytes);
+            }
+            Socket::Direct(c) => c.send_last(bytes),
+        }
+    }
+
+    pub fn set_recv_lowat(&self, bytes: usize) {
+        match self {
+            Socket::Tcp(c) => crate::sys::set_recv_lowat(c.raw_fd(), bytes),
+            Socket::Direct(c) => c.set_recv_lowat(bytes),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        match self {
+            Socket::Tcp(c) => crate::sys::shutdown_write(c.raw_fd()),
+            Socket::Direct(c) => c.shutdown_write(),
+        }
+    }
+
+    pub fn kill(&self) -> Kill {
+        match self {
+            Socket::Tcp(c) => Kill::Fd(c.raw_fd()),
+            Socket::Direct(c) => Kill::Direct(c.handle()),
+        }
+    }
+}
+
 /// How the watchdog makes a connection's pending operations complete: `shutdown(2)` on a descriptor,
 /// a SHUTDOWN operation on a fixed slot.
 pub enum Kill {
@@ -128,42 +190,36 @@ impl Transport {
     /// Sets the socket's receive low-water mark (see `engine::conn::ReadBatching`).
     pub fn set_recv_lowat(&self, bytes: usize) {
         match self {
+            Transport::Plain(c) => crate::sys::set_recv_lowat(c.raw_fd(), bytes),
+            Transport::Tls(c) => c.socket().set_recv_lowat(bytes),
+            Transport::TlsServer(c) => c.socket().set_recv_lowat(bytes),
             Transport::Direct(c) => c.set_recv_lowat(bytes),
-            other => {
-                if let Some(fd) = other.raw_fd() {
-                    crate::sys::set_recv_lowat(fd, bytes);
-                }
-            }
         }
     }
 
     /// Ends our side in good order: close_notify over TLS, then FIN.
     pub fn shutdown_write(&self) {
         match self {
-            Transport::Plain(_) => {}
-            Transport::Tls(c) => c.close_notify(),
-            Transport::TlsServer(c) => c.close_notify(),
-            Transport::Direct(c) => return c.shutdown_write(),
-        }
-        if let Some(fd) = self.raw_fd() {
-            crate::sys::shutdown_write(fd);
-        }
-    }
-
-    fn raw_fd(&self) -> Option<RawFd> {
-        match self {
-            Transport::Plain(c) => Some(c.raw_fd()),
-            Transport::Tls(c) => Some(c.raw_fd()),
-            Transport::TlsServer(c) => Some(c.raw_fd()),
-            Transport::Direct(_) => None,
+            Transport::Plain(c) => crate::sys::shutdown_write(c.raw_fd()),
+            Transport::Tls(c) => {
+                c.close_notify();
+                c.socket().shutdown_write();
+            }
+            Transport::TlsServer(c) => {
+                c.close_notify();
+                c.socket().shutdown_write();
+            }
+            Transport::Direct(c) => c.shutdown_write(),
         }
     }
 
     /// What the watchdog does to end this connection's pending operations.
     pub fn kill(&self) -> Kill {
         match self {
+            Transport::Plain(c) => Kill::Fd(c.raw_fd()),
+            Transport::Tls(c) => c.socket().kill(),
+            Transport::TlsServer(c) => c.socket().kill(),
             Transport::Direct(c) => Kill::Direct(c.handle()),
-            other => Kill::Fd(other.raw_fd().expect("a descriptor-backed transport")),
         }
     }
 }
@@ -192,12 +248,15 @@ pub async fn connect(
             });
             let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
             match tokio::time::timeout(timeout, ring.connect(*addr, src)).await {
-                Ok(Ok(conn)) if tls.is_none() => return Ok(Transport::Direct(conn)),
-                Ok(Ok(_)) => {
-                    return Err(FetchError::new(
-                        ErrorKind::Tls,
-                        "https over the direct transport is not supported yet; use --transport tcp",
-                    ))
+                Ok(Ok(conn)) => {
+                    return match tls {
+                        None => Ok(Transport::Direct(conn)),
+                        Some((config, host)) => {
+                            tls::ClientStream::connect(Socket::Direct(conn), config, host, timeout)
+                                .await
+                                .map(|s| Transport::Tls(Box::new(s)))
+                        }
+                    }
                 }
                 Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
                 Err(_) => last = Some(connect_timeout(*addr, timeout)),
@@ -208,9 +267,11 @@ pub async fn connect(
             Ok(Ok(conn)) => {
                 return match tls {
                     None => Ok(Transport::Plain(conn)),
-                    Some((config, host)) => tls::ClientStream::connect(conn, config, host, timeout)
-                        .await
-                        .map(|s| Transport::Tls(Box::new(s))),
+                    Some((config, host)) => {
+                        tls::ClientStream::connect(Socket::Tcp(conn), config, host, timeout)
+                            .await
+                            .map(|s| Transport::Tls(Box::new(s)))
+                    }
                 }
             }
             Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),

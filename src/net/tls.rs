@@ -9,7 +9,6 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::mem;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{CertificateError, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 
-use super::tcp;
+use super::Socket;
 use crate::error::{ErrorKind, FetchError};
 
 /// A ciphertext buffer starts small: most responses of a load test or a crawl fit a few KiB, and
@@ -100,7 +99,7 @@ enum Processed {
 }
 
 pub struct Stream<S: Side> {
-    tcp: tcp::Conn,
+    tcp: Socket,
     tls: RefCell<S>,
     rx: RefCell<Vec<u8>>,
     /// `rx[rx_start..]` is not yet processed.
@@ -120,7 +119,7 @@ pub type ClientStream = Stream<UnbufferedClientConnection>;
 pub type ServerStream = Stream<UnbufferedServerConnection>;
 
 impl<S: Side> Stream<S> {
-    fn new(tcp: tcp::Conn, tls: S, peer: &str) -> Stream<S> {
+    fn new(tcp: Socket, tls: S, peer: &str) -> Stream<S> {
         Stream {
             tcp,
             tls: RefCell::new(tls),
@@ -135,8 +134,9 @@ impl<S: Side> Stream<S> {
         }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.tcp.raw_fd()
+    /// The socket under the stream (descriptor or direct).
+    pub fn socket(&self) -> &Socket {
+        &self.tcp
     }
 
     pub fn handshake_kind(&self) -> Option<HandshakeKind> {
@@ -453,7 +453,7 @@ impl<S: Side> Stream<S> {
         }
         let mut alert = [0u8; 64];
         if let Ok(Ok(n)) = self.with_writer(|write, _| write.queue_close_notify(&mut alert)) {
-            let _ = self.tcp.send_now(&alert[..n]);
+            self.tcp.send_last(&alert[..n]);
         }
     }
 
@@ -483,7 +483,7 @@ impl<S: Side> Drop for Stream<S> {
 impl ClientStream {
     /// Runs the client handshake on a connected socket, within `timeout`.
     pub async fn connect(
-        tcp: tcp::Conn,
+        tcp: Socket,
         config: &Arc<rustls::ClientConfig>,
         host: &str,
         timeout: Duration,
@@ -515,7 +515,7 @@ impl ClientStream {
 
 impl ServerStream {
     pub async fn accept(
-        tcp: tcp::Conn,
+        tcp: Socket,
         config: &Arc<rustls::ServerConfig>,
     ) -> Result<ServerStream, FetchError> {
         let conn = UnbufferedServerConnection::new(config.clone())

@@ -360,6 +360,8 @@ pub enum Wire {
     Https,
     /// http with `--transport direct` on both ends: sockets in io_uring fixed-file tables.
     Direct,
+    /// https over direct descriptors on both ends.
+    DirectHttps,
 }
 
 impl Serve {
@@ -385,26 +387,30 @@ impl Serve {
 
 /// `start_serve` over `wire`: with https, serve makes up a certificate and writes it for the clients.
 pub fn start_serve_on(wire: Wire, args: &[&str]) -> Serve {
-    match wire {
-        Wire::Http => return start_serve(args),
-        Wire::Direct => {
-            let mut serve = start_serve(&[&["--transport", "direct"], args].concat());
-            serve.direct = true;
-            return serve;
-        }
-        Wire::Https => {}
+    let direct = matches!(wire, Wire::Direct | Wire::DirectHttps);
+    let mut all: Vec<&str> = Vec::new();
+    if direct {
+        all.extend(["--transport", "direct"]);
     }
-    let dir = tempdir();
-    let cert = dir.path().join("serve-cert.pem");
-    let mut all = vec!["--tls-self-signed", "--tls-self-signed-out", arg(&cert)];
+    let mut cert = None;
+    if matches!(wire, Wire::Https | Wire::DirectHttps) {
+        let dir = tempdir();
+        let path = dir.path().join("serve-cert.pem");
+        cert = Some((dir, path));
+    }
+    if let Some((_, path)) = &cert {
+        all.extend(["--tls-self-signed", "--tls-self-signed-out", arg(path)]);
+    }
     all.extend_from_slice(args);
     let mut serve = start_serve(&all);
-    serve.cert = Some((dir, cert.clone()));
+    serve.cert = cert;
+    serve.direct = direct;
     serve
 }
 
-/// Runs each named test function (taking a `Wire`) over http, over https and over http on direct
-/// descriptors, as `http::NAME`, `https::NAME` and `direct::NAME`: one table, every transport.
+/// Runs each named test function (taking a `Wire`) over http and https, each on descriptors and on
+/// direct descriptors, as `http::NAME`, `https::NAME`, `direct::NAME` and `direct_https::NAME`: one
+/// table, every transport.
 #[macro_export]
 macro_rules! over_each_wire {
     ($($name:ident),* $(,)?) => {
@@ -416,6 +422,9 @@ macro_rules! over_each_wire {
         }
         mod direct {
             $( #[test] fn $name() { super::$name($crate::common::Wire::Direct) } )*
+        }
+        mod direct_https {
+            $( #[test] fn $name() { super::$name($crate::common::Wire::DirectHttps) } )*
         }
     };
 }

@@ -195,8 +195,9 @@ fn single_thread_run(wire: Wire) {
     assert_eq!(out.summary["threads"], 1, "{}", out.summary);
 }
 
-#[test]
-fn low_fd_limit_clamps_concurrency_with_one_warning() {
+/// `fetch -c 1024` under `ulimit -n 256`, every URL of 2,000 fetched: over tcp with one clamp line;
+/// under `--transport auto` over direct descriptors, unclamped.
+fn fetch_under_ulimit_256(transport: &str) -> (Finished, Vec<Value>) {
     let serve = start_serve(&[]);
     let list = urls(&serve, 2000);
     let dir = tempdir();
@@ -211,19 +212,8 @@ fn low_fd_limit_clamps_concurrency_with_one_warning() {
         .arg(&file)
         .arg("-o")
         .arg(&out_file)
-        .args(["--json", "-c", "1024"]);
+        .args(["--json", "-c", "1024", "-v", "--transport", transport]);
     let done = run_child(cmd, None);
-    let clamped = done
-        .stderr
-        .lines()
-        .filter(|l| l.contains("clamped"))
-        .count();
-    assert_eq!(
-        clamped,
-        1,
-        "exactly one clamp warning; stderr:\n{}",
-        tail(&done.stderr)
-    );
     assert_eq!(done.code, 0, "stderr:\n{}", tail(&done.stderr));
     let results = parse_jsonl(&fs::read_to_string(&out_file).unwrap_or_default());
     assert_eq!(results.len(), 2000);
@@ -232,6 +222,33 @@ fn low_fd_limit_clamps_concurrency_with_one_warning() {
     for r in &results {
         assert_response(r, 200, 1024);
     }
+    (done, results)
+}
+
+fn clamp_lines(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.contains("clamped")).count()
+}
+
+#[test]
+fn low_fd_limit_clamps_concurrency_with_one_warning() {
+    let (done, _) = fetch_under_ulimit_256("tcp");
+    assert_eq!(
+        clamp_lines(&done.stderr),
+        1,
+        "exactly one clamp warning; stderr:\n{}",
+        tail(&done.stderr)
+    );
+}
+
+#[test]
+fn low_fd_limit_takes_direct_descriptors_under_auto() {
+    let (done, _) = fetch_under_ulimit_256("auto");
+    assert_eq!(clamp_lines(&done.stderr), 0, "{}", tail(&done.stderr));
+    assert!(
+        done.stderr.contains("transport direct"),
+        "{}",
+        tail(&done.stderr)
+    );
 }
 
 #[test]

@@ -58,7 +58,7 @@ impl Nginx {
         let mut cert = None;
         let listen = match wire {
             Wire::Http | Wire::Direct => String::new(),
-            Wire::Https => {
+            Wire::Https | Wire::DirectHttps => {
                 let made = rcgen::generate_simple_self_signed(vec!["localhost".into()])
                     .expect("make a certificate");
                 let (crt, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -117,7 +117,7 @@ http {{
             port,
             dir,
             cert,
-            direct: wire == Wire::Direct,
+            direct: matches!(wire, Wire::Direct | Wire::DirectHttps),
         };
         nginx.wait_ready();
         Some(nginx)
@@ -220,6 +220,15 @@ fn nginx_over_direct_descriptors_saved_exactly() {
         return;
     };
     fetch_and_verify(&nginx, 5_000);
+}
+
+/// nginx's TLS over our direct descriptors: rustls reading from the ring's buffers.
+#[test]
+fn nginx_over_https_on_direct_descriptors_saved_exactly() {
+    let Some(nginx) = Nginx::start_on(Wire::DirectHttps, 2_000, "") else {
+        return;
+    };
+    fetch_and_verify(&nginx, 2_000);
 }
 
 #[test]
