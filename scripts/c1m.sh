@@ -52,13 +52,15 @@ if ((avail_kib < need_kib)); then
     exit 1
 fi
 
-# A ring's fixed-file table holds at most the open-file limit: one server thread (and listening
-# port) per ~16,000 connections keeps every table below it with room for uneven hashing.
+# A ring's fixed-file table holds at most the open-file limit. serve gives each listening socket a
+# ring of its own, so one port per ~16,000 connections keeps every table below the limit with room
+# for uneven spreading; one server thread per CPU runs them all.
 fd_limit=$(ulimit -Hn)
 ulimit -n "$fd_limit"
-per_ring=$((fd_limit * 4 / 5))
-THREADS=$(((N + per_ring - 1) / per_ring))
-((THREADS < 2)) && THREADS=2
+per_port=$((fd_limit * 4 / 5))
+PORTS=$(((N + per_port - 1) / per_port))
+((PORTS < 2)) && PORTS=2
+THREADS=$(nproc)
 PORT0=${PORT0:-20000}
 
 TMP=$(mktemp -d /tmp/ringfetch-c1m.XXXXXX)
@@ -79,8 +81,8 @@ wait_teardown() { # until earlier runs' sockets are gone (at most 120 s)
 }
 wait_teardown
 
-log "serve: $THREADS threads × $THREADS ports from $PORT0 (direct descriptors)"
-setsid "$RF" serve --transport direct -t "$THREADS" --listeners "$THREADS" \
+log "serve: $THREADS threads × $PORTS ports from $PORT0, a ring per port and thread (direct descriptors)"
+setsid "$RF" serve --transport direct -t "$THREADS" --listeners "$PORTS" \
     --addr "127.0.0.1:$PORT0" --body-size "$BODY" >"$TMP/serve.out" 2>"$TMP/serve.err" &
 SERVE_PID=$!
 for _ in $(seq 100); do
@@ -92,14 +94,14 @@ head -1 "$TMP/serve.out" | grep -q "^listening on " || {
     cat "$TMP/serve.err" >&2
     exit 1
 }
-for ((p = 0; p < THREADS; p++)); do
+for ((p = 0; p < PORTS; p++)); do
     echo "http://127.0.0.1:$((PORT0 + p))/"
 done >"$TMP/urls"
 
 rate_args=()
 [[ -n ${CONNECT_RATE:-} ]] && rate_args=(--connect-rate "$CONNECT_RATE")
 memfree_before=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
-log "bench --hold $HOLD -c $N over $THREADS ports"
+log "bench --hold $HOLD -c $N over $PORTS ports"
 # Sample the machine while the connections are held: the lowest MemAvailable and serve's RSS.
 (
     low=$memfree_before
@@ -134,7 +136,7 @@ kill "$SERVE_PID" 2>/dev/null || true
 SERVE_PID=
 
 python3 - "$TMP/summary.json" "$N" "$wall" "$user" "$sys" "$maxrss" "${low:-0}" "${srss:-0}" \
-    "$memfree_before" "$THREADS" "$HOLD" <<'EOF'
+    "$memfree_before" "$THREADS x $PORTS" "$HOLD" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 n, wall, user, sys_, maxrss, low, srss, before, threads, hold = sys.argv[2:]
@@ -152,7 +154,7 @@ print(f"| {n:,} | {s.get('peak_connections', 0):,} | {errors} | {rate:,.0f}/s | 
       f"| {int(maxrss) / 1024:.0f} MiB | {int(srss) / 1024:.0f} MiB | {int(low) / 1048576:.1f} GiB |")
 print()
 print(f"- client: {s['threads']} workers (one ring each), {float(user) + float(sys_):.1f} s CPU, "
-      f"{float(wall):.1f} s wall including the hold and the close; serve: {threads} threads and ports")
+      f"{float(wall):.1f} s wall including the hold and the close; serve: {threads} threads x ports (one ring each)")
 print(f"- status: {s['status']}; errors: {s['errors'] or 'none'}")
 ok = errors == 0 and s.get("peak_connections") == n
 print(f"- verdict: {'every connection open and answered at once' if ok else 'NOT all connections held'}")

@@ -371,9 +371,9 @@ pub struct ServeArgs {
     pub tls_self_signed_out: Option<PathBuf>,
 
     /// tcp: a descriptor per connection, so at most the open-file limit. direct: connections accepted
-    /// into each thread's io_uring fixed-file table (multishot accept and receive), about 20000 per
-    /// thread here whatever the open-file limit: `-t 64 --listeners 64` holds a million (Linux
-    /// 6.11+).
+    /// into io_uring fixed-file tables (multishot accept and receive), a ring per listening socket
+    /// with room for about 20000 each here, whatever the open-file limit: `--listeners 64` holds a
+    /// million (Linux 6.11+).
     #[arg(long, value_enum, default_value_t = ServeTransport::Tcp, value_name = "KIND")]
     pub transport: ServeTransport,
 }

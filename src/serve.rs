@@ -72,7 +72,9 @@ pub fn start(
         .unwrap_or(1024)
         .clamp(64, 1 << 20) as u32;
     let single_issuer = setup.single_issuer;
-    let scale = threads > cpus.len();
+    // Many rings (threads past the CPU count, or several ports each with its own ring): their fixed
+    // memory adds up, so each is sized for mostly idle connections.
+    let scale = threads > cpus.len() || ports > 1;
     let ports = ports.max(1);
     // Port 0 with several ports: the kernel picks the first, the next ones may be taken; try again.
     let mut attempts = if addr.port() == 0 { 20 } else { 1 };
@@ -347,8 +349,11 @@ fn answer(buf: &[u8], skip: &mut u64, out: &mut Vec<u8>, responses: &Responses) 
     }
 }
 
-/// `--transport direct`: this thread's listeners accept into its ring; each connection is a small
-/// task that owns no buffer while idle (requests are parsed in the ring's buffers, in place).
+/// `--transport direct`: each of this thread's listening sockets accepts into a ring of its own, so a
+/// thread holds (ports × ~20,000) connections whatever the open-file limit, and a million needs only
+/// enough ports, not a thread per 20,000 (fewer threads: more completions handled per wake-up). Each
+/// connection is a small task that owns no buffer while idle (requests are parsed in the ring's
+/// buffers, in place).
 async fn direct_loop(
     listeners: Vec<StdListener>,
     size: RingSize,
@@ -356,13 +361,34 @@ async fn direct_loop(
     responses: Rc<Responses>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<()> {
-    let ring = Ring::new(size, single_issuer)?;
-    let _driver = tokio_uring::spawn(ring.clone().drive());
+    let pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let mut loops = Vec::with_capacity(listeners.len());
     for l in &listeners {
         l.set_nonblocking(true)?;
+        let ring = Ring::new(size, single_issuer)?;
+        tokio_uring::spawn(ring.clone().drive());
         ring.listen(std::os::fd::AsRawFd::as_raw_fd(l));
+        loops.push(tokio_uring::spawn(accept_direct(
+            ring,
+            responses.clone(),
+            pool.clone(),
+            tls.clone(),
+        )));
     }
-    let pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    for l in loops {
+        let _ = l.await;
+    }
+    // The listening sockets live as long as their accept loops.
+    drop(listeners);
+    Ok(())
+}
+
+async fn accept_direct(
+    ring: Rc<Ring>,
+    responses: Rc<Responses>,
+    pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     loop {
         match ring.accept().await {
             Ok(conn) => {
