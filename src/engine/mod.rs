@@ -130,7 +130,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         wanted,
         budget,
         !plan.http.source_addrs.is_empty(),
-        limit.soft,
+        limit,
     )?;
     let budget = match direct {
         // A body being saved still needs a descriptor.
@@ -315,7 +315,7 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         plan.connections,
         budget,
         !plan.http.source_addrs.is_empty(),
-        limit.soft,
+        limit,
     )?;
     // Direct sockets need no descriptor; the built-in server's still do.
     let budget = match direct {

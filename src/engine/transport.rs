@@ -105,15 +105,16 @@ impl DirectWorker {
 /// The run's choice: Some(slots per ring) for direct, None for tcp.
 ///
 /// `wanted` connections against `tcp_budget` descriptors: auto takes direct only when tcp would have
-/// to clamp (or source addresses are given) and the kernel has what direct needs.
+/// to clamp (or source addresses are given) and the kernel has what direct needs. When the limit is
+/// why, ONE line says so, as the clamp would have (`note`).
 pub fn choose(
     choice: TransportArg,
     wanted: usize,
     tcp_budget: usize,
     sources_given: bool,
-    fd_soft_limit: u64,
+    limit: super::limits::FdLimit,
 ) -> io::Result<Option<u32>> {
-    let slots = u32::try_from(fd_soft_limit.min(1 << 20))
+    let slots = u32::try_from(limit.soft.min(1 << 20))
         .unwrap_or(u32::MAX)
         .saturating_sub(SLOT_SLACK)
         .max(SLOT_SLACK);
@@ -130,10 +131,26 @@ pub fn choose(
             ))),
         },
         TransportArg::Auto => {
-            let needs = wanted > tcp_budget || sources_given;
-            Ok((needs && direct::available().is_ok()).then_some(slots))
+            let over = wanted > tcp_budget;
+            if !(over || sources_given) || direct::available().is_err() {
+                return Ok(None);
+            }
+            if over {
+                eprintln!("{}", note(limit, wanted, tcp_budget));
+            }
+            Ok(Some(slots))
         }
     }
+}
+
+/// The line auto prints when the open-file limit sends it to direct descriptors.
+fn note(limit: super::limits::FdLimit, wanted: usize, tcp_budget: usize) -> String {
+    format!(
+        "ringfetch: open-file limit is {} (hard {}), below the {wanted} connections asked for, so they \
+         are io_uring direct descriptors, which need none (--transport direct); --transport tcp would \
+         clamp them to {tcp_budget} instead",
+        limit.soft, limit.hard
+    )
 }
 
 /// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
@@ -184,6 +201,18 @@ pub fn auto_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auto_note_names_the_limit_and_the_way_back() {
+        let limit = crate::engine::limits::FdLimit {
+            soft: 256,
+            hard: 256,
+        };
+        let line = note(limit, 1024, 216);
+        assert!(line.contains("open-file limit is 256"), "{line}");
+        assert!(line.contains("direct descriptors") && line.contains("--transport tcp"));
+        assert!(line.contains("clamp them to 216"), "{line}");
+    }
 
     #[test]
     fn workers_cover_every_connection() {
