@@ -55,7 +55,7 @@ impl DirectSettings {
 }
 
 /// Starts this worker's ring when the run uses direct descriptors, pointing `dialer` at it. A worker
-/// whose ring cannot start says why and dials tcp.
+/// whose ring cannot start says why, and its connections fail with that reason.
 pub fn start_worker(
     direct: &Option<DirectSettings>,
     dialer: &std::cell::RefCell<Dialer>,
@@ -67,6 +67,7 @@ pub fn start_worker(
         }
         Err(e) => {
             eprintln!("ringfetch: a worker could not start its direct-descriptor ring: {e}");
+            *dialer.borrow_mut() = Dialer::Unavailable(e.to_string().into());
             None
         }
     }

@@ -128,6 +128,9 @@ pub enum Dialer {
         sources: std::rc::Rc<[std::net::IpAddr]>,
         next: std::rc::Rc<std::cell::Cell<usize>>,
     },
+    /// The run uses direct descriptors but this worker's ring could not start: every connect fails
+    /// with this reason (a descriptor instead could run into the open-file limit).
+    Unavailable(std::rc::Rc<str>),
 }
 
 impl Transport {
@@ -232,6 +235,12 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
 ) -> Result<Transport, FetchError> {
+    if let Dialer::Unavailable(why) = dialer {
+        return Err(FetchError::new(
+            ErrorKind::Connect,
+            format!("this worker's io_uring for direct descriptors could not start ({why}); retry, or use --transport tcp"),
+        ));
+    }
     let mut last = None;
     for addr in addrs {
         if let Dialer::Direct {

@@ -224,3 +224,43 @@ fn a_refused_port_is_a_connect_error_over_direct_descriptors() {
     assert_eq!(out.results.len(), 1, "{}", out.describe());
     assert_error(&out.results[0], "connect");
 }
+
+/// A worker whose ring cannot start (here: a buffer pool larger than the address space `ulimit -v`
+/// allows) fails its URLs with a `connect` error that says why, instead of falling back to
+/// descriptors the limit may not allow.
+#[test]
+fn a_ring_that_cannot_start_fails_its_urls_with_the_reason() {
+    let server = numbered_server();
+    let urls = list(&server, 4);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -v 4000000 && exec "$0" "$@""#)
+        .arg(bin())
+        .args([
+            "fetch",
+            "-o",
+            "-",
+            "--transport",
+            "direct",
+            "--ring-buffers",
+            "32768x1m",
+        ]);
+    let done = run_child(cmd, Some(lines(&urls).into_bytes()));
+    assert_eq!(done.code, 1, "{}", tail(&done.stderr));
+    let results = parse_jsonl(&done.stdout);
+    assert_eq!(results.len(), 4, "{}", done.stdout);
+    for r in &results {
+        assert_error(r, "connect");
+        assert!(
+            r["error"].as_str().unwrap().contains("--transport tcp"),
+            "{r}"
+        );
+    }
+    assert!(
+        done.stderr
+            .contains("could not start its direct-descriptor ring"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(server.connections(), 0);
+}
