@@ -189,6 +189,10 @@ pub struct Ring {
     free: RefCell<Vec<u32>>,
     dirty: Cell<bool>,
     flush: tokio::sync::Notify,
+    /// A slot came free: wakes a connect waiting for one.
+    freed: tokio::sync::Notify,
+    /// Slots whose close is under way (they come free soon).
+    closing: Cell<usize>,
     stopping: Cell<bool>,
     scratch: RefCell<Vec<cqueue::Entry>>,
     stats: Cell<Stats>,
@@ -244,6 +248,8 @@ impl Ring {
             free: RefCell::new((0..size.slots).rev().collect()),
             dirty: Cell::new(false),
             flush: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
+            closing: Cell::new(0),
             stopping: Cell::new(false),
             scratch: RefCell::new(Vec::with_capacity(256)),
             stats: Cell::new(Stats::default()),
@@ -264,7 +270,10 @@ impl Ring {
 
     /// Slots in use, held ones included.
     pub fn open(&self) -> usize {
-        self.slots.borrow().len() - self.free.borrow().len()
+        self.slots
+            .borrow()
+            .len()
+            .saturating_sub(self.free.borrow().len())
     }
 
     /// Waits (up to `limit`) until every connection's close has completed and no operation is in
@@ -487,10 +496,17 @@ impl Ring {
     fn free_slot(&self, slot: u32) {
         let mut slots = self.slots.borrow_mut();
         let s = &mut slots[slot as usize];
+        if s.state == State::Closing {
+            self.closing.set(self.closing.get() - 1);
+        }
         s.shared = None;
         s.state = State::Free;
         s.gen = s.gen.wrapping_add(1);
-        self.free.borrow_mut().push(slot);
+        // A ring that accepts lets the kernel pick free slots; only a connecting ring keeps the list.
+        if self.listeners.borrow().is_empty() {
+            self.free.borrow_mut().push(slot);
+            self.freed.notify_one();
+        }
     }
 
     /// Frees a closing slot once nothing is in flight on it; drops a held connection's shared state
@@ -533,6 +549,7 @@ impl Ring {
                 self.held.set(self.held.get() - 1);
             }
             s.state = State::Closing;
+            self.closing.set(self.closing.get() + 1);
             let armed = s.shared.as_ref().is_some_and(|sh| sh.recv_armed.get());
             (s.gen, armed)
         };
@@ -553,11 +570,20 @@ impl Ring {
         dst: SocketAddr,
         src: Option<std::net::IpAddr>,
     ) -> io::Result<Conn> {
-        let Some(slot) = self.free.borrow_mut().pop() else {
-            return Err(io::Error::other(format!(
-                "all {} direct-descriptor slots of this worker are in use",
-                self.slots.borrow().len()
-            )));
+        // A connection that just closed gives its slot back once its close completes (the driver's
+        // next turn): churning connections (--no-keepalive) wait for that rather than fail.
+        let slot = loop {
+            let freed = self.freed.notified();
+            if let Some(slot) = self.free.borrow_mut().pop() {
+                break slot;
+            }
+            if self.closing.get() == 0 {
+                return Err(io::Error::other(format!(
+                    "all {} direct-descriptor slots of this worker are in use",
+                    self.slots.borrow().len()
+                )));
+            }
+            freed.await;
         };
         let sh = Rc::new(Shared::default());
         let gen = {
@@ -664,6 +690,9 @@ impl Ring {
                     // The kernel reused a slot whose close we have not reaped yet: whatever still
                     // completes for the old connection must not reach the new one.
                     s.gen = s.gen.wrapping_add(1);
+                }
+                if s.state == State::Closing {
+                    self.closing.set(self.closing.get() - 1);
                 }
                 s.state = State::Open;
                 s.shared = Some(Rc::new(Shared::default()));

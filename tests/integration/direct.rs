@@ -264,3 +264,37 @@ fn a_ring_that_cannot_start_fails_its_urls_with_the_reason() {
     );
     assert_eq!(server.connections(), 0);
 }
+
+/// A connection per request (`--no-keepalive`) on both ends over direct descriptors: slots churn
+/// faster than closes complete, so a new connect may wait for a closing slot but never fails for
+/// lack of one, and the server's kernel-allocated slots are reused as they come free.
+#[test]
+fn a_connection_per_request_churns_slots_without_errors() {
+    let serve = start_serve(&["--transport", "direct"]);
+    let mut cmd = Command::new(bin());
+    cmd.arg("bench").arg(serve.url("/")).args([
+        "--transport",
+        "direct",
+        "--no-keepalive",
+        "-c",
+        "128",
+        "-n",
+        "5000",
+        "-t",
+        "1",
+        "--json",
+        "-v",
+    ]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["requests"], 5000, "{s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    // One per request, and at most one more per connection that found the budget spent once open.
+    let opened = s["connections_opened"]
+        .as_u64()
+        .expect("connections_opened");
+    assert!((5000..=5000 + 128).contains(&opened), "{s}");
+    let (_, lent, unclosed) = ring_counters(&done.stderr);
+    assert_eq!((lent, unclosed), (0, 0), "{}", done.stderr);
+}
