@@ -957,13 +957,7 @@ impl Conn {
                 }
                 (b[sent..].as_ptr(), (b.len() - sent) as u32)
             };
-            self.sh.send_res.set(None);
-            self.sh.sending.set(true);
-            self.ring
-                .push(&[opcode::Send::new(types::Fixed(self.slot), ptr, len)
-                    .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(SEND, self.slot, self.gen))]);
+            self.push_send(ptr, len);
             let res = poll_fn(|cx| match self.sh.send_res.get() {
                 Some(r) => Poll::Ready(r),
                 None => {
@@ -1012,16 +1006,18 @@ impl Conn {
         let mut buf = self.sh.send_buf.borrow_mut();
         buf.clear();
         buf.extend_from_slice(bytes);
-        self.sh.sending.set(true);
+        self.push_send(buf.as_ptr(), buf.len() as u32);
+    }
+
+    /// The one send in flight, from `send_buf` (which keeps the bytes alive until its completion).
+    fn push_send(&self, ptr: *const u8, len: u32) {
         self.sh.send_res.set(None);
-        self.ring.push(&[opcode::Send::new(
-            types::Fixed(self.slot),
-            buf.as_ptr(),
-            buf.len() as u32,
-        )
-        .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data(SEND, self.slot, self.gen))]);
+        self.sh.sending.set(true);
+        self.ring
+            .push(&[opcode::Send::new(types::Fixed(self.slot), ptr, len)
+                .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(SEND, self.slot, self.gen))]);
     }
 
     /// Ends our sending side (FIN); the receiving side stays open.

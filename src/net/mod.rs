@@ -243,41 +243,13 @@ pub async fn connect(
     }
     let mut last = None;
     for addr in addrs {
-        if let Dialer::Direct {
-            ring,
-            sources,
-            next,
-        } = dialer
-        {
-            // Source addresses in turn, each toward a destination of its own family.
-            let src = (!sources.is_empty()).then(|| {
-                let k = next.get();
-                next.set(k.wrapping_add(1));
-                sources[k % sources.len()]
-            });
-            let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
-            match tokio::time::timeout(timeout, ring.connect(*addr, src)).await {
-                Ok(Ok(conn)) => {
-                    return match tls {
-                        None => Ok(Transport::Direct(conn)),
-                        Some((config, host)) => {
-                            tls::ClientStream::connect(Socket::Direct(conn), config, host, timeout)
-                                .await
-                                .map(|s| Transport::Tls(Box::new(s)))
-                        }
-                    }
-                }
-                Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
-                Err(_) => last = Some(connect_timeout(*addr, timeout)),
-            }
-            continue;
-        }
-        match tokio::time::timeout(timeout, tcp::Conn::connect(*addr)).await {
-            Ok(Ok(conn)) => {
-                return match tls {
-                    None => Ok(Transport::Plain(conn)),
-                    Some((config, host)) => {
-                        tls::ClientStream::connect(Socket::Tcp(conn), config, host, timeout)
+        match tokio::time::timeout(timeout, open_socket(dialer, *addr)).await {
+            Ok(Ok(socket)) => {
+                return match (tls, socket) {
+                    (None, Socket::Tcp(c)) => Ok(Transport::Plain(c)),
+                    (None, Socket::Direct(c)) => Ok(Transport::Direct(c)),
+                    (Some((config, host)), socket) => {
+                        tls::ClientStream::connect(socket, config, host, timeout)
                             .await
                             .map(|s| Transport::Tls(Box::new(s)))
                     }
@@ -288,6 +260,27 @@ pub async fn connect(
         }
     }
     Err(last.unwrap_or_else(|| FetchError::new(ErrorKind::Dns, "no address to connect to")))
+}
+
+/// A connected socket to `addr`, the dialer's kind: direct connections take their source addresses
+/// in turn, each toward a destination of its own family.
+async fn open_socket(dialer: &Dialer, addr: SocketAddr) -> io::Result<Socket> {
+    match dialer {
+        Dialer::Direct {
+            ring,
+            sources,
+            next,
+        } => {
+            let src = (!sources.is_empty()).then(|| {
+                let k = next.get();
+                next.set(k.wrapping_add(1));
+                sources[k % sources.len()]
+            });
+            let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
+            ring.connect(addr, src).await.map(Socket::Direct)
+        }
+        _ => tcp::Conn::connect(addr).await.map(Socket::Tcp),
+    }
 }
 
 fn connect_timeout(addr: SocketAddr, timeout: Duration) -> FetchError {
