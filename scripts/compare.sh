@@ -29,7 +29,8 @@
 #   (b) the same with 16 pipelined requests per connection
 #   (c) fetch 10,000 distinct URLs at concurrency 500 (ringfetch, ringfetch
 #       -p 16, aiohttp with one ClientSession per request, curl --parallel)
-#   (d) (a) over https (TLS 1.3, nginx's self-signed P-256 certificate)
+#   (d) (a) over https (TLS 1.3, nginx's self-signed P-256 certificate), ringfetch
+#       over both transports too
 #   (e) (b) over https
 #   (f) https, a new connection per request (Connection: close), 64 at once:
 #       the handshake rate, ringfetch with and without session resumption
@@ -391,6 +392,8 @@ for ((run = 1; run <= RUNS; run++)); do
         if [[ $RF != none ]]; then
             measure d "$SD" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
                 "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -t 1 -d "${D}s" --json
+            measure d "$SD" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
         fi
         measure d "$SD" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
             wrk -t1 -c"$CONNS" -d"${D}s" "$TLS_BASE/1k"
@@ -407,6 +410,8 @@ for ((run = 1; run <= RUNS; run++)); do
         if [[ $RF != none ]]; then
             measure e "$SE" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
                 "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+            measure e "$SE" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+                "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
         fi
         measure e "$SE" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
             wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$TLS_BASE/1k" -- "$DEPTH"
