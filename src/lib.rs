@@ -9,7 +9,8 @@
 //! - `net`: transports (plain TCP today) behind one enum.
 //! - `report`: result lines, histograms, the summary.
 //! - `serve`: the built-in benchmark server.
-//! - `sys`: the few raw system calls, and all of the crate's `unsafe`.
+//! - `sys`: the few raw system calls and most of the crate's `unsafe` (the rest is `net::direct`'s
+//!   ring memory: the provided-buffer ring and the SQEs that point into it).
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![allow(async_fn_in_trait)]
 

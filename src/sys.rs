@@ -1,5 +1,5 @@
-//! The few raw system calls ringfetch makes outside io_uring, each behind a safe function. All of the
-//! crate's `unsafe` lives here.
+//! The few raw system calls ringfetch makes outside io_uring, each behind a safe function. The crate's
+//! `unsafe` lives here, apart from the direct transport's ring memory (`net::direct`).
 
 use std::io;
 use std::os::fd::RawFd;

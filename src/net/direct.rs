@@ -196,7 +196,6 @@ pub struct Ring {
     stopping: Cell<bool>,
     scratch: RefCell<Vec<cqueue::Entry>>,
     stats: Cell<Stats>,
-    held: Cell<usize>,
     /// `serve`: slots the kernel allocated for accepted connections, not yet taken, and the listeners
     /// whose multishot accept is armed.
     accepted: RefCell<VecDeque<Result<u32, i32>>>,
@@ -253,7 +252,6 @@ impl Ring {
             stopping: Cell::new(false),
             scratch: RefCell::new(Vec::with_capacity(256)),
             stats: Cell::new(Stats::default()),
-            held: Cell::new(0),
             accepted: RefCell::new(VecDeque::new()),
             acceptor: Cell::new(None),
             listeners: RefCell::new(Vec::new()),
@@ -283,16 +281,6 @@ impl Ring {
         while self.open() > 0 && std::time::Instant::now() < until {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-    }
-
-    /// Free slots: connections this ring can still open.
-    pub fn free_slots(&self) -> usize {
-        self.free.borrow().len()
-    }
-
-    /// Connections handed to the ring with `Conn::hold`.
-    pub fn held(&self) -> usize {
-        self.held.get()
     }
 
     /// The driver: reaps completions when the ring's fd is readable and submits what was queued.
@@ -544,9 +532,6 @@ impl Ring {
             let s = &mut slots[slot as usize];
             if s.state == State::Closing || s.state == State::Free {
                 return;
-            }
-            if s.state == State::Held {
-                self.held.set(self.held.get() - 1);
             }
             s.state = State::Closing;
             self.closing.set(self.closing.get() + 1);
@@ -861,10 +846,6 @@ impl Conn {
         }
     }
 
-    pub fn ring(&self) -> &Rc<Ring> {
-        &self.ring
-    }
-
     fn arm_recv(&self) {
         if self.sh.recv_armed.replace(true) {
             return;
@@ -1034,7 +1015,6 @@ impl Conn {
             let mut slots = ring.slots.borrow_mut();
             slots[slot as usize].state = State::Held;
         }
-        ring.held.set(ring.held.get() + 1);
         if self.sh.recv_armed.get() {
             ring.push(&[opcode::AsyncCancel::new(user_data(RECV, slot, self.gen))
                 .build()
