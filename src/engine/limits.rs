@@ -55,10 +55,20 @@ pub fn port_range() -> Option<(u16, u16)> {
     }
 }
 
+/// How many targets share the busiest destination (connections go to targets round-robin, so that
+/// destination takes this many shares of them).
+pub fn busiest_share<T: PartialEq>(destinations: &[T]) -> usize {
+    destinations
+        .iter()
+        .map(|d| destinations.iter().filter(|e| *e == d).count())
+        .max()
+        .unwrap_or(1)
+}
+
 /// Clamps `wanted` connections spread round-robin over targets whose destinations are
 /// `destinations` (one entry per target, equal entries for targets on the same address and port):
-/// each connection to one destination needs a local port of its own, and one source address has
-/// only the ephemeral range.
+/// each connection to one destination needs a local port of its own, and each source address
+/// (`sources` of them) has the ephemeral range toward it.
 pub fn clamp_ports<T: PartialEq>(
     wanted: usize,
     destinations: &[T],
@@ -67,12 +77,7 @@ pub fn clamp_ports<T: PartialEq>(
 ) -> (usize, Option<String>) {
     let ports = usize::from(range.1 - range.0) + 1;
     let targets = destinations.len().max(1);
-    // Targets sharing the busiest destination.
-    let share = destinations
-        .iter()
-        .map(|d| destinations.iter().filter(|e| *e == d).count())
-        .max()
-        .unwrap_or(1);
+    let share = busiest_share(destinations);
     let allowed = (ports * sources.max(1) / share) * targets;
     if wanted <= allowed {
         return (wanted, None);

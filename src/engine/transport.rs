@@ -178,11 +178,7 @@ pub fn auto_sources(
     ports: usize,
 ) -> Vec<IpAddr> {
     let targets = destinations.len().max(1);
-    let busiest = destinations
-        .iter()
-        .map(|d| destinations.iter().filter(|e| *e == d).count())
-        .max()
-        .unwrap_or(1);
+    let busiest = super::limits::busiest_share(destinations);
     let loopback_v4 = destinations
         .iter()
         .all(|d| d.is_some_and(|a| a.is_ipv4() && a.ip().is_loopback()));
