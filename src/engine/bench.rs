@@ -75,11 +75,16 @@ struct Hold {
     started: Instant,
     rss_before: u64,
     kernel_before: u64,
+    /// Connection tasks still running, and a wake-up each time one settles or ends (the launcher
+    /// paces itself on `settled`).
+    tasks: Cell<usize>,
+    progress: tokio::sync::Notify,
 }
 
 impl Hold {
     fn settle(&self, report: &RefCell<Report>) {
         self.settled.set(self.settled.get() + 1);
+        self.progress.notify_waiters();
         if self.settled.get() == self.connections && self.until.get().is_none() {
             let now = Instant::now();
             self.until.set(Some(now + self.duration));
@@ -165,6 +170,8 @@ impl BenchShard {
                 started: Instant::now(),
                 rss_before: crate::sys::rss_kib().unwrap_or(0),
                 kernel_before: crate::sys::tcp_kernel_bytes().unwrap_or(0),
+                tasks: Cell::new(0),
+                progress: tokio::sync::Notify::new(),
             }),
             dialer: RefCell::new(net::Dialer::Tcp),
         });
@@ -371,9 +378,9 @@ impl BenchShard {
 
 impl BenchShard {
     /// `--hold`: starts this worker's connections, at the ramp's pace when `--connect-rate` is given,
-    /// never more than a few hundred at once over all workers (a burst of SYNs past the server's backlog would only
-    /// come back as retransmissions a second later). Ends when all have been started; the tasks
-    /// end as their connections are proven (direct: handed to the ring) or the hold ends.
+    /// never more than a few hundred connecting at once over all workers (a burst of SYNs past the
+    /// server's backlog only comes back as retransmissions a second later). Ends when every task has:
+    /// at once for a proven direct connection (handed to the ring), at the end of the hold for others.
     async fn launch_held(
         shard: Rc<Self>,
         settings: std::sync::Arc<BenchSettings>,
@@ -385,61 +392,66 @@ impl BenchShard {
         // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a read
         // buffer and a task (memory that `user_bytes_per_conn` counts).
         let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
+        let Some(hold) = &shard.hold else { return };
         let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
-        let pending = Rc::new(Cell::new(0usize));
-        let settled = Rc::new(tokio::sync::Notify::new());
-        let mut running = Vec::new();
-        for (k, j) in connections.into_iter().enumerate() {
+        // Connection k starts once fewer than `connecting` of the k before it are unsettled (neither
+        // answered nor failed yet).
+        'launch: for (k, j) in connections.into_iter().enumerate() {
             let start_at = ramp.map(|step| started + step * k as u32);
             if !shard.wait_until(start_at).await {
                 break;
             }
-            while pending.get() >= connecting {
-                settled.notified().await;
+            loop {
+                let settled = hold.progress.notified();
+                let stopped = shard.stop.notified();
+                if shard.stopped.get() {
+                    break 'launch;
+                }
+                if k - hold.settled.get() < connecting {
+                    break;
+                }
+                tokio::select! {
+                    _ = settled => {}
+                    _ = stopped => {}
+                }
             }
-            pending.set(pending.get() + 1);
-            let (shard, targets, pending, settled) = (
-                shard.clone(),
-                targets.clone(),
-                pending.clone(),
-                settled.clone(),
-            );
+            hold.tasks.set(hold.tasks.get() + 1);
+            let (shard, targets) = (shard.clone(), targets.clone());
             let connect_timeout = settings.connect_timeout;
-            let task = tokio_uring::spawn(async move {
+            tokio_uring::spawn(async move {
                 let target = &targets[j % targets.len()];
-                Self::hold_connection(shard, target, connect_timeout, j, || {
-                    pending.set(pending.get() - 1);
-                    settled.notify_one();
-                })
-                .await
+                Self::hold_connection(&shard, target, connect_timeout, j).await;
+                if let Some(hold) = &shard.hold {
+                    hold.tasks.set(hold.tasks.get() - 1);
+                    hold.progress.notify_waiters();
+                }
             });
-            // Proven direct connections end their task at once; keep only the few still running.
-            running.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
-            running.push(task);
         }
-        for t in running {
-            let _ = t.await;
+        // Proven direct connections end their task at once; the others when the hold ends.
+        loop {
+            let progress = hold.progress.notified();
+            if hold.tasks.get() == 0 {
+                break;
+            }
+            progress.await;
         }
     }
 
     /// `--hold`: one connection, proved by one request, then held until the hold ends: by the ring
     /// (direct, no `--rate`: the task ends and the connection costs only its slot) or by this task.
     async fn hold_connection(
-        shard: Rc<Self>,
+        shard: &Rc<Self>,
         target: &BenchTarget,
         connect_timeout: Duration,
         id: usize,
-        proven: impl FnOnce(),
     ) {
         let Some(hold) = &shard.hold else { return };
         let Some(connected) = shard.open(target, connect_timeout).await else {
-            proven();
             return;
         };
         let io = match connected {
             Ok(io) => io,
             Err(err) => {
-                proven();
                 shard.report.borrow_mut().error(&err);
                 hold.settle(&shard.report);
                 return;
@@ -447,18 +459,9 @@ impl BenchShard {
         };
         shard.report.borrow_mut().connected(io.tls_resumed());
         let detach = matches!(io, net::Transport::Direct(_)) && shard.due.is_none();
-        let work = BenchConn::new(&shard, target, id, true);
+        let work = BenchConn::new(shard, target, id, true);
         work.detach.set(detach);
-        let mut proven = Some(proven);
-        work.proven.set(Some(Box::new(move || {
-            if let Some(f) = proven.take() {
-                f()
-            }
-        })));
         conn::drive(&shard.env, &work, &io, false).await;
-        if let Some(f) = work.proven.take() {
-            f();
-        }
         if !work.answered.get() {
             // Failed before answering its proof request (on_failed / on_unanswered counted it).
             hold.settle(&shard.report);
@@ -528,9 +531,6 @@ struct BenchConn<'a> {
     answered: Cell<bool>,
     /// `--hold`: end the connection's task once it has answered (the ring keeps the connection).
     detach: Cell<bool>,
-    /// `--hold`: called once the proof request is answered (the launcher starts another).
-    #[allow(clippy::type_complexity)]
-    proven: Cell<Option<Box<dyn FnOnce() + 'a>>>,
 }
 
 impl<'a> BenchConn<'a> {
@@ -546,7 +546,6 @@ impl<'a> BenchConn<'a> {
             proof: Cell::new(proof),
             answered: Cell::new(false),
             detach: Cell::new(false),
-            proven: Cell::new(None),
         }
     }
 
@@ -684,9 +683,6 @@ impl Workload for BenchConn<'_> {
         let (due, url) = done.ticket;
         if let Some(hold) = &self.shard.hold {
             if !self.answered.replace(true) {
-                if let Some(f) = self.proven.take() {
-                    f();
-                }
                 hold.live.set(hold.live.get() + 1);
                 hold.peak.set(hold.peak.get().max(hold.live.get()));
                 hold.settle(&self.shard.report);
