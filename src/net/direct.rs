@@ -266,6 +266,19 @@ impl Ring {
         }
     }
 
+    fn count(&self, bump: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        bump(&mut s);
+        self.stats.set(s);
+    }
+
+    /// The state of `slot` and what its connection shares, if the slot is still `gen`'s.
+    fn owner(&self, slot: u32, gen: u32) -> Option<(State, Option<Rc<Shared>>)> {
+        let slots = self.slots.borrow();
+        let s = slots.get(slot as usize)?;
+        (s.gen & 0xFF_FFFF == gen).then(|| (s.state, s.shared.clone()))
+    }
+
     /// Slots in use, held ones included.
     pub fn open(&self) -> usize {
         self.slots
@@ -323,9 +336,7 @@ impl Ring {
                 Err(_) => break,
             }
         }
-        let mut s = self.stats.get();
-        s.submits += 1;
-        self.stats.set(s);
+        self.count(|s| s.submits += 1);
     }
 
     fn push(&self, entries: &[squeue::Entry]) {
@@ -368,9 +379,7 @@ impl Ring {
                 }
                 break;
             }
-            let mut s = self.stats.get();
-            s.completions += batch.len() as u64;
-            self.stats.set(s);
+            self.count(|s| s.completions += batch.len() as u64);
             for cqe in &batch {
                 self.complete(cqe);
             }
@@ -392,14 +401,7 @@ impl Ring {
         if kind == CLOSE {
             return self.closed(slot, gen);
         }
-        let shared = {
-            let slots = self.slots.borrow();
-            match slots.get(slot as usize) {
-                Some(s) if s.gen & 0xFF_FFFF == gen => s.shared.clone(),
-                _ => None,
-            }
-        };
-        let Some(sh) = shared else {
+        let Some((state, Some(sh))) = self.owner(slot, gen) else {
             // Nothing owns the slot any more: give back any buffer.
             if let Some(bid) = bid {
                 self.pool.recycle(bid);
@@ -412,7 +414,6 @@ impl Ring {
                 if !more {
                     sh.recv_armed.set(false);
                 }
-                let state = self.slots.borrow()[slot as usize].state;
                 match (res, bid) {
                     (n, Some(bid)) if n > 0 => {
                         if state == State::Open {
@@ -423,9 +424,7 @@ impl Ring {
                     }
                     (0, _) => sh.eof.set(true),
                     (e, _) if e == -libc::ENOBUFS => {
-                        let mut s = self.stats.get();
-                        s.enobufs += 1;
-                        self.stats.set(s);
+                        self.count(|s| s.enobufs += 1);
                     }
                     (e, _) if e < 0 && e != -libc::ECANCELED => sh.err.set(e),
                     _ => {}
@@ -463,21 +462,13 @@ impl Ring {
     /// A slot's close completed. A held connection closes with no state of its own (so closing a
     /// million of them allocates nothing) and frees its slot at once.
     fn closed(&self, slot: u32, gen: u32) {
-        let shared = {
-            let slots = self.slots.borrow();
-            match slots.get(slot as usize) {
-                Some(s) if s.gen & 0xFF_FFFF == gen && s.state == State::Closing => {
-                    s.shared.clone()
-                }
-                _ => return,
-            }
-        };
-        match shared {
-            Some(sh) => {
+        match self.owner(slot, gen) {
+            Some((State::Closing, Some(sh))) => {
                 sh.closed.set(true);
                 self.try_free(slot);
             }
-            None => self.free_slot(slot),
+            Some((State::Closing, None)) => self.free_slot(slot),
+            _ => {}
         }
     }
 
@@ -758,6 +749,18 @@ impl Ring {
     }
 }
 
+/// The result the driver puts in `res` when an operation completes; `waker` is woken then.
+async fn completion(res: &Cell<Option<i32>>, waker: &Cell<Option<Waker>>) -> i32 {
+    poll_fn(|cx| match res.get() {
+        Some(r) => Poll::Ready(r),
+        None => {
+            waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// A connect in flight. Dropped before its completion (a connect timeout), it cancels the connect and
 /// the slot is closed when the completion comes.
 struct PendingConnect {
@@ -770,14 +773,7 @@ struct PendingConnect {
 
 impl PendingConnect {
     async fn wait(mut self) -> io::Result<Conn> {
-        let res = poll_fn(|cx| match self.sh.connect_res.get() {
-            Some(res) => Poll::Ready(res),
-            None => {
-                self.sh.connector.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await;
+        let res = completion(&self.sh.connect_res, &self.sh.connector).await;
         self.done = true;
         let conn = Conn {
             ring: self.ring.clone(),
@@ -850,9 +846,7 @@ impl Conn {
         if self.sh.recv_armed.replace(true) {
             return;
         }
-        let mut s = self.ring.stats.get();
-        s.rearms += 1;
-        self.ring.stats.set(s);
+        self.ring.count(|s| s.rearms += 1);
         self.ring
             .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
                 .build()
@@ -939,14 +933,7 @@ impl Conn {
                 (b[sent..].as_ptr(), (b.len() - sent) as u32)
             };
             self.push_send(ptr, len);
-            let res = poll_fn(|cx| match self.sh.send_res.get() {
-                Some(r) => Poll::Ready(r),
-                None => {
-                    self.sh.writer.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                }
-            })
-            .await;
+            let res = completion(&self.sh.send_res, &self.sh.writer).await;
             if res <= 0 {
                 break Err(if res == 0 {
                     io::Error::from(io::ErrorKind::WriteZero)
