@@ -470,7 +470,7 @@ async fn serve_connection(
         return;
     };
     let stream = match tls {
-        None => Transport::Plain(conn),
+        None => Transport::Plain(net::Socket::Tcp(conn)),
         Some(config) => match tls::ServerStream::accept(net::Socket::Tcp(conn), &config).await {
             Ok(s) => Transport::TlsServer(Box::new(s)),
             Err(_) => return,

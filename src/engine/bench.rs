@@ -458,7 +458,8 @@ impl BenchShard {
             }
         };
         shard.report.borrow_mut().connected(io.tls_resumed());
-        let detach = matches!(io, net::Transport::Direct(_)) && shard.due.is_none();
+        let detach =
+            matches!(io, net::Transport::Plain(net::Socket::Direct(_))) && shard.due.is_none();
         let work = BenchConn::new(shard, target, id, true);
         work.detach.set(detach);
         conn::drive(&shard.env, &work, &io, false).await;
@@ -468,7 +469,9 @@ impl BenchShard {
             return;
         }
         match io {
-            net::Transport::Direct(conn) if detach && !shard.stopped.get() => conn.hold(),
+            net::Transport::Plain(net::Socket::Direct(conn)) if detach && !shard.stopped.get() => {
+                conn.hold()
+            }
             // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
             _ => hold.live.set(hold.live.get() - 1),
         }

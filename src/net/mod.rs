@@ -1,7 +1,7 @@
 //! Transports: the one seam between the HTTP engine and the bytes. `engine::conn` only calls `read`,
-//! `send_now`, `write_all` and friends and drops the transport; plain TCP and TLS (client and, for
-//! `serve`, server) are the variants, direct-descriptor sockets join the same way without touching
-//! the HTTP code. Static dispatch through an enum keeps the hot path free of virtual calls (wrk's
+//! `send_now`, `write_all` and friends and drops the transport; plain and TLS (client and, for
+//! `serve`, server) are the variants, each on a `Socket` that is a descriptor or a direct descriptor
+//! (`direct`), without the HTTP code knowing which. Static dispatch through an enum keeps the hot path free of virtual calls (wrk's
 //! `net.h` table, as an enum); TLS is boxed so a plain connection stays small.
 
 pub mod direct;
@@ -20,11 +20,10 @@ use std::time::Duration;
 use crate::error::{ErrorKind, FetchError};
 
 pub enum Transport {
-    Plain(tcp::Conn),
+    /// Plain HTTP on a socket of either kind.
+    Plain(Socket),
     Tls(Box<tls::ClientStream>),
     TlsServer(Box<tls::ServerStream>),
-    /// A socket in the worker's io_uring fixed-file table (no descriptor; see `direct`).
-    Direct(direct::Conn),
 }
 
 /// Dispatches to the variant's own method.
@@ -34,12 +33,12 @@ macro_rules! each {
             Transport::Plain($c) => $e,
             Transport::Tls($c) => $e,
             Transport::TlsServer($c) => $e,
-            Transport::Direct($c) => $e,
         }
     };
 }
 
-/// The socket under a TLS stream: a descriptor (tokio-uring) or a direct descriptor.
+/// A connected socket: a descriptor (tokio-uring), or a socket in the worker's io_uring fixed-file
+/// table (no descriptor; see `direct`). Plain HTTP and TLS both sit on one.
 pub enum Socket {
     Tcp(tcp::Conn),
     Direct(direct::Conn),
@@ -53,7 +52,8 @@ impl Socket {
         }
     }
 
-    /// What a direct send(2) takes now; a direct descriptor has none to send on (WouldBlock).
+    /// What a direct send(2) takes now; a fixed slot has no descriptor to send(2) on, so everything
+    /// goes through the ring (WouldBlock).
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(c) => c.send_now(buf),
@@ -145,20 +145,14 @@ impl Transport {
     /// costs one system call where a ring write costs an SQE, a CQE and a task wake-up. TLS takes all
     /// of `buf` (it is encrypted at once) and may keep ciphertext for `write_all`: see `unsent`.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(c) => c.send_now(buf),
-            Transport::Tls(c) => c.send_now(buf),
-            Transport::TlsServer(c) => c.send_now(buf),
-            // A fixed slot has no descriptor to send(2) on: everything goes through the ring.
-            Transport::Direct(_) => Err(io::ErrorKind::WouldBlock.into()),
-        }
+        each!(self, c => c.send_now(buf))
     }
 
     /// Bytes taken by `send_now` still wait to be sent: call `write_all` (with an empty buffer if the
     /// caller has nothing more).
     pub fn unsent(&self) -> bool {
         match self {
-            Transport::Plain(_) | Transport::Direct(_) => false,
+            Transport::Plain(_) => false,
             Transport::Tls(c) => c.unsent(),
             Transport::TlsServer(c) => c.unsent(),
         }
@@ -173,7 +167,7 @@ impl Transport {
     /// truncated).
     pub fn closed_cleanly(&self) -> bool {
         match self {
-            Transport::Plain(_) | Transport::Direct(_) => true,
+            Transport::Plain(_) => true,
             Transport::Tls(c) => c.closed_cleanly(),
             Transport::TlsServer(c) => c.closed_cleanly(),
         }
@@ -182,7 +176,7 @@ impl Transport {
     /// How the TLS session started: None for plain TCP, else Some(resumed).
     pub fn tls_resumed(&self) -> Option<bool> {
         match self {
-            Transport::Plain(_) | Transport::Direct(_) => None,
+            Transport::Plain(_) => None,
             Transport::Tls(c) => Some(c.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
             Transport::TlsServer(c) => {
                 Some(c.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
@@ -192,37 +186,30 @@ impl Transport {
 
     /// Sets the socket's receive low-water mark (see `engine::conn::ReadBatching`).
     pub fn set_recv_lowat(&self, bytes: usize) {
-        match self {
-            Transport::Plain(c) => crate::sys::set_recv_lowat(c.raw_fd(), bytes),
-            Transport::Tls(c) => c.socket().set_recv_lowat(bytes),
-            Transport::TlsServer(c) => c.socket().set_recv_lowat(bytes),
-            Transport::Direct(c) => c.set_recv_lowat(bytes),
-        }
+        self.socket().set_recv_lowat(bytes)
     }
 
     /// Ends our side in good order: close_notify over TLS, then FIN.
     pub fn shutdown_write(&self) {
         match self {
-            Transport::Plain(c) => crate::sys::shutdown_write(c.raw_fd()),
-            Transport::Tls(c) => {
-                c.close_notify();
-                c.socket().shutdown_write();
-            }
-            Transport::TlsServer(c) => {
-                c.close_notify();
-                c.socket().shutdown_write();
-            }
-            Transport::Direct(c) => c.shutdown_write(),
+            Transport::Plain(_) => {}
+            Transport::Tls(c) => c.close_notify(),
+            Transport::TlsServer(c) => c.close_notify(),
         }
+        self.socket().shutdown_write()
     }
 
     /// What the watchdog does to end this connection's pending operations.
     pub fn kill(&self) -> Kill {
+        self.socket().kill()
+    }
+
+    /// The socket under the HTTP (or TLS) bytes.
+    pub fn socket(&self) -> &Socket {
         match self {
-            Transport::Plain(c) => Kill::Fd(c.raw_fd()),
-            Transport::Tls(c) => c.socket().kill(),
-            Transport::TlsServer(c) => c.socket().kill(),
-            Transport::Direct(c) => Kill::Direct(c.handle()),
+            Transport::Plain(s) => s,
+            Transport::Tls(c) => c.socket(),
+            Transport::TlsServer(c) => c.socket(),
         }
     }
 }
@@ -245,10 +232,9 @@ pub async fn connect(
     for addr in addrs {
         match tokio::time::timeout(timeout, open_socket(dialer, *addr)).await {
             Ok(Ok(socket)) => {
-                return match (tls, socket) {
-                    (None, Socket::Tcp(c)) => Ok(Transport::Plain(c)),
-                    (None, Socket::Direct(c)) => Ok(Transport::Direct(c)),
-                    (Some((config, host)), socket) => {
+                return match tls {
+                    None => Ok(Transport::Plain(socket)),
+                    Some((config, host)) => {
                         tls::ClientStream::connect(socket, config, host, timeout)
                             .await
                             .map(|s| Transport::Tls(Box::new(s)))
