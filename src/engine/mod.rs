@@ -139,15 +139,22 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         None => budget,
     };
     let direct = direct.map(|max_slots| {
-        threads = transport::workers(threads, wanted.min(budget), max_slots);
-        transport::DirectSettings {
-            slots: transport::ring_slots(wanted.min(budget).div_ceil(threads), max_slots),
-            scale: false,
-            single_issuer: setup.single_issuer,
-            sources: plan.http.source_addrs.clone().into(),
-            buffers: plan.http.ring_buffers,
-        }
+        let (settings, workers) = transport::DirectSettings::plan(
+            max_slots,
+            threads,
+            wanted.min(budget),
+            false,
+            setup.single_issuer,
+            plan.http.source_addrs.clone(),
+            plan.http.ring_buffers,
+        );
+        threads = workers;
+        settings
     });
+    let setup = RingSetup {
+        small: direct.is_some() && threads > plan.engine.cpus.len(),
+        ..setup
+    };
     // Each request in flight needs a connection unless pipelined.
     let max_in_flight = budget.saturating_mul(plan.http.depth);
     let (concurrency, warning) =
@@ -384,14 +391,17 @@ pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
         None => connections,
     };
     let direct = direct.map(|max_slots| {
-        threads = transport::workers(threads, connections, max_slots);
-        transport::DirectSettings {
-            slots: transport::ring_slots(connections.div_ceil(threads), max_slots),
-            scale: plan.hold.is_some(),
-            single_issuer: setup.single_issuer,
-            sources: sources.into(),
-            buffers: plan.http.ring_buffers,
-        }
+        let (settings, workers) = transport::DirectSettings::plan(
+            max_slots,
+            threads,
+            connections,
+            plan.hold.is_some(),
+            setup.single_issuer,
+            sources,
+            plan.http.ring_buffers,
+        );
+        threads = workers;
+        settings
     });
     let setup = RingSetup {
         small: direct.is_some() && threads > cpus.len(),

@@ -29,6 +29,28 @@ pub struct DirectSettings {
 }
 
 impl DirectSettings {
+    /// The plan for `connections` direct connections over at least `threads` workers, each ring
+    /// holding at most `max_slots`: the settings, and the number of workers it takes.
+    pub fn plan(
+        max_slots: u32,
+        threads: usize,
+        connections: usize,
+        scale: bool,
+        single_issuer: bool,
+        sources: Vec<IpAddr>,
+        buffers: Option<(u16, u32)>,
+    ) -> (DirectSettings, usize) {
+        let threads = workers(threads, connections, max_slots);
+        let settings = DirectSettings {
+            slots: ring_slots(connections.div_ceil(threads), max_slots),
+            scale,
+            single_issuer,
+            sources: sources.into(),
+            buffers,
+        };
+        (settings, threads)
+    }
+
     /// This worker's ring and dialer; the driver task runs until `Worker::finish`.
     pub fn start(&self) -> io::Result<DirectWorker> {
         let mut size = if self.scale {
@@ -156,7 +178,7 @@ fn note(limit: super::limits::FdLimit, wanted: usize, tcp_budget: usize) -> Stri
 
 /// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
 /// connection a slot.
-pub fn workers(threads: usize, connections: usize, slots: u32) -> usize {
+fn workers(threads: usize, connections: usize, slots: u32) -> usize {
     let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(1) as usize;
     threads.max(connections.div_ceil(per_ring))
 }
@@ -164,7 +186,7 @@ pub fn workers(threads: usize, connections: usize, slots: u32) -> usize {
 /// Slots a worker's ring needs for its share of connections: twice that, as a closed connection's slot
 /// comes back only once its close completes while its successor already connects (the table costs
 /// 8 bytes of kernel memory and 16 of ours per slot).
-pub fn ring_slots(per_worker: usize, max: u32) -> u32 {
+fn ring_slots(per_worker: usize, max: u32) -> u32 {
     let want = 2 * per_worker as u64 + u64::from(SLOT_SLACK);
     want.max(256).min(u64::from(max)) as u32
 }
