@@ -129,6 +129,9 @@ struct Shared {
     send_buf: RefCell<Vec<u8>>,
     send_res: Cell<Option<i32>>,
     writer: Cell<Option<Waker>>,
+    /// The send in flight came from `send_now`: nobody waits for its completion, which only reports
+    /// a failure (through `err`, to the reader).
+    detached: Cell<bool>,
     /// The connect chain: in flight, its result, and the addresses it reads (kept alive until the
     /// connect completes).
     connecting: Cell<bool>,
@@ -435,7 +438,18 @@ impl Ring {
             }
             SEND => {
                 sh.sending.set(false);
-                sh.send_res.set(Some(res));
+                if sh.detached.replace(false) {
+                    // MSG_WAITALL: anything short of the whole buffer is a failure of the connection.
+                    let whole = sh.send_buf.borrow().len() as i32;
+                    if res < whole && sh.err.get() == 0 {
+                        sh.err.set(if res < 0 { res } else { -libc::EPIPE });
+                        if let Some(w) = sh.reader.take() {
+                            w.wake();
+                        }
+                    }
+                } else {
+                    sh.send_res.set(Some(res));
+                }
                 if let Some(w) = sh.writer.take() {
                     w.wake();
                 }
@@ -920,8 +934,42 @@ impl Conn {
         }
     }
 
+    /// Queues all of `buf` as one send and returns at once, when no send is in flight (WouldBlock
+    /// otherwise): the bytes are copied into the connection's send buffer, which stays alive until the
+    /// completion. Nobody waits for that completion, so a request costs one wake-up (its response),
+    /// not two; a send that fails fails the connection's receive side, where the reader sees it.
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        if self.sh.sending.get() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.sh.err.get() {
+            0 => {}
+            e => return Err(io::Error::from_raw_os_error(-e)),
+        }
+        let mut b = self.sh.send_buf.borrow_mut();
+        b.clear();
+        b.extend_from_slice(buf);
+        self.sh.detached.set(true);
+        self.push_send(b.as_ptr(), b.len() as u32);
+        Ok(buf.len())
+    }
+
+    /// Waits until no send is in flight (a `send_now` still under way owns the send buffer).
+    async fn send_idle(&self) {
+        poll_fn(|cx| {
+            if self.sh.sending.get() {
+                self.sh.writer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
     /// Sends all of `buf` (MSG_WAITALL: the kernel retries a short send itself).
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.send_idle().await;
         let mut sent = 0;
         *self.sh.send_buf.borrow_mut() = buf;
         let res = loop {

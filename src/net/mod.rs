@@ -52,12 +52,12 @@ impl Socket {
         }
     }
 
-    /// What a direct send(2) takes now; a fixed slot has no descriptor to send(2) on, so everything
-    /// goes through the ring (WouldBlock).
+    /// What the socket takes now without waiting: a nonblocking send(2) on a descriptor; on a fixed
+    /// slot, one send queued in the ring if none is in flight (see `direct::Conn::send_now`).
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(c) => c.send_now(buf),
-            Socket::Direct(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Socket::Direct(c) => c.send_now(buf),
         }
     }
 
@@ -141,8 +141,9 @@ impl Transport {
     }
 
     /// Sends what the socket takes right now, without waiting; the caller writes the rest with
-    /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a direct send
-    /// costs one system call where a ring write costs an SQE, a CQE and a task wake-up. TLS takes all
+    /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a send that
+    /// nobody waits for costs no task wake-up: one send(2) on a descriptor, one SQE (whose completion
+    /// only reports failure) on a direct socket. TLS takes all
     /// of `buf` (it is encrypted at once) and may keep ciphertext for `write_all`: see `unsent`.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, c => c.send_now(buf))
