@@ -130,6 +130,9 @@ pub(crate) async fn drive<W: Workload>(
     let mut closing = false;
     // A byte of the oldest request's response has arrived, so it must not be sent again.
     let mut started = false;
+    // The transport hands over bytes that have arrived: take a read buffer only once they are there,
+    // and give it back as soon as nothing in it is left unparsed.
+    let lends = io.reads_arrived_bytes();
 
     let outcome = 'conn: loop {
         let mut batch = false;
@@ -194,6 +197,9 @@ pub(crate) async fn drive<W: Workload>(
         }
 
         batching.adjust(io, env.refill_at, pipe.len());
+        if lends && !batch && batching.lowat <= 1 {
+            io.readable().await;
+        }
         let buf = rx.take(&env.pool);
         // What the socket did not take at once goes out through the ring, with the next read
         // submitted beside it so neither waits for the other.
@@ -287,6 +293,9 @@ pub(crate) async fn drive<W: Workload>(
             }
         }
         batching.read_done(now);
+        if lends {
+            rx.release(&env.pool);
+        }
     };
 
     rx.release(&env.pool);

@@ -868,7 +868,7 @@ impl Conn {
     }
 
     /// Waits until received bytes, the end of the stream or an error are there.
-    async fn readable(&self) {
+    pub async fn readable(&self) {
         poll_fn(|cx| {
             if !self.sh.rx.borrow().is_empty() || self.sh.eof.get() || self.sh.err.get() != 0 {
                 return Poll::Ready(());

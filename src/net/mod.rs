@@ -140,6 +140,20 @@ impl Transport {
         each!(self, c => c.read(buf).await)
     }
 
+    /// A read copies bytes that have already arrived (a direct socket's land in the ring's buffer
+    /// pool), so the reader can wait for `readable` first and take a read buffer only then: idle
+    /// connections hold none, and the few buffers in use stay in the CPU cache.
+    pub fn reads_arrived_bytes(&self) -> bool {
+        matches!(self, Transport::Plain(Socket::Direct(_)))
+    }
+
+    /// Waits until a read would not wait; immediate for the transports that read through the ring.
+    pub async fn readable(&self) {
+        if let Transport::Plain(Socket::Direct(c)) = self {
+            c.readable().await
+        }
+    }
+
     /// Sends what the socket takes right now, without waiting; the caller writes the rest with
     /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a send that
     /// nobody waits for costs no task wake-up: one send(2) on a descriptor, one SQE (whose completion
