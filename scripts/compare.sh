@@ -15,6 +15,11 @@
 #                       `cargo install oha` builds it in ~10 min); oha has no pipelining
 #   CLIENT_CPU=1 SERVER_CPU=0   CPUs to pin the clients / nginx to
 #   NB_SENDFILE=on   nginx sendfile (default off)
+#   FLOOR=path          the data-path floor for row (a) (default: cargo build --release --example
+#                       floor; FLOOR=none skips it)
+#
+# Every client sends ringfetch's request head (wrk, h2load and oha get its User-Agent and Accept
+# with -H), so that nginx does the same work for each.
 #
 # The metric is client CPU per request: (user + sys) x 1e6 / requests, with
 # user/sys from GNU time around the client process and `requests` from the
@@ -141,6 +146,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+want() { [[ $SCENARIOS == *$1* ]]; }
+
 # ---------------------------------------------------------------- ringfetch
 [[ -n ${RINGFETCH:-} ]] || log "building ringfetch (cargo build --release)"
 # shellcheck source=scripts/lib/ringfetch-bin.sh
@@ -149,6 +156,24 @@ ringfetch_bin "$REPO"
 if [[ $RF != none ]]; then
     [[ -x $RF ]] || die "ringfetch binary not found: $RF"
 fi
+
+# ---------------------------------------------------------------- the floor
+# benches/floor.rs: the least a client on tokio-uring's TcpStream does per request, measured in (a)
+# beside ringfetch so the CPU the engine adds over its data path shows in the same run.
+FLOOR=${FLOOR:-}
+if [[ -z $FLOOR && $RF != none ]] && want a; then
+    log "building the data-path floor (cargo build --release --example floor)"
+    if (cd "$REPO" && timeout --foreground 1800 cargo build --release --example floor >&2); then
+        FLOOR="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/floor"
+    fi
+fi
+
+# Every client sends the request head `ringfetch bench` sends (User-Agent and Accept after Host). Left
+# to themselves wrk sends only Host and h2load its own User-Agent: shorter heads that nginx parses
+# faster, which lowers every other cost per request too (measured: a client sending wrk's head spends
+# ~5% less CPU per request than the same client sending ringfetch's).
+RF_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)
+SAME_HEAD=(-H "User-Agent: ringfetch/$RF_VERSION" -H "Accept: */*")
 
 # ---------------------------------------------------------------- header
 tool_version() { "$@" 2>&1 | head -n 1 || true; }
@@ -334,7 +359,6 @@ SD="(d) https, ${CONNS} conns"
 SE="(e) https, ${CONNS} conns, pipeline ${DEPTH}"
 HS_CONNS=64
 SF="(f) https, new connection per request, ${HS_CONNS} at once"
-want() { [[ $SCENARIOS == *$1* ]]; }
 D=$DURATION
 
 for ((run = 1; run <= RUNS; run++)); do
@@ -347,13 +371,17 @@ for ((run = 1; run <= RUNS; run++)); do
         measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
             "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
     fi
+    if [[ -n $FLOOR && $FLOOR != none ]]; then
+        measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
+            "$FLOOR" "$BASE/1k" "$CONNS" "$D"
+    fi
     measure a "$SA" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
-        wrk -t1 -c"$CONNS" -d"${D}s" "$BASE/1k"
+        wrk -t1 -c"$CONNS" -d"${D}s" "${SAME_HEAD[@]}" "$BASE/1k"
     measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
-        h2load --h1 -t1 -c"$CONNS" -D "$D" "$BASE/1k"
+        h2load --h1 -t1 -c"$CONNS" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
     if [[ -n $OHA ]]; then
         measure a "$SA" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
-            "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "$BASE/1k"
+            "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "${SAME_HEAD[@]}" "$BASE/1k"
     fi
     fi
 
@@ -366,9 +394,9 @@ for ((run = 1; run <= RUNS; run++)); do
             "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
     fi
     measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
-        wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$BASE/1k" -- "$DEPTH"
+        wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"
     measure b "$SB" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
-        h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "$BASE/1k"
+        h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
     fi
 
     if want c; then
@@ -396,12 +424,12 @@ for ((run = 1; run <= RUNS; run++)); do
                 "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
         fi
         measure d "$SD" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
-            wrk -t1 -c"$CONNS" -d"${D}s" "$TLS_BASE/1k"
+            wrk -t1 -c"$CONNS" -d"${D}s" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
         measure d "$SD" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
-            h2load --h1 -t1 -c"$CONNS" -D "$D" "$TLS_BASE/1k"
+            h2load --h1 -t1 -c"$CONNS" -D "$D" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
         if [[ -n $OHA ]]; then
             measure d "$SD" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
-                "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json --cacert "$CACERT" "$TLS_BASE/1k"
+                "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json --cacert "$CACERT" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
         fi
     fi
 
@@ -414,9 +442,9 @@ for ((run = 1; run <= RUNS; run++)); do
                 "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
         fi
         measure e "$SE" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
-            wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "$TLS_BASE/1k" -- "$DEPTH"
+            wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$TLS_BASE/1k" -- "$DEPTH"
         measure e "$SE" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
-            h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "$TLS_BASE/1k"
+            h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
     fi
 
     if want f; then
@@ -428,7 +456,7 @@ for ((run = 1; run <= RUNS; run++)); do
                 "$RF" bench "$TLS_BASE/1k" --cacert "$CACERT" -c "$HS_CONNS" --no-keepalive --no-tls-resume -t 1 -d "${D}s" --json
         fi
         measure f "$SF" wrk "wrk -H 'Connection: close'" "$run" 0 "$HS_CONNS" "$BENCH_LIMIT" parse_wrk \
-            wrk -t1 -c"$HS_CONNS" -d"${D}s" -H "Connection: close" "$TLS_BASE/1k"
+            wrk -t1 -c"$HS_CONNS" -d"${D}s" -H "Connection: close" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
     fi
 done
 

@@ -209,6 +209,11 @@ def table(path):
                   f"**{ratio((scen, 'ringfetch'), (scen, 'wrk'), 1)}** "
                   f"(ringfetch / h2load = {ratio((scen, 'ringfetch'), (scen, 'h2load'), 1)}; {oha}"
                   "below 1 means ringfetch uses less CPU per request)")
+        if (scen, "floor") in summary:
+            print(f"- {labels[scen]}: data-path floor / wrk µs per request = "
+                  f"**{ratio((scen, 'floor'), (scen, 'wrk'), 1)}**; ringfetch / floor = "
+                  f"**{ratio((scen, 'ringfetch'), (scen, 'floor'), 1)}** (what the engine adds over "
+                  "tokio-uring's TcpStream)")
         if (scen, "ringfetch-direct") in summary:
             print(f"- {labels[scen]}: ringfetch --transport direct / wrk µs per request = "
                   f"**{ratio((scen, 'ringfetch-direct'), (scen, 'wrk'), 1)}**; "
