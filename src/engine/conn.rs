@@ -198,6 +198,7 @@ pub(crate) async fn drive<W: Workload>(
 
         batching.adjust(io, env.refill_at, pipe.len());
         if lends && !batch && batching.lowat <= 1 {
+            batching.waiting();
             io.readable().await;
         }
         let buf = rx.take(&env.pool);
@@ -423,13 +424,19 @@ impl ReadBatching {
         }
     }
 
+    /// A read that waits for one response starts waiting now (the reader may wait for the bytes
+    /// before it submits the read itself: see `reads_arrived_bytes`).
+    fn waiting(&mut self) {
+        // Only reads that wait for one response measure the pace (a batched read's wait includes
+        // the batching itself), and only where batching can happen at all.
+        if self.enabled && self.lowat <= 1 && self.submitted.is_none() {
+            self.submitted = Some(Instant::now());
+        }
+    }
+
     async fn receive(&mut self, io: &Transport, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
         if self.lowat <= 1 {
-            // Only reads that wait for one response measure the pace (a batched read's wait includes
-            // the batching itself), and only where batching can happen at all.
-            if self.enabled {
-                self.submitted = Some(Instant::now());
-            }
+            self.waiting();
             return io.read(buf).await;
         }
         let responses = (self.lowat / self.last.max(1)).max(1) as u32;

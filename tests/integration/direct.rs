@@ -298,3 +298,53 @@ fn a_connection_per_request_churns_slots_without_errors() {
     let (_, lent, unclosed) = ring_counters(&done.stderr);
     assert_eq!((lent, unclosed), (0, 0), "{}", done.stderr);
 }
+
+/// Pipelined reads batch over both transports: with same-size responses the receive low-water mark
+/// (engine::conn::ReadBatching) makes one read wait for several of them. The server here answers one
+/// response every 3 ms, so a batch of 4 takes 12 ms, longer than the mark's minimum rescue delay
+/// (10 ms): only a rescue timer set from the measured pace lets the batch finish. Over direct
+/// descriptors the connection waits for the bytes before it takes a read buffer; that wait must count
+/// in the pace, or every batched read is rescued and batching stops (it did: one read per response).
+#[test]
+fn paced_pipelined_responses_batch_their_reads_over_both_transports() {
+    let server = Hostile::start(|conn| loop {
+        let requests = conn.next_requests()?;
+        if requests.is_empty() {
+            return Ok(());
+        }
+        for _ in requests {
+            std::thread::sleep(Duration::from_millis(3));
+            conn.send(&ok(&[b'x'; 1000]))?;
+        }
+    });
+    let list: Vec<String> = (0..160).map(|i| server.url(&format!("/{i}"))).collect();
+    let reads: Vec<(&str, u64)> = ["tcp", "direct"]
+        .into_iter()
+        .map(|transport| {
+            let out = run_fetch(
+                &list,
+                &[
+                    "--conns-per-host",
+                    "1",
+                    "-t",
+                    "1",
+                    "-p",
+                    "16",
+                    "--transport",
+                    transport,
+                ],
+            );
+            assert_eq!(out.code, 0, "{transport}: {}", out.describe());
+            for i in 0..160u64 {
+                assert_response(out.result(i), 200, 1000);
+            }
+            (transport, out.summary["reads"].as_u64().expect("reads"))
+        })
+        .collect();
+    // The first 16 responses, and the window's tail at the end, are read one at a time; the rest in
+    // fours: about 55 reads. Unbatched, about 150.
+    assert!(
+        reads.iter().all(|&(_, n)| n <= 100),
+        "reads for 160 responses 3 ms apart: {reads:?}"
+    );
+}
