@@ -100,7 +100,8 @@ pub struct HttpArgs {
     pub method: String,
 
     /// Extra request header, 'Name: value'; repeat for more. Replaces a default of the same name
-    /// (User-Agent, Accept, Host).
+    /// (User-Agent, Accept, Host); 'Name:' with no value removes it, as in curl (-H 'User-Agent:' -H
+    /// 'Accept:' sends the bare request wrk sends).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
 

@@ -49,6 +49,8 @@ impl RequestTemplate {
             lines.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
         };
         let mut lines: Vec<(String, String)> = Vec::new();
+        // Headers given as 'Name:' (no value): sent neither by the user nor as one of our defaults.
+        let mut removed: Vec<String> = Vec::new();
         for raw in headers {
             let (name, value) = raw.split_once(':').ok_or_else(|| {
                 UsageError(format!(
@@ -68,12 +70,24 @@ impl RequestTemplate {
                     raw.escape_debug()
                 )));
             }
-            if name.eq_ignore_ascii_case("host") {
+            if value.is_empty() {
+                // curl's convention: 'Name:' with nothing after the colon removes the header.
+                if name.eq_ignore_ascii_case("host") {
+                    return Err(UsageError(format!(
+                        "-H '{raw}': an HTTP/1.1 request must carry Host (RFC 9112 §3.2); give a value \
+                         to replace it"
+                    )));
+                }
+                removed.push(name.to_string());
+            } else if name.eq_ignore_ascii_case("host") {
                 host_override = Some(value.to_string());
             } else {
                 lines.push((name.to_string(), value.to_string()));
             }
         }
+        let has = |name: &str, lines: &[(String, String)]| {
+            has(name, lines) || removed.iter().any(|n| n.eq_ignore_ascii_case(name))
+        };
         if !has("user-agent", &lines) {
             user.push((
                 "User-Agent".to_string(),
@@ -174,6 +188,23 @@ mod tests {
             head("HEAD", &["User-Agent: me", "Host: vhost", "X-A:  1 "]),
             "HEAD /a?b=1 HTTP/1.1\r\nHost: vhost\r\nAccept: */*\r\nUser-Agent: me\r\nX-A: 1\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_header_without_a_value_is_removed_as_in_curl() {
+        assert_eq!(
+            head("GET", &["User-Agent:", "accept:  ", "X-None:"]),
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n"
+        );
+        // A body-carrying method loses its default empty length too.
+        assert_eq!(
+            head("POST", &["Content-Length:", "User-Agent:", "Accept:"]),
+            "POST /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n"
+        );
+        let err = RequestTemplate::new("GET", &["Host:".to_string()])
+            .err()
+            .unwrap();
+        assert!(err.0.contains("must carry Host"), "{}", err.0);
     }
 
     #[test]

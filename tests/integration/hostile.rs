@@ -714,6 +714,21 @@ fn custom_headers_reach_the_server() {
     );
 }
 
+/// `-H 'Name:'` removes a default header, as in curl: the bare request wrk sends.
+#[test]
+fn a_header_given_without_a_value_is_not_sent() {
+    let server = Hostile::replies(|_| Reply::Send(ok(b"ok")));
+    let out = run_fetch(&[server.url("/h")], &["-H", "User-Agent:", "-H", "Accept:"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_response(out.result(0), 200, 2);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].head,
+        format!("GET /h HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr),
+    );
+}
+
 #[test]
 fn error_statuses_are_responses() {
     let server = Hostile::replies(|r| {
