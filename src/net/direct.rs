@@ -130,8 +130,9 @@ struct Shared {
     send_res: Cell<Option<i32>>,
     writer: Cell<Option<Waker>>,
     /// The send in flight came from `send_now`: nobody waits for its completion, which only reports
-    /// a failure (through `err`, to the reader).
+    /// a failure (through `err`, to the reader, marked by `send_failed` so it is told as a send's).
     detached: Cell<bool>,
+    send_failed: Cell<bool>,
     /// The connect chain: in flight, its result, and the addresses it reads (kept alive until the
     /// connect completes).
     connecting: Cell<bool>,
@@ -443,6 +444,7 @@ impl Ring {
                     let whole = sh.send_buf.borrow().len() as i32;
                     if res < whole && sh.err.get() == 0 {
                         sh.err.set(if res < 0 { res } else { -libc::EPIPE });
+                        sh.send_failed.set(true);
                         if let Some(w) = sh.reader.take() {
                             w.wake();
                         }
@@ -883,6 +885,10 @@ impl Conn {
     fn ended(&self) -> io::Result<usize> {
         match self.sh.err.get() {
             0 => Ok(0),
+            e if self.sh.send_failed.get() => Err(io::Error::other(crate::error::FetchError::io(
+                "cannot send the request",
+                &io::Error::from_raw_os_error(-e),
+            ))),
             e => Err(io::Error::from_raw_os_error(-e)),
         }
     }
