@@ -13,7 +13,8 @@
 //!   come from the worker's pool only when bytes arrive, so an idle connection owns none. ENOBUFS (the
 //!   pool ran dry) ends the multishot; the next read re-arms it.
 //! - Send is SEND with MSG_WAITALL (a short send is retried by the kernel), one in flight per
-//!   connection, from a buffer the connection hands over until the completion.
+//!   connection, from the connection's send buffer, kept until the completion. `send_now` does not
+//!   wait for that completion (it only reports a failure), so a request costs one task wake-up.
 //! - Close cancels the armed receive and closes the slot; the slot is reused only once every operation
 //!   on it has completed, so no late completion can land on the next connection.
 //!
