@@ -473,7 +473,12 @@ impl Ring {
             }
             _ => {}
         }
-        self.try_free(slot);
+        // Only a closing or held slot can be freed; a completion for an open one (every receive and
+        // send of a live connection) needs no second look at the slot table. An abandoned connect's
+        // release above leaves its slot closing until the close completes, which `closed` handles.
+        if state != State::Open {
+            self.try_free(slot);
+        }
     }
 
     /// A slot's close completed. A held connection closes with no state of its own (so closing a
