@@ -61,11 +61,7 @@ pub fn start(
         direct,
     } = options;
     if direct {
-        crate::net::direct::available().map_err(|why| {
-            io::Error::other(format!(
-                "--transport direct: {why}; it needs Linux 6.11 or later, use --transport tcp"
-            ))
-        })?;
+        direct::require()?;
     }
     let slots = rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _)| soft)

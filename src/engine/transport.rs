@@ -51,7 +51,7 @@ impl DirectSettings {
         (settings, threads)
     }
 
-    /// This worker's ring and dialer; the driver task runs until `Worker::finish`.
+    /// This worker's ring and dialer; the driver task runs until `DirectWorker::finish`.
     pub fn start(&self) -> io::Result<DirectWorker> {
         let mut size = if self.scale {
             RingSize::scale(self.slots)
@@ -67,7 +67,7 @@ impl DirectSettings {
         Ok(DirectWorker {
             dialer: Dialer::Direct {
                 ring: ring.clone(),
-                sources: self.sources.iter().copied().collect::<Vec<_>>().into(),
+                sources: self.sources.clone(),
                 next: Rc::default(),
             },
             ring,
@@ -147,12 +147,7 @@ pub fn choose(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
         )),
         TransportArg::Tcp => Ok(None),
-        TransportArg::Direct => match direct::available() {
-            Ok(()) => Ok(Some(slots)),
-            Err(why) => Err(io::Error::other(format!(
-                "--transport direct: {why}; the direct transport needs Linux 6.11 or later, use --transport tcp"
-            ))),
-        },
+        TransportArg::Direct => direct::require().map(|()| Some(slots)),
         TransportArg::Auto => {
             let over = wanted > tcp_budget;
             if !(over || sources_given) || direct::available().is_err() {

@@ -1202,6 +1202,16 @@ fn map(len: usize) -> io::Result<*mut u8> {
     Ok(p.cast())
 }
 
+/// `--transport direct` asked for explicitly: an error that says why this kernel cannot run it and
+/// what to do instead.
+pub fn require() -> io::Result<()> {
+    available().map_err(|why| {
+        io::Error::other(format!(
+            "--transport direct: {why}; the direct transport needs Linux 6.11 or later, use --transport tcp"
+        ))
+    })
+}
+
 /// Whether this kernel can run the direct transport: a ring with a sparse file table, a buffer ring,
 /// and the opcodes of the connect chain (Bind needs 6.11, SetSockOpt 6.7). Found once at start.
 pub fn available() -> Result<(), String> {
