@@ -389,8 +389,8 @@ impl BenchShard {
         ramp: Option<Duration>,
     ) {
         // Connections of one worker between connect and proof at most: a few hundred in flight over
-        // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a read
-        // buffer and a task (memory that `user_bytes_per_conn` counts).
+        // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a task
+        // (and over tcp a read buffer: memory that `user_bytes_per_conn` counts).
         let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
         let Some(hold) = &shard.hold else { return };
         let targets: Rc<[BenchTarget]> = settings.targets.clone().into();

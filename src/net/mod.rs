@@ -1,8 +1,9 @@
 //! Transports: the one seam between the HTTP engine and the bytes. `engine::conn` only calls `read`,
 //! `send_now`, `write_all` and friends and drops the transport; plain and TLS (client and, for
 //! `serve`, server) are the variants, each on a `Socket` that is a descriptor or a direct descriptor
-//! (`direct`), without the HTTP code knowing which. Static dispatch through an enum keeps the hot path free of virtual calls (wrk's
-//! `net.h` table, as an enum); TLS is boxed so a plain connection stays small.
+//! (`direct`), without the HTTP code knowing which. Static dispatch through an enum keeps the hot
+//! path free of virtual calls (wrk's `net.h` table, as an enum); TLS is boxed so a plain connection
+//! stays small.
 
 pub mod direct;
 pub mod dns;
@@ -125,7 +126,7 @@ pub enum Dialer {
     Tcp,
     Direct {
         ring: std::rc::Rc<direct::Ring>,
-        sources: std::rc::Rc<[std::net::IpAddr]>,
+        sources: std::sync::Arc<[std::net::IpAddr]>,
         next: std::rc::Rc<std::cell::Cell<usize>>,
     },
     /// The run uses direct descriptors but this worker's ring could not start: every connect fails
@@ -157,8 +158,8 @@ impl Transport {
     /// Sends what the socket takes right now, without waiting; the caller writes the rest with
     /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a send that
     /// nobody waits for costs no task wake-up: one send(2) on a descriptor, one SQE (whose completion
-    /// only reports failure) on a direct socket. TLS takes all
-    /// of `buf` (it is encrypted at once) and may keep ciphertext for `write_all`: see `unsent`.
+    /// only reports failure) on a direct socket. TLS takes all of `buf` (it is encrypted at once) and
+    /// may keep ciphertext for `write_all`: see `unsent`.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, c => c.send_now(buf))
     }
