@@ -13,7 +13,7 @@ pub mod deadline;
 pub mod limits;
 pub mod progress;
 pub mod runtime;
-pub mod shard;
+pub mod fetch;
 pub mod transport;
 
 use std::io::{self, BufReader, Write};
@@ -29,7 +29,7 @@ use crate::serve;
 use bench::{BenchSettings, BenchShard, BenchTarget};
 use limits::FdLimit;
 use runtime::RingSetup;
-use shard::{FetchSettings, FetchShard, ShardLimits};
+use fetch::{FetchSettings, FetchShard, ShardLimits};
 
 /// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
 /// short list still spreads over the workers.

@@ -1,4 +1,4 @@
-//! One worker's share of a `fetch`: it pulls batches of URLs from the shared input queue, keeps a
+//! One worker's share of a `fetch` (the fetch worker): it pulls batches of URLs from the shared input queue, keeps a
 //! request queue and a connection pool per origin, and reports each URL exactly once. Everything here is
 //! owned by one thread (`Rc`, `Cell`, `RefCell`); only the input queue and the result sink are shared.
 //!
