@@ -494,7 +494,7 @@ async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
     let mut skip: u64 = 0;
     loop {
         // Reads append after any partial request already held.
-        let (res, b) = stream.read(buf).await;
+        let (res, b) = stream.receive(|| buf).await;
         buf = b;
         match res {
             Ok(0) | Err(_) => return,
@@ -509,7 +509,7 @@ async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
             if !responses.delay.is_zero() {
                 tokio::time::sleep(responses.delay).await;
             }
-            let (res, o) = stream.write_all(out).await;
+            let (res, o) = stream.flush(out).await;
             out = o;
             out.clear();
             if res.is_err() {

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use super::conn::{self, End, Env, Workload};
 use crate::config::Stop;
 use crate::error::FetchError;
-use crate::http::pipeline::{InFlight, Pipeline, Unanswered};
+use crate::http::client::{Connection, Fate};
+use crate::http::pipeline::{InFlight, Unanswered};
 use crate::http::response::Head;
 use crate::net;
 use crate::report::summary::{HoldReport, Report, UrlCounts};
@@ -143,9 +144,11 @@ impl BenchShard {
     ) -> BenchOutcome {
         let shard = Rc::new(BenchShard {
             tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
-            env: Env {
-                closes: settings.closes,
-                ..Env::new(settings.timeout, settings.depth, settings.refill_at)
+            env: {
+                let mut env = Env::new(settings.timeout, settings.depth, settings.refill_at);
+                // A load generator pipelines whatever method it is given: that is the load asked for.
+                env.rules.closes = settings.closes;
+                env
             },
             budget: Cell::new(match stop {
                 Stop::Requests(n) => n,
@@ -257,8 +260,8 @@ impl BenchShard {
         warmup: Duration,
         (live, worker): (std::sync::Arc<super::progress::Live>, usize),
     ) {
-        let period =
-            (shard.env.timeout / 20).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let period = (shard.env.rules.timeout / 20)
+            .clamp(Duration::from_millis(10), Duration::from_millis(100));
         let mut warming = !warmup.is_zero();
         loop {
             let now = Instant::now();
@@ -458,8 +461,7 @@ impl BenchShard {
             }
         };
         shard.report.borrow_mut().connected(io.tls_resumed());
-        let detach =
-            matches!(io, net::Transport::Plain(net::Socket::Direct(_))) && shard.due.is_none();
+        let detach = io.can_hold() && shard.due.is_none();
         let work = BenchConn::new(shard, target, id, true);
         work.detach.set(detach);
         conn::drive(&shard.env, &work, &io, false).await;
@@ -468,12 +470,11 @@ impl BenchShard {
             hold.settle(&shard.report);
             return;
         }
-        match io {
-            net::Transport::Plain(net::Socket::Direct(conn)) if detach && !shard.stopped.get() => {
-                conn.hold()
-            }
+        if detach && !shard.stopped.get() {
+            io.hold();
+        } else {
             // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
-            _ => hold.live.set(hold.live.get() - 1),
+            hold.live.set(hold.live.get() - 1);
         }
     }
 
@@ -556,17 +557,13 @@ impl<'a> BenchConn<'a> {
     fn push(
         &self,
         out: &mut Vec<u8>,
-        pipe: &mut Pipeline<(Instant, u32)>,
+        conn: &mut Connection<(Instant, u32)>,
         due: Instant,
         now: Instant,
     ) {
         let (url, request) = self.pick();
         out.extend_from_slice(request);
-        pipe.push(InFlight {
-            ticket: (due, *url),
-            sent: now,
-            head_request: self.shard.head_request,
-        });
+        conn.sent((due, *url), now, self.shard.head_request);
     }
 
     /// The next request: the origin's URLs in turn, or at random with `--random`.
@@ -598,7 +595,7 @@ impl Workload for BenchConn<'_> {
     fn fill(
         &self,
         out: &mut Vec<u8>,
-        pipe: &mut Pipeline<(Instant, u32)>,
+        conn: &mut Connection<(Instant, u32)>,
         max: usize,
         now: Instant,
     ) -> usize {
@@ -607,7 +604,7 @@ impl Workload for BenchConn<'_> {
             return 0;
         }
         if s.hold.is_some() && self.proof.replace(false) {
-            self.push(out, pipe, now, now);
+            self.push(out, conn, now, now);
             return 1;
         }
         if s.hold.is_some() && (s.due.is_none() || !self.answered.get()) {
@@ -617,7 +614,7 @@ impl Workload for BenchConn<'_> {
             let mut due = due.borrow_mut();
             let n = max.min(due.len());
             for intended in due.drain(..n) {
-                self.push(out, pipe, intended, now);
+                self.push(out, conn, intended, now);
             }
             return n;
         }
@@ -626,7 +623,7 @@ impl Workload for BenchConn<'_> {
             s.budget.set(s.budget.get() - n as u64);
         }
         for _ in 0..n {
-            self.push(out, pipe, now, now);
+            self.push(out, conn, now, now);
         }
         n
     }
@@ -712,18 +709,15 @@ impl Workload for BenchConn<'_> {
         }
     }
 
-    fn on_failed(&self, (_, url): (Instant, u32), err: FetchError) {
-        let mut r = self.shard.report.borrow_mut();
-        r.error(&err);
-        if let Some(u) = r.per_url.get_mut(url as usize) {
-            u.errors += 1;
-        }
-    }
-
-    fn on_unanswered(&self, (_, url): (Instant, u32), why: Unanswered, err: &FetchError) {
+    fn on_left(&self, (_, url): (Instant, u32), fate: Fate, err: &FetchError) {
         let s = self.shard;
-        match why {
-            Unanswered::Failed if !s.stopped.get() => {
+        let charged = match fate {
+            Fate::Failed => true,
+            Fate::Unanswered(Unanswered::Failed) => !s.stopped.get(),
+            Fate::Unanswered(Unanswered::Bystander) => false,
+        };
+        match charged {
+            true => {
                 let mut r = s.report.borrow_mut();
                 r.error(err);
                 if let Some(u) = r.per_url.get_mut(url as usize) {
@@ -731,7 +725,7 @@ impl Workload for BenchConn<'_> {
                 }
             }
             // Never answered through no fault of its own: it goes back into the budget.
-            _ => {
+            false => {
                 if s.budget.get() != u64::MAX {
                     s.budget.set(s.budget.get() + 1);
                 }

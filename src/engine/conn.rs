@@ -1,17 +1,21 @@
-//! THE hot path: one HTTP/1.1 connection's loop. Write a batch of pipelined requests in one write, read,
-//! parse every response already buffered, complete them, refill when the send policy says so. The same
-//! loop serves `fetch` and `bench`; what differs (where requests come from, what a response means) is
-//! the `Workload`. Steady state allocates nothing: the write buffer and the pipeline FIFO are reused,
-//! read buffers come from the worker's pool, headers are parsed in place.
+//! THE hot path, as a pump: write what the connection allows, receive, feed the bytes to the sans-IO
+//! `http::client::Connection`, and hand its events to the `Workload`. Every HTTP rule (what may be
+//! written, what a byte means, who is charged when it ends) lives in `http::client`; this file only
+//! moves bytes, lends read buffers and arms the watchdog. The same pump serves `fetch` and `bench`. Steady
+//! state allocates nothing: requests go through the worker's scratch buffer, the pipeline FIFO is
+//! reused, read buffers come from the worker's pool, heads are parsed in place.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-use super::deadline::{Fired, Watchdog};
-use crate::error::{ErrorKind, FetchError};
-use crate::http::pipeline::{InFlight, Pipeline, Unanswered};
-use crate::http::response::{Head, ResponseDecoder, Step};
+use super::deadline::{Fired, Watch, Watchdog};
+use crate::error::FetchError;
+use crate::http::client::{Connection, Event, Fate, Rules};
+use crate::http::pipeline::InFlight;
+use crate::http::response::Head;
 use crate::net::Transport;
+
+pub(crate) use crate::http::client::End;
 
 /// Size of a pooled read buffer: one read takes a full window of typical small responses (16 × 1 KiB).
 const READ_BUF: usize = 32 * 1024;
@@ -23,16 +27,17 @@ const POOL_MAX: usize = 256;
 /// Move unparsed bytes to the front before a read when there are at most this many.
 const COMPACT_BELOW: usize = 4 * 1024;
 
-/// What a connection serves. Callbacks are synchronous and cheap; only `idle` waits.
+/// What a connection serves: where requests come from, what a response means, and waiting when
+/// there is nothing to send. Callbacks are synchronous and cheap; only `idle` waits.
 pub(crate) trait Workload {
     type Ticket: Copy;
 
-    /// Appends up to `max` request heads to `out` and records each in `pipe` (sent at `now`).
-    /// Returns how many were added.
+    /// Appends up to `max` request heads to `out`, telling `conn` of each (`Connection::sent`, at
+    /// `now`). Returns how many were added.
     fn fill(
         &self,
         out: &mut Vec<u8>,
-        pipe: &mut Pipeline<Self::Ticket>,
+        conn: &mut Connection<Self::Ticket>,
         max: usize,
         now: Instant,
     ) -> usize;
@@ -49,23 +54,16 @@ pub(crate) trait Workload {
     /// The response to this request is complete; `now` is when its last byte was read.
     fn on_done(&self, done: InFlight<Self::Ticket>, now: Instant);
 
-    /// The request ends with `err` after its response started: no retry.
-    fn on_failed(&self, ticket: Self::Ticket, err: FetchError);
-
-    /// The request got no response byte on this connection; the workload decides whether to send it
-    /// again (`http::pipeline::verdict`).
-    fn on_unanswered(&self, ticket: Self::Ticket, why: Unanswered, err: &FetchError);
+    /// The connection ended with this request on it, for `err`; `fate` says whether its response had
+    /// begun (no retry) or why it went unanswered (`http::pipeline::verdict` decides on a resend).
+    fn on_left(&self, ticket: Self::Ticket, fate: Fate, err: &FetchError);
 }
 
 /// A worker's resources shared by all its connections.
 pub(crate) struct Env {
     pub pool: RefCell<Vec<Vec<u8>>>,
     pub watchdog: Watchdog,
-    pub timeout: Duration,
-    pub depth: usize,
-    pub refill_at: usize,
-    /// Requests carry `Connection: close`: one per connection.
-    pub closes: bool,
+    pub rules: Rules,
     pub reads: Cell<u64>,
     pub writes: Cell<u64>,
     pub scratch: Cell<Vec<u8>>,
@@ -76,10 +74,13 @@ impl Env {
         Env {
             pool: RefCell::new(Vec::new()),
             watchdog: Watchdog::default(),
-            timeout,
-            depth,
-            refill_at,
-            closes: false,
+            rules: Rules {
+                depth,
+                refill_at,
+                timeout,
+                closes: false,
+                idempotent: true,
+            },
             reads: Cell::new(0),
             writes: Cell::new(0),
             scratch: Cell::new(Vec::new()),
@@ -87,256 +88,177 @@ impl Env {
     }
 }
 
-/// How a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum End {
-    /// Nothing in flight and nothing more to do.
-    Idle,
-    /// The server ended the connection in good order (`Connection: close`, a close-delimited body).
-    Closed,
-    /// Reset, timeout, broken framing: the next connection to this origin starts with one request.
-    Failed,
-    /// The run was stopped.
-    Stopped,
-}
-
-enum Outcome {
-    Idle,
-    Closed,
-    Failed(FetchError),
-    Stopped,
-}
-
 /// Runs one connection until it has nothing to do, the server closes it, or it fails. With `probe`, the
-/// first request goes alone and pipelining starts after its response (RFC 9112 §9.3.2, after a failed
-/// connection).
-pub(crate) async fn drive<W: Workload>(
-    env: &Env,
-    work: &W,
-    io: &Transport,
-    mut probe: bool,
-) -> End {
+/// first request goes alone (RFC 9112 §9.3.2, after a failed connection).
+pub(crate) async fn drive<W: Workload>(env: &Env, work: &W, io: &Transport, probe: bool) -> End {
     let registration = env.watchdog.register(io.kill());
     let watch = &registration.watch;
-    let mut pipe: Pipeline<W::Ticket> = Pipeline::new(env.depth, env.refill_at);
+    let mut conn = Connection::new(env.rules, probe);
+    // What the socket did not take at once, for `flush`.
     let mut out: Vec<u8> = Vec::new();
     let mut rx = RecvBuf::default();
-    let mut decoder = ResponseDecoder::default();
     let mut batching = ReadBatching {
-        enabled: env.depth > 1,
+        enabled: env.rules.depth > 1,
         ..ReadBatching::default()
     };
-    // The server announced the end of the connection: send nothing more.
-    let mut closing = false;
-    // A byte of the oldest request's response has arrived, so it must not be sent again.
-    let mut started = false;
-    // The transport hands over bytes that have arrived: take a read buffer only once they are there,
-    // and give it back as soon as nothing in it is left unparsed.
-    let lends = io.reads_arrived_bytes();
 
-    let outcome = 'conn: loop {
-        let mut batch = false;
-        if !closing && pipe.wants_refill() {
-            let max = if probe || env.closes {
-                usize::from(pipe.is_empty())
-            } else {
-                pipe.free()
-            };
-            let now = Instant::now();
-            let was_empty = pipe.is_empty();
-            if max > 0 {
-                // Requests are written into the worker's scratch buffer, which every connection uses
-                // and so stays in the CPU cache; only what the socket does not take at once is kept.
-                let mut scratch = env.scratch.take();
-                let mut failed = None;
-                if work.fill(&mut scratch, &mut pipe, max, now) > 0 {
-                    if was_empty {
-                        watch.arm(now + env.timeout);
-                    }
-                    closing |= env.closes;
-                    env.writes.set(env.writes.get() + 1);
-                    match io.send_now(&scratch) {
-                        Ok(n) => {
-                            out.extend_from_slice(&scratch[n..]);
-                            batch = n < scratch.len() || io.unsent();
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            out.extend_from_slice(&scratch);
-                            batch = true;
-                        }
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                scratch.clear();
-                env.scratch.set(scratch);
-                if let Some(e) = failed {
-                    break Outcome::Failed(FetchError::io("cannot send the request", &e));
-                }
+    loop {
+        let flush = match write(env, work, io, &mut conn, &mut out) {
+            Ok(flush) => flush,
+            Err(e) => {
+                conn.fail(e);
+                break;
             }
-        }
-
-        if pipe.is_empty() {
-            watch.disarm();
-            if !rx.data().is_empty() {
-                break Outcome::Failed(FetchError::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "the server sent {} bytes that answer no request",
-                        rx.data().len()
-                    ),
-                ));
-            }
+        };
+        watch.set(conn.deadline());
+        if conn.in_flight() == 0 {
             rx.release(&env.pool);
-            if closing || !work.idle().await {
-                break Outcome::Idle;
+            if !conn.is_idle() || !work.idle().await {
+                conn.end_idle();
+                break;
             }
             if watch.fired() != Fired::No {
-                break Outcome::Stopped;
+                conn.stop();
+                break;
             }
             continue;
         }
 
-        batching.adjust(io, env.refill_at, pipe.len());
-        if lends && !batch && batching.lowat <= 1 {
-            batching.waiting();
-            io.readable().await;
-        }
-        let buf = rx.take(&env.pool);
-        // What the socket did not take at once goes out through the ring, with the next read
+        batching.adjust(io, env.rules.refill_at, conn.in_flight());
+        let take = || rx.take(&env.pool);
+        // What the socket did not take at once goes out through the ring, with the next receive
         // submitted beside it so neither waits for the other.
-        let (res, buf) = if batch {
-            let ((written, sent), received) =
-                tokio::join!(io.write_all(out), batching.receive(io, buf));
+        let (res, buf) = if flush {
+            let ((written, sent), received) = tokio::join!(
+                io.flush(std::mem::take(&mut out)),
+                batching.receive(io, take)
+            );
             out = sent;
             out.clear();
             if let (Fired::No, Err(e)) = (watch.fired(), written) {
                 rx.put(received.1);
-                break Outcome::Failed(FetchError::io("cannot send the request", &e));
+                conn.fail(FetchError::io("cannot send the request", &e));
+                break;
             }
             received
         } else {
-            batching.receive(io, buf).await
+            batching.receive(io, take).await
         };
         rx.put(buf);
         env.reads.set(env.reads.get() + 1);
         match watch.fired() {
-            Fired::Stop => break Outcome::Stopped,
-            Fired::Timeout => break Outcome::Failed(timeout(env.timeout)),
+            Fired::Stop => {
+                conn.stop();
+                break;
+            }
+            Fired::Timeout => {
+                conn.time_out();
+                break;
+            }
             Fired::No => {}
         }
         let now = Instant::now();
         match res {
-            Ok(0) => match decoder.close(rx.data().len()) {
-                Ok(true) if !io.closed_cleanly() => break Outcome::Failed(FetchError::new(
-                    ErrorKind::Tls,
-                    "the server closed the connection without TLS close_notify, so the body that \
-                         ends with the connection may be truncated (RFC 9112 §9.8)",
-                )),
-                Ok(true) => {
-                    if let Some(done) = pipe.pop() {
-                        work.on_done(done, now);
-                    }
-                    break Outcome::Closed;
+            Ok(0) => {
+                if let Some(done) = conn.eof(rx.data().len(), io.closed_cleanly()) {
+                    work.on_done(done, now);
                 }
-                Ok(false) => {
-                    break Outcome::Failed(FetchError::new(
-                        ErrorKind::Io,
-                        "the server closed the connection before responding",
-                    ))
-                }
-                Err(e) => break Outcome::Failed(e),
-            },
-            Ok(_) => started = true,
-            Err(e) => break Outcome::Failed(FetchError::io("connection failed while reading", &e)),
-        }
-
-        // Parse everything buffered before reading again: one read often holds many responses.
-        while let Some(front) = pipe.front() {
-            let (used, step) = match decoder.decode(rx.data(), front.head_request) {
-                Ok(decoded) => decoded,
-                Err(e) => break 'conn Outcome::Failed(e),
-            };
-            let ticket = front.ticket;
-            batching.consumed(used);
-            match step {
-                Step::NeedMore => {
-                    rx.consume(used);
-                    break;
-                }
-                Step::Head(head) => {
-                    closing |= !head.keep_alive;
-                    work.on_head(ticket, &head);
-                    rx.consume(used);
-                }
-                Step::Body(range) => {
-                    let res = work.on_body(ticket, &rx.data()[range]);
-                    rx.consume(used);
-                    if let Err(e) = res {
-                        break 'conn Outcome::Failed(e);
-                    }
-                }
-                Step::Done => {
-                    rx.consume(used);
-                    batching.response_done();
-                    if let Some(done) = pipe.pop() {
-                        work.on_done(done, now);
-                    }
-                    started = !rx.data().is_empty();
-                    probe = false;
-                    if closing {
-                        break 'conn Outcome::Closed;
-                    }
-                    match pipe.front() {
-                        Some(next) => watch.arm(next.sent + env.timeout),
-                        None => watch.disarm(),
-                    }
-                }
+                break;
             }
+            Ok(_) => {}
+            Err(e) => {
+                conn.fail(FetchError::io("connection failed while reading", &e));
+                break;
+            }
+        }
+        if !deliver(work, &mut conn, &mut rx, &mut batching, watch, now) {
+            break;
         }
         batching.read_done(now);
-        if lends {
-            rx.release(&env.pool);
-        }
-    };
+        rx.release(&env.pool);
+    }
 
     rx.release(&env.pool);
-    match outcome {
-        Outcome::Idle => End::Idle,
-        Outcome::Closed => {
-            let err = FetchError::new(ErrorKind::Io, "the server closed the connection");
-            for f in pipe.drain() {
-                work.on_unanswered(f.ticket, Unanswered::Bystander, &err);
+    let mut left = conn.finish();
+    while let Some((ticket, fate)) = left.next() {
+        work.on_left(ticket, fate, &left.error);
+    }
+    left.end
+}
+
+/// Writes what the connection allows now. Returns whether bytes wait for `flush`.
+fn write<W: Workload>(
+    env: &Env,
+    work: &W,
+    io: &Transport,
+    conn: &mut Connection<W::Ticket>,
+    out: &mut Vec<u8>,
+) -> Result<bool, FetchError> {
+    let max = conn.writable();
+    if max == 0 {
+        return Ok(false);
+    }
+    // Requests are written into the worker's scratch buffer, which every connection uses and so stays
+    // in the CPU cache; only what the socket does not take at once is kept.
+    let mut scratch = env.scratch.take();
+    let res = if work.fill(&mut scratch, conn, max, Instant::now()) == 0 {
+        Ok(false)
+    } else {
+        env.writes.set(env.writes.get() + 1);
+        match io.send_now(&scratch) {
+            Ok(sent) => {
+                out.extend_from_slice(&scratch[sent.taken..]);
+                Ok(sent.flush)
             }
-            End::Closed
-        }
-        Outcome::Stopped => {
-            let err = FetchError::new(ErrorKind::Io, "stopped");
-            for f in pipe.drain() {
-                work.on_unanswered(f.ticket, Unanswered::Bystander, &err);
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                out.extend_from_slice(&scratch);
+                Ok(true)
             }
-            End::Stopped
+            Err(e) => Err(FetchError::io("cannot send the request", &e)),
         }
-        Outcome::Failed(err) => {
-            // A failed connection charges every request it leaves unanswered: nothing says the server
-            // will do better with them. Only when we ended the connection over one response that broke
-            // our own limit are the requests behind it blameless.
-            let behind = if err.kind == ErrorKind::TooLarge {
-                Unanswered::Bystander
-            } else {
-                Unanswered::Failed
-            };
-            let mut rest = pipe.drain();
-            if let Some(front) = rest.next() {
-                if started {
-                    work.on_failed(front.ticket, err.clone());
-                } else {
-                    work.on_unanswered(front.ticket, Unanswered::Failed, &err);
+    };
+    scratch.clear();
+    env.scratch.set(scratch);
+    res
+}
+
+/// Feeds everything buffered to the connection before receiving again (one read often holds many
+/// responses) and hands each event to the workload. False when the connection has ended.
+fn deliver<W: Workload>(
+    work: &W,
+    conn: &mut Connection<W::Ticket>,
+    rx: &mut RecvBuf,
+    batching: &mut ReadBatching,
+    watch: &Watch,
+    now: Instant,
+) -> bool {
+    loop {
+        let (used, event) = conn.decode(rx.data());
+        batching.consumed(used);
+        match event {
+            Event::NeedMore => {
+                rx.consume(used);
+                return true;
+            }
+            Event::Ended => return false,
+            Event::Head(ticket, head) => {
+                work.on_head(ticket, &head);
+                rx.consume(used);
+            }
+            Event::Body(ticket, range) => {
+                let res = work.on_body(ticket, &rx.data()[range]);
+                rx.consume(used);
+                if let Err(e) = res {
+                    conn.fail(e);
+                    return false;
                 }
             }
-            for f in rest {
-                work.on_unanswered(f.ticket, behind, &err);
+            Event::Done(done) => {
+                rx.consume(used);
+                batching.response_done();
+                work.on_done(done, now);
+                watch.set(conn.deadline());
             }
-            End::Failed
         }
     }
 }
@@ -424,8 +346,8 @@ impl ReadBatching {
         }
     }
 
-    /// A read that waits for one response starts waiting now (the reader may wait for the bytes
-    /// before it submits the read itself: see `reads_arrived_bytes`).
+    /// A read that waits for one response starts waiting now (a direct socket waits for its bytes
+    /// before it takes a buffer: see `Transport::receive`).
     fn waiting(&mut self) {
         // Only reads that wait for one response measure the pace (a batched read's wait includes
         // the batching itself), and only where batching can happen at all.
@@ -434,14 +356,18 @@ impl ReadBatching {
         }
     }
 
-    async fn receive(&mut self, io: &Transport, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+    async fn receive(
+        &mut self,
+        io: &Transport,
+        take: impl FnOnce() -> Vec<u8>,
+    ) -> (std::io::Result<usize>, Vec<u8>) {
         if self.lowat <= 1 {
             self.waiting();
-            return io.read(buf).await;
+            return io.receive(take).await;
         }
         let responses = (self.lowat / self.last.max(1)).max(1) as u32;
         let patience = (self.pace * responses * RESCUE_FACTOR).max(RESCUE_MIN);
-        let read = io.read(buf);
+        let read = io.receive(take);
         tokio::pin!(read);
         tokio::select! {
             biased;
@@ -456,16 +382,6 @@ impl ReadBatching {
             }
         }
     }
-}
-
-fn timeout(limit: Duration) -> FetchError {
-    FetchError::new(
-        ErrorKind::Timeout,
-        format!(
-            "no complete response within {:.1}s (--timeout); the server is slow or stalled, raise --timeout to wait longer",
-            limit.as_secs_f64()
-        ),
-    )
 }
 
 /// A connection's received bytes: `buf[start..]` is not yet consumed. The buffer is borrowed from the

@@ -29,12 +29,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn arm(&self, deadline: Instant) {
-        self.deadline.set(Some(deadline));
-    }
-
-    pub fn disarm(&self) {
-        self.deadline.set(None);
+    /// The connection's deadline (its oldest request's), or None with nothing in flight.
+    pub fn set(&self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
     }
 
     pub fn fired(&self) -> Fired {
@@ -118,7 +115,7 @@ mod tests {
         let dog = Watchdog::default();
         let reg = dog.register(Kill::Fd(client.as_raw_fd()));
         let start = Instant::now();
-        reg.watch.arm(start + Duration::from_millis(50));
+        reg.watch.set(Some(start + Duration::from_millis(50)));
         dog.tick(start);
         assert_eq!(reg.watch.fired(), Fired::No);
         dog.tick(start + Duration::from_millis(60));

@@ -20,7 +20,8 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::conn::{self, End, Env, Workload};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::pipeline::{verdict, InFlight, Pipeline, Unanswered, Verdict};
+use crate::http::client::{Connection, Fate};
+use crate::http::pipeline::{verdict, InFlight, Verdict};
 use crate::http::request::RequestTemplate;
 use crate::http::response::Head;
 use crate::input::Line;
@@ -122,7 +123,8 @@ pub struct FetchShard {
 impl FetchShard {
     pub fn new(settings: Arc<FetchSettings>, limits: ShardLimits) -> Rc<FetchShard> {
         let mut env = Env::new(settings.timeout, settings.depth, settings.refill_at);
-        env.closes = settings.template.closes;
+        env.rules.closes = settings.template.closes;
+        env.rules.idempotent = settings.template.idempotent;
         let lines = Lines::new(settings.sink.clone());
         Rc::new(FetchShard {
             tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
@@ -398,17 +400,13 @@ impl Workload for OriginWork<'_> {
     fn fill(
         &self,
         out: &mut Vec<u8>,
-        pipe: &mut Pipeline<usize>,
+        conn: &mut Connection<usize>,
         max: usize,
         now: Instant,
     ) -> usize {
         let s = self.shard;
         let template = &s.settings.template;
-        let mut max = max.min(s.limits.cap.saturating_sub(s.in_flight.get()));
-        // RFC 9112 §9.3.2: nothing is pipelined behind a non-idempotent request.
-        if !template.idempotent {
-            max = if pipe.is_empty() { max.min(1) } else { 0 };
-        }
+        let max = max.min(s.limits.cap.saturating_sub(s.in_flight.get()));
         let mut queue = self.origin.queue.borrow_mut();
         let mut jobs = s.jobs.borrow_mut();
         let mut n = 0;
@@ -418,11 +416,7 @@ impl Workload for OriginWork<'_> {
             job.attempts += 1;
             job.sent = now;
             template.write(out, &job.path, &self.origin.authority);
-            pipe.push(InFlight {
-                ticket: key,
-                sent: now,
-                head_request: template.head,
-            });
+            conn.sent(key, now, template.head);
             n += 1;
         }
         if n > 0 {
@@ -542,13 +536,15 @@ impl Workload for OriginWork<'_> {
         s.after_job();
     }
 
-    fn on_failed(&self, key: usize, err: FetchError) {
-        self.release_slot();
-        self.shard.finish_failed(key, err);
-    }
-
-    fn on_unanswered(&self, key: usize, why: Unanswered, err: &FetchError) {
+    fn on_left(&self, key: usize, fate: Fate, err: &FetchError) {
         let s = self.shard;
+        let why = match fate {
+            Fate::Failed => {
+                self.release_slot();
+                return s.finish_failed(key, err.clone());
+            }
+            Fate::Unanswered(why) => why,
+        };
         let decision = {
             let jobs = s.jobs.borrow();
             let job = &jobs[key];
@@ -560,7 +556,8 @@ impl Workload for OriginWork<'_> {
             )
         };
         if decision == Verdict::GiveUp {
-            return self.on_failed(key, err.clone());
+            self.release_slot();
+            return s.finish_failed(key, err.clone());
         }
         {
             let mut jobs = s.jobs.borrow_mut();

@@ -10,10 +10,10 @@
 pub mod bench;
 pub mod conn;
 pub mod deadline;
+pub mod fetch;
 pub mod limits;
 pub mod progress;
 pub mod runtime;
-pub mod fetch;
 pub mod transport;
 
 use std::io::{self, BufReader, Write};
@@ -27,9 +27,9 @@ use crate::report::jsonl::Sink;
 use crate::report::summary::Report;
 use crate::serve;
 use bench::{BenchSettings, BenchShard, BenchTarget};
+use fetch::{FetchSettings, FetchShard, ShardLimits};
 use limits::FdLimit;
 use runtime::RingSetup;
-use fetch::{FetchSettings, FetchShard, ShardLimits};
 
 /// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
 /// short list still spreads over the workers.

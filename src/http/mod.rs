@@ -3,6 +3,7 @@
 //! `chunked` decodes chunked bodies, `pipeline` keeps the per-connection FIFO and the retry rules.
 
 pub mod chunked;
+pub mod client;
 pub mod pipeline;
 pub mod request;
 pub mod response;

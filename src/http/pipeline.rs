@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 /// One request on the wire, waiting for its response.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlight<T> {
     /// The workload's handle for this request.
     pub ticket: T,

@@ -1,5 +1,5 @@
-//! Transports: the one seam between the HTTP engine and the bytes. `engine::conn` only calls `read`,
-//! `send_now`, `write_all` and friends and drops the transport; plain and TLS (client and, for
+//! Transports: the one seam between the HTTP engine and the bytes. `engine::conn` only calls
+//! `receive`, `send_now`, `flush` and friends and drops the transport; plain and TLS (client and, for
 //! `serve`, server) are the variants, each on a `Socket` that is a descriptor or a direct descriptor
 //! (`direct`), without the HTTP code knowing which. Static dispatch through an enum keeps the hot
 //! path free of virtual calls (wrk's `net.h` table, as an enum); TLS is boxed so a plain connection
@@ -134,53 +134,56 @@ pub enum Dialer {
     Unavailable(std::rc::Rc<str>),
 }
 
+/// What `Transport::send_now` did with the bytes it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes taken; the caller keeps the rest and hands them to `flush`.
+    pub taken: usize,
+    /// Bytes wait to go out through `flush`: the caller's rest, or ciphertext the transport holds.
+    pub flush: bool,
+}
+
+/// The seam. Receive, send now, flush, interrupt (`kill`), close (`shutdown_write` or drop), and two
+/// questions asked once per connection (`tls_resumed` after connecting, `can_hold` for `--hold`).
+/// `set_recv_lowat` and `closed_cleanly` refine receive. Nothing above this matches on a variant.
 impl Transport {
-    /// Reads into the spare capacity of `buf` (from `len()` to `capacity()`), as io_uring owns the buffer
-    /// while the read is under way.
-    pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        each!(self, c => c.read(buf).await)
-    }
-
-    /// A read copies bytes that have already arrived (a direct socket's land in the ring's buffer
-    /// pool), so the reader can wait for `readable` first and take a read buffer only then: idle
-    /// connections hold none, and the few buffers in use stay in the CPU cache.
-    pub fn reads_arrived_bytes(&self) -> bool {
-        matches!(self, Transport::Plain(Socket::Direct(_)))
-    }
-
-    /// Waits until a read would not wait; immediate for the transports that read through the ring.
-    pub async fn readable(&self) {
+    /// Receives into the spare capacity of the buffer `take` gives (from `len()` to `capacity()`), as
+    /// io_uring owns the buffer while the receive is under way. Ok(0) is the end of the stream (see
+    /// `closed_cleanly`). A direct socket's bytes land in its ring's buffer pool first, so it waits for
+    /// them before it takes the buffer: idle connections hold none, and the few in use stay in cache.
+    pub async fn receive(&self, take: impl FnOnce() -> Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         if let Transport::Plain(Socket::Direct(c)) = self {
-            c.readable().await
+            c.readable().await;
         }
+        each!(self, c => c.read(take()).await)
     }
 
     /// Sends what the socket takes right now, without waiting; the caller writes the rest with
-    /// `write_all`. A batch of requests almost always fits the socket's send buffer, and a send that
+    /// `flush`. A batch of requests almost always fits the socket's send buffer, and a send that
     /// nobody waits for costs no task wake-up: one send(2) on a descriptor, one SQE (whose completion
     /// only reports failure) on a direct socket. TLS takes all of `buf` (it is encrypted at once) and
-    /// may keep ciphertext for `write_all`: see `unsent`.
-    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
-        each!(self, c => c.send_now(buf))
-    }
-
-    /// Bytes taken by `send_now` still wait to be sent: call `write_all` (with an empty buffer if the
-    /// caller has nothing more).
-    pub fn unsent(&self) -> bool {
-        match self {
+    /// may keep ciphertext for `flush`.
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<Sent> {
+        let taken = each!(self, c => c.send_now(buf))?;
+        let held = match self {
             Transport::Plain(_) => false,
             Transport::Tls(c) => c.unsent(),
             Transport::TlsServer(c) => c.unsent(),
-        }
+        };
+        Ok(Sent {
+            taken,
+            flush: held || taken < buf.len(),
+        })
     }
 
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    /// Writes all of `buf`, after whatever the transport still holds, waiting as long as it takes.
+    pub async fn flush(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         each!(self, c => c.write_all(buf).await)
     }
 
-    /// The end of the stream that `read` reported (Ok(0)) is known to be the peer's: always for TCP,
-    /// only after close_notify for TLS (RFC 9112 §9.8: a close-delimited body is otherwise possibly
-    /// truncated).
+    /// The end of the stream that `receive` reported (Ok(0)) is known to be the peer's: always for
+    /// TCP, only after close_notify for TLS (RFC 9112 §9.8: a close-delimited body is otherwise
+    /// possibly truncated).
     pub fn closed_cleanly(&self) -> bool {
         match self {
             Transport::Plain(_) => true,
@@ -220,8 +223,22 @@ impl Transport {
         self.socket().kill()
     }
 
+    /// The connection can be held open by its worker's ring alone, with no task and no buffer
+    /// (`bench --hold`): a plain direct socket.
+    pub fn can_hold(&self) -> bool {
+        matches!(self, Transport::Plain(Socket::Direct(_)))
+    }
+
+    /// Hands the connection to its ring to hold until the ring finishes (see `can_hold`); any other
+    /// transport is closed in good order by dropping it.
+    pub fn hold(self) {
+        if let Transport::Plain(Socket::Direct(c)) = self {
+            c.hold()
+        }
+    }
+
     /// The socket under the HTTP (or TLS) bytes.
-    pub fn socket(&self) -> &Socket {
+    fn socket(&self) -> &Socket {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(c) => c.socket(),
