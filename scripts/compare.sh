@@ -9,6 +9,8 @@
 # Environment:
 #   RINGFETCH=path   use this binary instead of `cargo build --release`
 #                    (RINGFETCH=none skips the ringfetch rows)
+#   RINGFETCH_BASE=path  a second ringfetch (e.g. the last release, or main before a change): rows
+#                    "base" beside ringfetch's in (a) and (b), both transports, in the same runs
 #   RUNS=N DURATION=S   override the number of runs / seconds per run
 #   SCENARIOS=abcdef    which scenarios to run (default: all)
 #   OHA=path            oha binary for rows (a) and (d) (default: `oha` on PATH, else no oha rows;
@@ -371,6 +373,12 @@ for ((run = 1; run <= RUNS; run++)); do
         measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
             "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
     fi
+    if [[ -n ${RINGFETCH_BASE:-} ]]; then
+        measure a "$SA" base "base ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json
+        measure a "$SA" base-direct "base ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
+    fi
     if [[ -n $FLOOR && $FLOOR != none ]]; then
         measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
             "$FLOOR" "$BASE/1k" "$CONNS" "$D"
@@ -392,6 +400,12 @@ for ((run = 1; run <= RUNS; run++)); do
             "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
         measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
             "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
+    fi
+    if [[ -n ${RINGFETCH_BASE:-} ]]; then
+        measure b "$SB" base "base ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+        measure b "$SB" base-direct "base ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
     fi
     measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
         wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"

@@ -7,6 +7,7 @@
 //! through one bounded queue that idle workers pull from, so a single-origin list keeps every worker
 //! busy and a slow worker never holds back the others. Each worker pools its own connections.
 
+pub mod batching;
 pub mod bench;
 pub mod conn;
 pub mod deadline;

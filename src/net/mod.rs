@@ -5,6 +5,7 @@
 //! path free of virtual calls (wrk's `net.h` table, as an enum); TLS is boxed so a plain connection
 //! stays small.
 
+pub mod buffers;
 pub mod direct;
 pub mod dns;
 pub mod tcp;

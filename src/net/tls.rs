@@ -20,6 +20,7 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{CertificateError, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 
+use super::buffers::Pool;
 use super::Socket;
 use crate::error::{ErrorKind, FetchError};
 
@@ -33,27 +34,16 @@ const MIN_READ: usize = 2 * 1024;
 const RECORD_HEADER: usize = 5;
 
 thread_local! {
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Per thread, as a worker's connections are.
+    static POOL: Pool = const { Pool::new(CIPHER_BUF) };
 }
 
 fn pooled() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(CIPHER_BUF))
+    POOL.with(Pool::take)
 }
 
-/// Buffers kept per thread; past a burst of more busy connections, the rest are freed.
-const POOL_MAX: usize = 256;
-
-fn recycle(mut buf: Vec<u8>) {
-    if buf.capacity() >= CIPHER_BUF && buf.capacity() <= 8 * CIPHER_BUF {
-        buf.clear();
-        POOL.with(|p| {
-            let mut pool = p.borrow_mut();
-            if pool.len() < POOL_MAX {
-                pool.push(buf);
-            }
-        });
-    }
+fn recycle(buf: Vec<u8>) {
+    POOL.with(|p| p.give(buf));
 }
 
 /// The two ends of rustls's unbuffered API share everything but `process_tls_records`.
