@@ -10,7 +10,7 @@ use clap::Parser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use ringfetch::cli::{Cli, Command};
-use ringfetch::engine::runtime::RingSetup;
+use ringfetch::runtime::RingSetup;
 use ringfetch::{config, engine, serve};
 
 const REQUESTS: u64 = 20_000;

@@ -157,3 +157,24 @@ mod tests {
         assert!(!e.message.contains("os error"), "{}", e.message);
     }
 }
+
+/// Why a command could not run to its end: the user's to fix (a usage error, exit 2), or the
+/// system's (exit 1). Usage errors found only once the engine has probed the machine (`--strict`
+/// clamps, `--source-addrs` with tcp) travel as `Usage` too, typed all the way.
+#[derive(Debug)]
+pub enum Failure {
+    Usage(UsageError),
+    Io(std::io::Error),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}

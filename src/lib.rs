@@ -4,9 +4,12 @@
 //! - `cli`: clap structs (raw flags); `config`: raw flags to validated plans, every usage error;
 //!   `units`: durations, counts, sizes, shards.
 //! - `input`: the URL list reader; `target`: one URL split into origin and request target.
-//! - `engine`: worker runtimes, sharding, limits; `engine::conn` is the hot path.
-//! - `http`: the sans-IO HTTP/1.1 codec (request writer, response framing, chunked decoder, pipeline).
-//! - `net`: transports (plain TCP today) behind one enum.
+//! - `engine`: the fetch and bench workers, limits, transport choice; `engine::conn` is the hot path,
+//!   a pump between a transport and `http::client`.
+//! - `http`: the sans-IO HTTP/1.1 codec: request writer, response framing, chunked decoder, pipeline
+//!   FIFO, and `client`, one connection's rules as a state machine.
+//! - `net`: transports (TCP, TLS, io_uring direct descriptors) behind one enum, DNS, buffer pools.
+//! - `runtime`: one pinned tokio-uring runtime per worker, below both `engine` and `serve`.
 //! - `report`: result lines, histograms, the summary.
 //! - `serve`: the built-in benchmark server.
 //! - `sys`: the few raw system calls and most of the crate's `unsafe` (the rest is `net::direct`'s
@@ -22,6 +25,7 @@ pub mod http;
 pub mod input;
 pub mod net;
 pub mod report;
+pub mod runtime;
 pub mod serve;
 pub mod sys;
 pub mod target;
@@ -30,7 +34,7 @@ pub mod units;
 use std::io::Write;
 
 use cli::{Cli, Command};
-use error::UsageError;
+use error::{Failure, UsageError};
 use report::summary::Summary;
 
 /// Exit statuses of the contract.
@@ -50,27 +54,6 @@ pub fn run(cli: Cli) -> u8 {
         Err(Failure::Io(e)) => {
             eprintln!("ringfetch: {e}");
             EXIT_ERRORS
-        }
-    }
-}
-
-enum Failure {
-    Usage(UsageError),
-    Io(std::io::Error),
-}
-
-impl From<UsageError> for Failure {
-    fn from(e: UsageError) -> Self {
-        Failure::Usage(e)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    /// A usage error found only once the engine started (`--strict` clamps) travels as an io::Error.
-    fn from(e: std::io::Error) -> Self {
-        match e.get_ref().and_then(|i| i.downcast_ref::<UsageError>()) {
-            Some(usage) => Failure::Usage(UsageError(usage.0.clone())),
-            None => Failure::Io(e),
         }
     }
 }
@@ -134,7 +117,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Merge(args) => merge(args),
         Command::Serve(args) => {
             let plan = config::serve(args, cli.verbose)?;
-            let setup = engine::runtime::RingSetup::probe()?;
+            let setup = runtime::RingSetup::probe()?;
             let limit = engine::limits::raise_nofile();
             if plan.engine.verbose {
                 eprintln!(

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use socket2::{Domain, Socket, Type};
 use tokio_uring::net::{TcpListener, TcpStream};
 
-use crate::engine::runtime::{spawn_workers, RingSetup};
 use crate::net::direct::{self, Ring, RingSize};
 use crate::net::{self, tcp, tls, Transport};
+use crate::runtime::{spawn_workers, RingSetup};
 
 /// A request head larger than this is refused with 431.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;

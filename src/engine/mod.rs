@@ -14,7 +14,6 @@ pub mod deadline;
 pub mod fetch;
 pub mod limits;
 pub mod progress;
-pub mod runtime;
 pub mod transport;
 
 use std::io::{self, BufReader, Write};
@@ -23,14 +22,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
+use crate::error::{Failure, UsageError};
 use crate::input::{Line, Lines};
 use crate::report::jsonl::Sink;
 use crate::report::summary::Report;
+use crate::runtime::{self, RingSetup};
 use crate::serve;
 use bench::{BenchSettings, BenchShard, BenchTarget};
 use fetch::{FetchSettings, FetchShard, ShardLimits};
 use limits::FdLimit;
-use runtime::RingSetup;
 
 /// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
 /// short list still spreads over the workers.
@@ -66,14 +66,11 @@ fn start(engine: &EnginePlan, http: &HttpPlan) -> io::Result<(RingSetup, FdLimit
 }
 
 /// Prints a clamp's warning line, or with `--strict` refuses to run (a usage error, exit 2).
-fn warn_or_refuse(warning: Option<String>, strict: bool) -> io::Result<()> {
+fn warn_or_refuse(warning: Option<String>, strict: bool) -> Result<(), UsageError> {
     match warning {
         Some(line) if strict => {
             let why = line.trim_start_matches("ringfetch: warning: ");
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                crate::error::UsageError(format!("--strict: {why}")),
-            ))
+            Err(UsageError(format!("--strict: {why}")))
         }
         Some(line) => {
             eprintln!("{line}");
@@ -118,7 +115,7 @@ fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
     }
 }
 
-pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
+pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let (setup, limit) = start(&plan.engine, &plan.http)?;
     let mut threads = plan.engine.threads;
     // A connection holds its socket, and with --save-dir the file of the body it is receiving.
@@ -276,7 +273,7 @@ pub struct BenchRun {
     pub urls: Vec<String>,
 }
 
-pub fn run_bench(plan: BenchPlan) -> io::Result<BenchRun> {
+pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     let (setup, limit) = start(&plan.engine, &plan.http)?;
     let mut cpus = plan.engine.cpus.clone();
     let mut targets = plan.targets.clone();

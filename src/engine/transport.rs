@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::cli::TransportArg;
-use crate::error::UsageError;
+use crate::error::{Failure, UsageError};
 use crate::net::direct::{self, Ring, RingSize};
 use crate::net::Dialer;
 
@@ -136,18 +136,18 @@ pub fn choose(
     tcp_budget: usize,
     sources_given: bool,
     limit: super::limits::FdLimit,
-) -> io::Result<Option<u32>> {
+) -> Result<Option<u32>, Failure> {
     let slots = u32::try_from(limit.soft.min(1 << 20))
         .unwrap_or(u32::MAX)
         .saturating_sub(SLOT_SLACK)
         .max(SLOT_SLACK);
-    let usage = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, UsageError(msg));
     match choice {
-        TransportArg::Tcp if sources_given => Err(usage(
+        TransportArg::Tcp if sources_given => Err(UsageError(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
-        )),
+        )
+        .into()),
         TransportArg::Tcp => Ok(None),
-        TransportArg::Direct => direct::require().map(|()| Some(slots)),
+        TransportArg::Direct => Ok(direct::require().map(|()| Some(slots))?),
         TransportArg::Auto => {
             let over = wanted > tcp_budget;
             if !(over || sources_given) || direct::available().is_err() {

@@ -1,4 +1,5 @@
-//! One tokio-uring runtime per worker thread, pinned to a CPU. The kernel is probed once at start to
+//! One tokio-uring runtime per worker thread, pinned to a CPU, for the client engine and serve alike
+//! (it sits below both). The kernel is probed once at start to
 //! choose ring flags; `-v` prints what was found.
 
 use std::io;
