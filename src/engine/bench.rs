@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::conn::{self, End, Env, Workload};
 use crate::config::Stop;
 use crate::error::FetchError;
-use crate::http::client::{Connection, Fate};
+use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{InFlight, Unanswered};
 use crate::http::response::Head;
 use crate::net;
@@ -360,7 +360,7 @@ impl BenchShard {
                 Ok(io) => {
                     shard.report.borrow_mut().connected(io.tls_resumed());
                     backoff = Duration::from_millis(1);
-                    if conn::drive(&shard.env, &work, &io, false).await == End::Stopped {
+                    if conn::drive(&shard.env, &work, &io, Start::Open).await.end == End::Stopped {
                         return;
                     }
                 }
@@ -464,7 +464,7 @@ impl BenchShard {
         let detach = io.can_hold() && shard.due.is_none();
         let work = BenchConn::new(shard, target, id, true);
         work.detach.set(detach);
-        conn::drive(&shard.env, &work, &io, false).await;
+        conn::drive(&shard.env, &work, &io, Start::Open).await;
         if !work.answered.get() {
             // Failed before answering its proof request (on_failed / on_unanswered counted it).
             hold.settle(&shard.report);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::batching::ReadBatching;
 use super::deadline::{Fired, Watch, Watchdog};
 use crate::error::FetchError;
-use crate::http::client::{Connection, Event, Fate, Rules};
+use crate::http::client::{Connection, Event, Fate, Outcome, Rules, Start};
 use crate::http::pipeline::InFlight;
 use crate::http::response::Head;
 use crate::net::buffers::{Pool, RecvBuf, READ_BUF};
@@ -81,12 +81,17 @@ impl Env {
     }
 }
 
-/// Runs one connection until it has nothing to do, the server closes it, or it fails. With `probe`, the
-/// first request goes alone (RFC 9112 §9.3.2, after a failed connection).
-pub(crate) async fn drive<W: Workload>(env: &Env, work: &W, io: &Transport, probe: bool) -> End {
+/// Runs one connection until it has nothing to do, the server closes it, or it fails; `start` says
+/// what earlier connections to the origin showed (`http::client::Start`).
+pub(crate) async fn drive<W: Workload>(
+    env: &Env,
+    work: &W,
+    io: &Transport,
+    start: Start,
+) -> Outcome {
     let registration = env.watchdog.register(io.kill());
     let watch = &registration.watch;
-    let mut conn = Connection::new(env.rules, probe);
+    let mut conn = Connection::new(env.rules, start);
     // What the socket did not take at once, for `flush`.
     let mut out: Vec<u8> = Vec::new();
     let mut rx = RecvBuf::default();
@@ -157,7 +162,7 @@ pub(crate) async fn drive<W: Workload>(env: &Env, work: &W, io: &Transport, prob
             }
             Ok(_) => {}
             Err(e) => {
-                conn.fail(FetchError::io("connection failed while reading", &e));
+                conn.lost(FetchError::io("connection failed while reading", &e));
                 break;
             }
         }
@@ -173,7 +178,10 @@ pub(crate) async fn drive<W: Workload>(env: &Env, work: &W, io: &Transport, prob
     while let Some((ticket, fate)) = left.next() {
         work.on_left(ticket, fate, &left.error);
     }
-    left.end
+    Outcome {
+        end: left.end,
+        answered: left.answered,
+    }
 }
 
 /// Writes what the connection allows now. Returns whether bytes wait for `flush`.

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::conn::{self, End, Env, Workload};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::client::{Connection, Fate};
+use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{verdict, InFlight, Verdict};
 use crate::http::request::RequestTemplate;
 use crate::http::response::Head;
@@ -89,8 +89,9 @@ struct OriginState {
     /// Connections waiting in `idle`.
     idle: Cell<usize>,
     wake: Notify,
-    /// The last connection failed: start the next one with a single request.
-    probe_next: Cell<bool>,
+    /// How the next connection starts: after a failed one with a single request; for good one
+    /// request at a time once the origin ended a connection after its first response.
+    start: Cell<Start>,
     starved: Cell<bool>,
 }
 
@@ -228,7 +229,7 @@ impl FetchShard {
             limit: Cell::new(self.settings.conns_per_host),
             idle: Cell::new(0),
             wake: Notify::new(),
-            probe_next: Cell::new(false),
+            start: Cell::new(Start::Open),
             starved: Cell::new(false),
         });
         origins.insert(target.origin.clone(), o.clone());
@@ -285,14 +286,23 @@ impl FetchShard {
                 self.report.borrow_mut().connected(io.tls_resumed());
                 origin.established.set(origin.established.get() + 1);
                 origin.limit.set(self.settings.conns_per_host);
-                let probe = origin.probe_next.replace(false);
+                let start = origin.start.get();
                 let work = OriginWork {
                     shard: &self,
                     origin: &origin,
                 };
-                if conn::drive(&self.env, &work, &io, probe).await == End::Failed {
-                    origin.probe_next.set(true);
-                }
+                let ended = conn::drive(&self.env, &work, &io, start).await;
+                origin
+                    .start
+                    .set(match (origin.start.get(), ended.end, ended.answered) {
+                        (Start::Single, _, _) => Start::Single,
+                        // RFC 9112 §9.3.2: pipeline again only once a connection has answered.
+                        (_, End::Failed, _) => Start::Probe,
+                        // It keeps no connection past one response: pipelined requests would only be
+                        // reset with it (and may take the response with them).
+                        (_, End::Closed, 1) if self.settings.depth > 1 => Start::Single,
+                        _ => Start::Open,
+                    });
                 origin.established.set(origin.established.get() - 1);
             }
             Err(err) => {

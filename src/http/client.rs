@@ -22,6 +22,10 @@
 //!    behind it (they may be retried); a response that broke our own limit leaves the ones behind it
 //!    blameless: `failed_*`.
 //! 9. `--timeout` counts from the oldest unanswered request's write: `deadline_*`.
+//! 10. A close or reset between responses, after the server answered at least one on this
+//!     connection, is the server ending the connection (a keep-alive limit, an HTTP/1.0 server): the
+//!     requests behind are bystanders, and an origin that does it after its first response is not
+//!     pipelined to again (`Start::Single`): `ended_*`.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -45,12 +49,26 @@ pub struct Rules {
     pub idempotent: bool,
 }
 
+/// How a connection starts, from what earlier connections to its origin showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Pipelined from the first request.
+    Open,
+    /// The last connection failed: one request first (rule 2).
+    Probe,
+    /// The origin ended a connection after its first response: one request at a time, always
+    /// (rule 10). Pipelined requests would only be reset with the connection.
+    Single,
+}
+
 /// Where the connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// The last connection to this origin failed: one request, nothing behind it, until a response
     /// arrives (§9.3.2).
     Probing,
+    /// One request at a time for the whole connection (`Start::Single`).
+    Single,
     /// Requests are pipelined up to the depth.
     Open,
     /// Nothing more is written: the server said the connection ends after its current response, or
@@ -71,6 +89,13 @@ pub enum End {
     Failed,
     /// The run was stopped.
     Stopped,
+}
+
+/// How a connection ended, and how many responses it completed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub end: End,
+    pub answered: u32,
 }
 
 /// Whether a byte of the oldest request's response has arrived: from then on it is never sent again.
@@ -111,21 +136,32 @@ pub struct Connection<T> {
     pipe: Pipeline<T>,
     decoder: ResponseDecoder,
     response: Response,
+    /// Responses completed on this connection.
+    answered: u32,
     /// Why it failed, once it has.
     error: Option<FetchError>,
 }
 
 impl<T: Copy> Connection<T> {
-    /// A new connection; `probe` after a failed one (rule 2).
-    pub fn new(rules: Rules, probe: bool) -> Connection<T> {
+    pub fn new(rules: Rules, start: Start) -> Connection<T> {
         Connection {
             rules,
-            state: if probe { State::Probing } else { State::Open },
+            state: match start {
+                Start::Open => State::Open,
+                Start::Probe => State::Probing,
+                Start::Single => State::Single,
+            },
             pipe: Pipeline::new(rules.depth, rules.refill_at),
             decoder: ResponseDecoder::default(),
             response: Response::Awaited,
+            answered: 0,
             error: None,
         }
+    }
+
+    /// Responses completed on this connection.
+    pub fn answered(&self) -> u32 {
+        self.answered
     }
 
     pub fn state(&self) -> State {
@@ -139,14 +175,14 @@ impl<T: Copy> Connection<T> {
 
     /// Nothing is in flight and the connection may still carry requests.
     pub fn is_idle(&self) -> bool {
-        self.pipe.is_empty() && matches!(self.state, State::Open | State::Probing)
+        self.pipe.is_empty() && matches!(self.state, State::Open | State::Probing | State::Single)
     }
 
     /// How many requests may be written now (rules 1–4).
     pub fn writable(&self) -> usize {
         let lone = usize::from(self.pipe.is_empty());
         match self.state {
-            State::Probing => lone,
+            State::Probing | State::Single => lone,
             State::Open if self.rules.closes || !self.rules.idempotent => lone,
             State::Open if self.pipe.wants_refill() => self.pipe.free(),
             _ => 0,
@@ -161,7 +197,7 @@ impl<T: Copy> Connection<T> {
             sent: at,
             head_request,
         });
-        if self.rules.closes && self.state == State::Open {
+        if self.rules.closes && matches!(self.state, State::Open | State::Single) {
             self.state = State::Closing;
         }
     }
@@ -211,7 +247,7 @@ impl<T: Copy> Connection<T> {
             }
             Step::Body(range) => Event::Body(ticket, range),
             Step::Done => {
-                let done = self.answered(buf.len() > used);
+                let done = self.complete(buf.len() > used);
                 // Rule 4: the response that said so was the last one on this connection.
                 if self.state == State::Closing {
                     self.state = State::Ended(End::Closed);
@@ -243,12 +279,12 @@ impl<T: Copy> Connection<T> {
                 None
             }
             Ok(true) => {
-                let done = self.answered(false);
+                let done = self.complete(false);
                 self.state = State::Ended(End::Closed);
                 Some(done)
             }
             Ok(false) => {
-                self.fail(FetchError::new(
+                self.lost(FetchError::new(
                     ErrorKind::Io,
                     "the server closed the connection before responding",
                 ));
@@ -261,7 +297,19 @@ impl<T: Copy> Connection<T> {
         }
     }
 
-    /// The connection failed (a receive or send error, a body the workload refused).
+    /// The peer closed or reset the connection (a receive error). Between responses, after it answered
+    /// at least one here, that is the server ending the connection (rule 10); otherwise it failed.
+    pub fn lost(&mut self, err: FetchError) {
+        if self.answered > 0 && self.response == Response::Awaited {
+            if !matches!(self.state, State::Ended(_)) {
+                self.state = State::Ended(End::Closed);
+            }
+        } else {
+            self.fail(err);
+        }
+    }
+
+    /// The connection failed (a send error, a timeout, a body the workload refused).
     pub fn fail(&mut self, err: FetchError) {
         if let State::Ended(_) = self.state {
             return;
@@ -328,6 +376,7 @@ impl<T: Copy> Connection<T> {
         };
         Leftovers {
             end,
+            answered: self.answered,
             error,
             pipe: self.pipe,
             first: Some(first),
@@ -337,18 +386,19 @@ impl<T: Copy> Connection<T> {
 
     /// The server will write nothing after its current response: rule 4.
     fn close(&mut self) {
-        if matches!(self.state, State::Open | State::Probing) {
+        if matches!(self.state, State::Open | State::Probing | State::Single) {
             self.state = State::Closing;
         }
     }
 
     /// The oldest request is answered; `more` bytes already follow its response.
-    fn answered(&mut self, more: bool) -> InFlight<T> {
+    fn complete(&mut self, more: bool) -> InFlight<T> {
         // Called only for a response decoded for the front request, so the FIFO is not empty.
         let done = self
             .pipe
             .pop()
             .expect("a response answers the oldest request");
+        self.answered += 1;
         self.response = if more {
             Response::Begun
         } else {
@@ -364,6 +414,8 @@ impl<T: Copy> Connection<T> {
 /// The requests a connection left, with the error that ended it.
 pub struct Leftovers<T> {
     pub end: End,
+    /// Responses completed on the connection.
+    pub answered: u32,
     /// Why the requests left were not answered.
     pub error: FetchError,
     pipe: Pipeline<T>,
@@ -405,7 +457,8 @@ mod tests {
 
     /// A connection with requests 0..n written (those in `heads` are HEAD requests).
     fn with_requests(rules: Rules, probe: bool, n: u32, heads: &[u32]) -> Connection<u32> {
-        let mut c = Connection::new(rules, probe);
+        let start = if probe { Start::Probe } else { Start::Open };
+        let mut c = Connection::new(rules, start);
         let at = Instant::now();
         for t in 0..n {
             c.sent(t, at, heads.contains(&t));
@@ -489,7 +542,7 @@ mod tests {
 
     #[test]
     fn window_refills_by_the_send_policy() {
-        let mut c: Connection<u32> = Connection::new(RULES, false);
+        let mut c: Connection<u32> = Connection::new(RULES, Start::Open);
         assert_eq!(c.writable(), 16);
         let at = Instant::now();
         for t in 0..16 {
@@ -515,7 +568,7 @@ mod tests {
 
     #[test]
     fn probe_sends_one_request_until_a_response_arrives() {
-        let mut c: Connection<u32> = Connection::new(RULES, true);
+        let mut c: Connection<u32> = Connection::new(RULES, Start::Probe);
         assert_eq!(c.state(), State::Probing);
         assert_eq!(c.writable(), 1);
         c.sent(0, Instant::now(), false);
@@ -538,7 +591,7 @@ mod tests {
             closes: true,
             ..RULES
         };
-        let mut c: Connection<u32> = Connection::new(rules, false);
+        let mut c: Connection<u32> = Connection::new(rules, Start::Open);
         assert_eq!(c.writable(), 1);
         c.sent(0, Instant::now(), false);
         assert_eq!(c.state(), State::Closing);
@@ -554,7 +607,7 @@ mod tests {
             idempotent: false,
             ..RULES
         };
-        let mut c: Connection<u32> = Connection::new(rules, false);
+        let mut c: Connection<u32> = Connection::new(rules, Start::Open);
         assert_eq!(c.writable(), 1);
         c.sent(0, Instant::now(), false);
         assert_eq!(c.writable(), 0, "nothing pipelined behind a POST");
@@ -736,7 +789,7 @@ mod tests {
 
     #[test]
     fn deadline_counts_from_the_oldest_request() {
-        let mut c: Connection<u32> = Connection::new(RULES, false);
+        let mut c: Connection<u32> = Connection::new(RULES, Start::Open);
         assert_eq!(c.deadline(), None);
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(5);
@@ -762,6 +815,55 @@ mod tests {
     }
 
     #[test]
+    fn ended_by_a_close_or_reset_between_responses_after_answering() {
+        let bystander = Fate::Unanswered(Unanswered::Bystander);
+        // A close after one answer: the server's keep-alive limit, not a failure.
+        let t = every_split(|| with_requests(RULES, false, 3, &[]), OK, Some(true));
+        assert_eq!(t.events, strings(&["head 0 200", "body 0 hello", "done 0"]));
+        assert_eq!(t.end, Some(End::Closed));
+        assert_eq!(t.left, vec![(1, bystander), (2, bystander)]);
+        // A reset there (unread pipelined requests make the server's kernel send one) likewise.
+        let mut c = with_requests(RULES, false, 3, &[]);
+        let mut buf = OK;
+        while !buf.is_empty() {
+            let (used, _) = c.decode(buf);
+            buf = &buf[used..];
+        }
+        c.decode(buf);
+        c.lost(FetchError::new(ErrorKind::Io, "reset"));
+        let t = finish(c, vec![]);
+        assert_eq!(t.end, Some(End::Closed));
+        assert_eq!(t.left, vec![(1, bystander), (2, bystander)]);
+        // Before any answer on this connection it is a failure, with retries spent.
+        let mut c = with_requests(RULES, false, 2, &[]);
+        c.lost(FetchError::new(ErrorKind::Io, "reset"));
+        let t = finish(c, vec![]);
+        assert_eq!(t.end, Some(End::Failed));
+        let failed = Fate::Unanswered(Unanswered::Failed);
+        assert_eq!(t.left, vec![(0, failed), (1, failed)]);
+    }
+
+    #[test]
+    fn ended_origins_get_one_request_at_a_time() {
+        let mut c: Connection<u32> = Connection::new(RULES, Start::Single);
+        for t in 0..3 {
+            assert_eq!(c.writable(), 1);
+            c.sent(t, Instant::now(), false);
+            assert_eq!(c.writable(), 0, "nothing behind request {t}");
+            let mut buf = OK;
+            loop {
+                let (used, event) = c.decode(buf);
+                buf = &buf[used..];
+                if matches!(event, Event::Done(_)) {
+                    break;
+                }
+            }
+            assert_eq!(c.state(), State::Single);
+        }
+        assert_eq!(c.answered(), 3);
+    }
+
+    #[test]
     fn stopped_and_idle_ends() {
         let mut c = with_requests(RULES, false, 2, &[]);
         c.stop();
@@ -769,7 +871,7 @@ mod tests {
         assert_eq!(t.end, Some(End::Stopped));
         let bystander = Fate::Unanswered(Unanswered::Bystander);
         assert_eq!(t.left, vec![(0, bystander), (1, bystander)]);
-        let mut c: Connection<u32> = Connection::new(RULES, false);
+        let mut c: Connection<u32> = Connection::new(RULES, Start::Open);
         assert!(c.is_idle());
         c.end_idle();
         let t = finish(c, vec![]);

@@ -864,3 +864,77 @@ fn shrinking_responses_under_a_raised_mark(transport: &[&str]) {
     // Without the rescue the run waits for the 5 s timeout.
     assert_finished_within(&out, Duration::from_secs(2));
 }
+
+/// A server that answers `k` requests per connection, then ends it without saying so (no
+/// `Connection: close`): with a FIN, or with a RST as a server's kernel sends when it closes with
+/// pipelined requests unread.
+fn ends_after(k: usize, reset: bool) -> Hostile {
+    Hostile::start(move |conn| {
+        let mut answered = 0;
+        loop {
+            let batch = conn.next_requests()?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for r in batch {
+                conn.send(&ok(r.path.as_bytes()))?;
+                answered += 1;
+                if answered == k {
+                    if reset {
+                        // Let the response reach the client before the RST.
+                        std::thread::sleep(Duration::from_millis(20));
+                        conn.reset();
+                    } else {
+                        conn.close();
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    })
+}
+
+fn assert_each_answered_with_its_path(out: &Output, n: usize) {
+    assert_eq!(out.code, 0, "{}", out.describe());
+    let by_index = out.by_index();
+    assert_eq!(by_index.len(), n, "{}", out.describe());
+    for (i, r) in by_index {
+        let path = format!("/{i}");
+        assert_response(r, 200, path.len() as u64);
+    }
+}
+
+#[test]
+fn silent_close_after_k_answers_spends_no_retries() {
+    // The requests pipelined behind the last answer of each connection were never the server's to
+    // answer there: re-sent without spending --retries (0 here), every URL gets its response.
+    for reset in [false, true] {
+        let server = ends_after(3, reset);
+        let list: Vec<String> = (0..120).map(|i| server.url(&format!("/{i}"))).collect();
+        let out = run_fetch(&list, &["-p", "16", "--retries", "0", "-t", "1"]);
+        assert_each_answered_with_its_path(&out, list.len());
+    }
+}
+
+#[test]
+fn an_origin_that_ends_every_connection_after_one_answer_is_not_pipelined_to() {
+    let server = ends_after(1, true);
+    let n = 60;
+    let list: Vec<String> = (0..n).map(|i| server.url(&format!("/{i}"))).collect();
+    let save = tempdir();
+    let out = run_fetch(
+        &list,
+        &["-p", "16", "-t", "1", "--save-dir", arg(save.path())],
+    );
+    assert_each_answered_with_its_path(&out, n);
+    for i in 0..n {
+        assert_eq!(
+            saved(save.path(), i as u64),
+            Some(format!("/{i}").into_bytes())
+        );
+    }
+    // Once the first connection ended after one answer, each later one carries one request:
+    // pipelining 16 deep would have sent about 16 requests per answer.
+    let sent = server.requests().len();
+    assert!(sent < 2 * n, "{sent} requests for {n} URLs");
+}
