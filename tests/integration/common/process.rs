@@ -1,0 +1,104 @@
+//! Running the real binary: its path, a temp dir per test, a child process under a hard deadline
+//! (`run_child` into `Finished`), and `tail` to keep long output readable in failure messages.
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A child still running after this long is killed and the test fails: a hang must fail the
+/// test instead of stalling CI.
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ringfetch"))
+}
+
+pub fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("create a temp dir")
+}
+
+/// What a finished child left behind.
+pub struct Finished {
+    /// The exit code, or 128 + signal number when a signal ended it (a crash is not an exit 0/1/2).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` to completion with `stdin` fed through a pipe (closed when written) or /dev/null.
+pub fn run_child(mut cmd: Command, stdin: Option<Vec<u8>>) -> Finished {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        // A writer thread, because a large input could fill the pipe before the child reads it.
+        // Dropping the pipe at the end gives the child its EOF.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    let stdout = drain(child.stdout.take().expect("stdout was piped"));
+    let stderr = drain(child.stderr.take().expect("stderr was piped"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if start.elapsed() > CHILD_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!(
+                "{cmd:?} still running after {CHILD_DEADLINE:?}; killed. stderr:\n{}",
+                tail(&stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Finished {
+        code,
+        stdout: String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
+        elapsed,
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut reader: R) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// The last few KiB of a long text, so a failure message stays readable.
+pub fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(4000);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// A path as a `&str` argument (temp paths are always UTF-8 here).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
