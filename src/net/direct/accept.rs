@@ -51,7 +51,7 @@ impl Ring {
                     // completes for the old connection must not reach the new one.
                     s.gen = s.gen.wrapping_add(1);
                 }
-                if s.state == State::Closing {
+                if s.state.is_closing() {
                     self.closing.set(self.closing.get() - 1);
                 }
                 s.state = State::Open;

@@ -11,8 +11,7 @@ use std::task::Poll;
 use io_uring7::{opcode, squeue, types};
 
 use super::buffers::BGID;
-use super::connect::completion;
-use super::slots::{Shared, State};
+use super::slots::{Inbound, Sending, Shared, State};
 use super::user_data::{user_data, CANCEL, RECV, SEND, SHUTDOWN, SOCKOPT};
 use super::Ring;
 
@@ -61,7 +60,7 @@ impl Conn {
     /// Waits until received bytes, the end of the stream or an error are there.
     pub async fn readable(&self) {
         poll_fn(|cx| {
-            if !self.sh.rx.borrow().is_empty() || self.sh.eof.get() || self.sh.err.get() != 0 {
+            if !self.sh.rx.borrow().is_empty() || self.sh.inbound.get().at_end() {
                 return Poll::Ready(());
             }
             self.arm_recv();
@@ -72,13 +71,13 @@ impl Conn {
     }
 
     fn ended(&self) -> io::Result<usize> {
-        match self.sh.err.get() {
-            0 => Ok(0),
-            e if self.sh.send_failed.get() => Err(io::Error::other(crate::error::FetchError::io(
+        match self.sh.inbound.get() {
+            Inbound::Open | Inbound::Eof => Ok(0),
+            Inbound::SendFailed(e) => Err(io::Error::other(crate::error::FetchError::io(
                 "cannot send the request",
                 &io::Error::from_raw_os_error(-e),
             ))),
-            e => Err(io::Error::from_raw_os_error(-e)),
+            Inbound::Failed(e) => Err(io::Error::from_raw_os_error(-e)),
         }
     }
 
@@ -134,25 +133,23 @@ impl Conn {
     /// completion. Nobody waits for that completion, so a request costs one wake-up (its response),
     /// not two; a send that fails fails the connection's receive side, where the reader sees it.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
-        if self.sh.sending.get() {
+        if self.sh.send.get().in_flight() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        match self.sh.err.get() {
-            0 => {}
-            e => return Err(io::Error::from_raw_os_error(-e)),
+        if let Some(e) = self.sh.inbound.get().error() {
+            return Err(io::Error::from_raw_os_error(-e));
         }
         let mut b = self.sh.send_buf.borrow_mut();
         b.clear();
         b.extend_from_slice(buf);
-        self.sh.detached.set(true);
-        self.push_send(b.as_ptr(), b.len() as u32);
+        self.push_send(b.as_ptr(), b.len() as u32, Sending::Detached);
         Ok(buf.len())
     }
 
     /// Waits until no send is in flight (a `send_now` still under way owns the send buffer).
     async fn send_idle(&self) {
         poll_fn(|cx| {
-            if self.sh.sending.get() {
+            if self.sh.send.get().in_flight() {
                 self.sh.writer.set(Some(cx.waker().clone()));
                 Poll::Pending
             } else {
@@ -175,8 +172,15 @@ impl Conn {
                 }
                 (b[sent..].as_ptr(), (b.len() - sent) as u32)
             };
-            self.push_send(ptr, len);
-            let res = completion(&self.sh.send_res, &self.sh.writer).await;
+            self.push_send(ptr, len, Sending::Pending);
+            let res = poll_fn(|cx| match self.sh.send.get() {
+                Sending::Done(res) => Poll::Ready(res),
+                _ => {
+                    self.sh.writer.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
             if res <= 0 {
                 break Err(if res == 0 {
                     io::Error::from(io::ErrorKind::WriteZero)
@@ -211,19 +215,19 @@ impl Conn {
     /// the connection is dropped): the send goes out before the close that follows it in the ring.
     /// Skipped if a send is still in flight.
     pub fn send_last(&self, bytes: &[u8]) {
-        if self.sh.sending.get() {
+        if self.sh.send.get().in_flight() {
             return;
         }
         let mut buf = self.sh.send_buf.borrow_mut();
         buf.clear();
         buf.extend_from_slice(bytes);
-        self.push_send(buf.as_ptr(), buf.len() as u32);
+        self.push_send(buf.as_ptr(), buf.len() as u32, Sending::Pending);
     }
 
-    /// The one send in flight, from `send_buf` (which keeps the bytes alive until its completion).
-    fn push_send(&self, ptr: *const u8, len: u32) {
-        self.sh.send_res.set(None);
-        self.sh.sending.set(true);
+    /// The one send in flight, from `send_buf` (which keeps the bytes alive until its completion);
+    /// `how` is `Pending` or `Detached`.
+    fn push_send(&self, ptr: *const u8, len: u32, how: Sending) {
+        self.sh.send.set(how);
         self.ring
             .push(&[opcode::Send::new(types::Fixed(self.slot), ptr, len)
                 .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
@@ -292,11 +296,13 @@ impl Ring {
                     self.pool.recycle(bid);
                 }
             }
-            (0, _) => sh.eof.set(true),
+            (0, _) => sh.inbound.set(sh.inbound.get().eof()),
             (e, _) if e == -libc::ENOBUFS => {
                 self.count(|s| s.enobufs += 1);
             }
-            (e, _) if e < 0 && e != -libc::ECANCELED => sh.err.set(e),
+            (e, _) if e < 0 && e != -libc::ECANCELED => {
+                sh.inbound.set(sh.inbound.get().recv_failed(e))
+            }
             _ => {}
         }
         if let Some(w) = sh.reader.take() {
@@ -307,19 +313,17 @@ impl Ring {
     /// A send completed. A detached one (`send_now`) has nobody waiting: a failure goes to the reader.
     #[inline]
     pub(super) fn send_done(&self, sh: &Shared, res: i32) {
-        sh.sending.set(false);
-        if sh.detached.replace(false) {
-            // MSG_WAITALL: anything short of the whole buffer is a failure of the connection.
-            let whole = sh.send_buf.borrow().len() as i32;
-            if res < whole && sh.err.get() == 0 {
-                sh.err.set(if res < 0 { res } else { -libc::EPIPE });
-                sh.send_failed.set(true);
+        let (next, detached) = sh.send.get().complete(res);
+        sh.send.set(next);
+        // MSG_WAITALL: anything short of the whole buffer is a failure of the connection.
+        if detached && res < sh.send_buf.borrow().len() as i32 {
+            let errno = if res < 0 { res } else { -libc::EPIPE };
+            if let Some(failed) = sh.inbound.get().send_failed(errno) {
+                sh.inbound.set(failed);
                 if let Some(w) = sh.reader.take() {
                     w.wake();
                 }
             }
-        } else {
-            sh.send_res.set(Some(res));
         }
         if let Some(w) = sh.writer.take() {
             w.wake();

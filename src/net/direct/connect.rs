@@ -3,17 +3,16 @@
 //! SKIP_SUCCESS, so a connect that works posts one completion. `PendingConnect` covers a connect whose
 //! future is dropped before that completion (a connect timeout).
 
-use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use io_uring7::{opcode, squeue, types};
 
 use super::conn::Conn;
-use super::slots::{Shared, State};
+use super::slots::{Connecting, Shared, State};
 use super::user_data::{user_data, CANCEL, CHAIN, CONNECT};
 use super::Ring;
 
@@ -105,7 +104,7 @@ impl Ring {
                 .user_data(user_data(CONNECT, slot, gen)),
         );
         *sh.addrs.borrow_mut() = Some(addrs);
-        sh.connecting.set(true);
+        sh.connect.set(Connecting::InFlight);
         self.push(&chain);
         let pending = PendingConnect {
             ring: self.clone(),
@@ -122,32 +121,19 @@ impl Ring {
     /// connect.
     #[inline]
     pub(super) fn connect_done(&self, slot: u32, sh: &Shared, res: i32) {
-        if sh.connect_res.get().is_some() {
+        let Some((done, abandoned)) = sh.connect.get().complete(res) else {
             return;
-        }
-        sh.connecting.set(false);
+        };
+        sh.connect.set(done);
         sh.addrs.borrow_mut().take();
-        sh.connect_res.set(Some(res));
         if let Some(w) = sh.connector.take() {
             w.wake();
         }
-        if sh.abandoned.get() {
+        if abandoned {
             // Nobody waits for this connection (a connect timeout): close what it opened.
             self.release(slot);
         }
     }
-}
-
-/// The result the driver puts in `res` when an operation completes; `waker` is woken then.
-pub(super) async fn completion(res: &Cell<Option<i32>>, waker: &Cell<Option<Waker>>) -> i32 {
-    poll_fn(|cx| match res.get() {
-        Some(r) => Poll::Ready(r),
-        None => {
-            waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 /// A connect in flight. Dropped before its completion (a connect timeout), it cancels the connect and
@@ -162,7 +148,14 @@ struct PendingConnect {
 
 impl PendingConnect {
     async fn wait(mut self) -> io::Result<Conn> {
-        let res = completion(&self.sh.connect_res, &self.sh.connector).await;
+        let res = poll_fn(|cx| match self.sh.connect.get() {
+            Connecting::Done(res) => Poll::Ready(res),
+            _ => {
+                self.sh.connector.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
         self.done = true;
         let conn = Conn {
             ring: self.ring.clone(),
@@ -185,12 +178,12 @@ impl Drop for PendingConnect {
             return;
         }
         self.sh.connector.take();
-        if self.sh.connect_res.get().is_some() {
+        if let Connecting::Done(_) = self.sh.connect.get() {
             // Completed, but nobody took the connection.
             self.ring.release(self.slot);
             self.ring.try_free(self.slot);
         } else {
-            self.sh.abandoned.set(true);
+            self.sh.connect.set(Connecting::Abandoned);
             self.ring.push(&[
                 opcode::AsyncCancel::new(user_data(CONNECT, self.slot, self.gen))
                     .build()
