@@ -11,7 +11,7 @@ use io_uring7::{opcode, types};
 
 use super::conn::Conn;
 use super::slots::{Shared, State};
-use super::user_data::{user_data, ACCEPT};
+use super::user_data::{user_data, Op};
 use super::Ring;
 
 impl Ring {
@@ -31,7 +31,7 @@ impl Ring {
                     opcode::AcceptMulti::new(types::Fd(*fd))
                         .allocate_file_index(true)
                         .build()
-                        .user_data(user_data(ACCEPT, i as u32, 0)),
+                        .user_data(user_data(Op::Accept, i as u32, 0)),
                 );
             }
         }

@@ -12,7 +12,7 @@ use io_uring7::{opcode, squeue, types};
 
 use super::buffers::BGID;
 use super::slots::{Inbound, Sending, Shared, State};
-use super::user_data::{user_data, CANCEL, RECV, SEND, SHUTDOWN, SOCKOPT};
+use super::user_data::{user_data, Op};
 use super::Ring;
 
 /// One connection on a fixed slot. Dropping it closes the connection.
@@ -54,7 +54,7 @@ impl Conn {
         self.ring
             .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
                 .build()
-                .user_data(user_data(RECV, self.slot, self.gen))]);
+                .user_data(user_data(Op::Recv, self.slot, self.gen))]);
     }
 
     /// Waits until received bytes, the end of the stream or an error are there.
@@ -208,7 +208,7 @@ impl Conn {
         )
         .build()
         .flags(squeue::Flags::SKIP_SUCCESS)
-        .user_data(user_data(SOCKOPT, self.slot, self.gen))]);
+        .user_data(user_data(Op::SockOpt, self.slot, self.gen))]);
     }
 
     /// Queues `bytes` as this connection's last send, without waiting (TLS's close_notify just before
@@ -232,7 +232,7 @@ impl Conn {
             .push(&[opcode::Send::new(types::Fixed(self.slot), ptr, len)
                 .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
                 .build()
-                .user_data(user_data(SEND, self.slot, self.gen))]);
+                .user_data(user_data(Op::Send, self.slot, self.gen))]);
     }
 
     /// Ends our sending side (FIN); the receiving side stays open.
@@ -250,9 +250,11 @@ impl Conn {
             slots[slot as usize].state = State::Held;
         }
         if self.sh.recv_armed.get() {
-            ring.push(&[opcode::AsyncCancel::new(user_data(RECV, slot, self.gen))
-                .build()
-                .user_data(user_data(CANCEL, slot, self.gen))]);
+            ring.push(&[
+                opcode::AsyncCancel::new(user_data(Op::Recv, slot, self.gen))
+                    .build()
+                    .user_data(user_data(Op::Cancel, slot, self.gen)),
+            ]);
         }
         // Dropping `self` sees the Held state and leaves the socket open.
     }
@@ -345,6 +347,6 @@ impl Ring {
     fn shutdown(&self, slot: u32, gen: u32, how: i32) {
         self.push(&[opcode::Shutdown::new(types::Fixed(slot), how)
             .build()
-            .user_data(user_data(SHUTDOWN, slot, gen))]);
+            .user_data(user_data(Op::Shutdown, slot, gen))]);
     }
 }

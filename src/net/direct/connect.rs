@@ -13,7 +13,7 @@ use io_uring7::{opcode, squeue, types};
 
 use super::conn::Conn;
 use super::slots::{Connecting, Shared, State};
-use super::user_data::{user_data, CANCEL, CHAIN, CONNECT};
+use super::user_data::{user_data, Op};
 use super::Ring;
 
 /// The option value of both socket options set in the connect chain; it must outlive the SQE.
@@ -63,7 +63,7 @@ impl Ring {
             libc::AF_INET6
         };
         let link = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
-        let chain_ud = user_data(CHAIN, slot, gen);
+        let chain_ud = user_data(Op::Chain, slot, gen);
         let target = types::DestinationSlot::try_from_slot_target(slot)
             .map_err(|_| io::Error::other("slot out of range"))?;
         let mut chain = Vec::with_capacity(5);
@@ -101,7 +101,7 @@ impl Ring {
         chain.push(
             opcode::Connect::new(types::Fixed(slot), addrs.0.as_ptr().cast(), addrs.0.len())
                 .build()
-                .user_data(user_data(CONNECT, slot, gen)),
+                .user_data(user_data(Op::Connect, slot, gen)),
         );
         *sh.addrs.borrow_mut() = Some(addrs);
         sh.connect.set(Connecting::InFlight);
@@ -184,11 +184,13 @@ impl Drop for PendingConnect {
             self.ring.try_free(self.slot);
         } else {
             self.sh.connect.set(Connecting::Abandoned);
-            self.ring.push(&[
-                opcode::AsyncCancel::new(user_data(CONNECT, self.slot, self.gen))
-                    .build()
-                    .user_data(user_data(CANCEL, self.slot, self.gen)),
-            ]);
+            self.ring.push(&[opcode::AsyncCancel::new(user_data(
+                Op::Connect,
+                self.slot,
+                self.gen,
+            ))
+            .build()
+            .user_data(user_data(Op::Cancel, self.slot, self.gen))]);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use io_uring7::{cqueue, squeue};
 
 use super::slots::State;
-use super::user_data::{split, ACCEPT, CHAIN, CLOSE, CONNECT, RECV, SEND};
+use super::user_data::{split, Op};
 use super::{Ring, Stats};
 
 impl Ring {
@@ -111,18 +111,17 @@ impl Ring {
     }
 
     fn complete(&self, cqe: &cqueue::Entry) {
-        let (kind, gen, slot) = split(cqe.user_data());
+        let (op, gen, slot) = split(cqe.user_data());
         let res = cqe.result();
         let flags = cqe.flags();
         let bid = cqueue::buffer_select(flags);
         if bid.is_some() {
             self.pool.lent.set(self.pool.lent.get() + 1);
         }
-        if kind == ACCEPT {
-            return self.accept_done(slot, res, cqueue::more(flags));
-        }
-        if kind == CLOSE {
-            return self.closed(slot, gen);
+        match op {
+            Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),
+            Some(Op::Close) => return self.closed(slot, gen),
+            _ => {}
         }
         let Some((state, Some(sh))) = self.owner(slot, gen) else {
             // Nothing owns the slot any more: give back any buffer.
@@ -131,10 +130,10 @@ impl Ring {
             }
             return;
         };
-        match kind {
-            RECV => self.recv_done(state, &sh, res, bid, cqueue::more(flags)),
-            SEND => self.send_done(&sh, res),
-            CHAIN | CONNECT => self.connect_done(slot, &sh, res),
+        match op {
+            Some(Op::Recv) => self.recv_done(state, &sh, res, bid, cqueue::more(flags)),
+            Some(Op::Send) => self.send_done(&sh, res),
+            Some(Op::Chain | Op::Connect) => self.connect_done(slot, &sh, res),
             _ => {}
         }
         // Only a closing or held slot can be freed; a completion for an open one (every receive and

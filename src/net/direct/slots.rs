@@ -11,7 +11,7 @@ use std::task::Waker;
 use io_uring7::{opcode, types};
 
 use super::connect::Addrs;
-use super::user_data::{current, user_data, CANCEL, CLOSE, RECV};
+use super::user_data::{current, user_data, Op};
 use super::Ring;
 
 /// Who owns a slot. A slot goes Free → Open (a connect or an accept) → [Held] → Closing (its close
@@ -315,13 +315,13 @@ impl Ring {
             (s.gen, armed)
         };
         if armed {
-            self.push(&[opcode::AsyncCancel::new(user_data(RECV, slot, gen))
+            self.push(&[opcode::AsyncCancel::new(user_data(Op::Recv, slot, gen))
                 .build()
-                .user_data(user_data(CANCEL, slot, gen))]);
+                .user_data(user_data(Op::Cancel, slot, gen))]);
         }
         self.push(&[opcode::Close::new(types::Fixed(slot))
             .build()
-            .user_data(user_data(CLOSE, slot, gen))]);
+            .user_data(user_data(Op::Close, slot, gen))]);
     }
 
     /// Closes every held connection (FIN), at the end of `bench --hold`.

@@ -6,23 +6,61 @@
 //! 32 bits. 24 bits of generation tell a late completion apart unless its slot was reused 2^24 times
 //! while it was in flight.
 
-/// Operation kinds.
-pub(super) const CONNECT: u64 = 1;
-pub(super) const CHAIN: u64 = 2;
-pub(super) const RECV: u64 = 3;
-pub(super) const SEND: u64 = 4;
-pub(super) const CLOSE: u64 = 5;
-pub(super) const CANCEL: u64 = 6;
-pub(super) const SHUTDOWN: u64 = 7;
-pub(super) const ACCEPT: u64 = 8;
-pub(super) const SOCKOPT: u64 = 9;
+/// Operation kinds, in the top byte (0 is none of them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(super) enum Op {
+    /// The connect chain's Connect, its last link.
+    Connect = 1,
+    /// A link of the connect chain before Connect (posts only if it fails).
+    Chain,
+    Recv,
+    Send,
+    Close,
+    Cancel,
+    Shutdown,
+    /// A listener's multishot accept: the "slot" is the listener's index.
+    Accept,
+    SockOpt,
+}
+
+impl Op {
+    #[cfg(test)]
+    const ALL: [Op; 9] = [
+        Op::Connect,
+        Op::Chain,
+        Op::Recv,
+        Op::Send,
+        Op::Close,
+        Op::Cancel,
+        Op::Shutdown,
+        Op::Accept,
+        Op::SockOpt,
+    ];
+
+    #[inline]
+    fn from_tag(tag: u8) -> Option<Op> {
+        Some(match tag {
+            1 => Op::Connect,
+            2 => Op::Chain,
+            3 => Op::Recv,
+            4 => Op::Send,
+            5 => Op::Close,
+            6 => Op::Cancel,
+            7 => Op::Shutdown,
+            8 => Op::Accept,
+            9 => Op::SockOpt,
+            _ => return None,
+        })
+    }
+}
 
 /// The generation bits a `user_data` keeps.
 pub(super) const GEN_MASK: u32 = 0xFF_FFFF;
 
 #[inline]
-pub(super) fn user_data(kind: u64, slot: u32, gen: u32) -> u64 {
-    kind << 56 | u64::from(gen & GEN_MASK) << 32 | u64::from(slot)
+pub(super) fn user_data(op: Op, slot: u32, gen: u32) -> u64 {
+    (op as u64) << 56 | u64::from(gen & GEN_MASK) << 32 | u64::from(slot)
 }
 
 /// Whether a completion tagged `tagged` (from `split`) belongs to the connection now on a slot whose
@@ -32,26 +70,23 @@ pub(super) fn current(slot_gen: u32, tagged: u32) -> bool {
     slot_gen & GEN_MASK == tagged
 }
 
-/// (kind, generation, slot).
+/// (kind, generation, slot); no kind if the top byte names none (no SQE of ours carries such a tag).
 #[inline]
-pub(super) fn split(ud: u64) -> (u64, u32, u32) {
-    (ud >> 56, (ud >> 32) as u32 & GEN_MASK, ud as u32)
+pub(super) fn split(ud: u64) -> (Option<Op>, u32, u32) {
+    let op = Op::from_tag((ud >> 56) as u8);
+    (op, (ud >> 32) as u32 & GEN_MASK, ud as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const KINDS: [u64; 9] = [
-        CONNECT, CHAIN, RECV, SEND, CLOSE, CANCEL, SHUTDOWN, ACCEPT, SOCKOPT,
-    ];
-
     #[test]
     fn every_kind_round_trips_at_the_edges() {
-        for kind in KINDS {
+        for kind in Op::ALL {
             for slot in [0, 1, u32::MAX] {
                 for gen in [0, 1, GEN_MASK - 1, GEN_MASK] {
-                    assert_eq!(split(user_data(kind, slot, gen)), (kind, gen, slot));
+                    assert_eq!(split(user_data(kind, slot, gen)), (Some(kind), gen, slot));
                 }
             }
         }
@@ -60,8 +95,14 @@ mod tests {
     #[test]
     fn a_generation_past_the_mask_wraps() {
         // A slot's generation is a u32 that wraps; the user_data keeps its low 24 bits.
-        assert_eq!(split(user_data(RECV, 7, GEN_MASK + 1)), (RECV, 0, 7));
-        assert_eq!(split(user_data(RECV, 7, u32::MAX)), (RECV, GEN_MASK, 7));
+        assert_eq!(
+            split(user_data(Op::Recv, 7, GEN_MASK + 1)),
+            (Some(Op::Recv), 0, 7)
+        );
+        assert_eq!(
+            split(user_data(Op::Recv, 7, u32::MAX)),
+            (Some(Op::Recv), GEN_MASK, 7)
+        );
     }
 
     #[test]
@@ -73,8 +114,8 @@ mod tests {
             (u32::MAX, GEN_MASK),
             (3, 5),
         ];
-        for a in KINDS {
-            for b in KINDS.into_iter().filter(|&b| b != a) {
+        for a in Op::ALL {
+            for b in Op::ALL.into_iter().filter(|&b| b != a) {
                 for (slot_a, gen_a) in edges {
                     for (slot_b, gen_b) in edges {
                         assert_ne!(user_data(a, slot_a, gen_a), user_data(b, slot_b, gen_b));
@@ -87,13 +128,20 @@ mod tests {
     #[test]
     fn a_stale_generation_is_told_apart() {
         for gen in [0, 1, GEN_MASK - 1, GEN_MASK, u32::MAX - 1] {
-            let (_, then, _) = split(user_data(RECV, 9, gen));
+            let (_, then, _) = split(user_data(Op::Recv, 9, gen));
             assert!(current(gen, then));
             // The slot was freed (its generation bumped) before this completion came.
             assert!(!current(gen.wrapping_add(1), then));
         }
         // Across the wrap of the full counter too.
-        let (_, then, _) = split(user_data(SEND, 9, u32::MAX));
+        let (_, then, _) = split(user_data(Op::Send, 9, u32::MAX));
         assert!(!current(0, then));
+    }
+
+    #[test]
+    fn a_tag_of_none_of_ours_is_no_kind() {
+        assert_eq!(split(0), (None, 0, 0));
+        assert_eq!(split(u64::MAX).0, None);
+        assert_eq!(split(10 << 56).0, None);
     }
 }
