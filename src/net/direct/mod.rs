@@ -27,8 +27,10 @@
 //! - `user_data.rs`: what a completion's `user_data` says (operation kind, slot, generation).
 //! - `driver.rs`: the driver task: submit, reap, and the dispatch of each completion to its concept.
 //!   Split from `mod.rs` because it is the one loop every completion goes through.
-//! - `slots.rs`: the slot table, what a connection shares with the driver, and the slot's lifecycle
-//!   (when a slot is released, and when it may be reused).
+//! - `slots.rs`: the slot table, what a connection shares with the driver, and the states of a slot
+//!   (`State`) and of the operations on it (`Inbound`, `Sending`, `Connecting`): when a slot is
+//!   released, and the one rule (`Disposal`) for when it may be reused. These are plain enums with
+//!   pure transitions, tested there without a ring.
 //! - `connect.rs`: the connect chain and a connect abandoned by its future.
 //! - `accept.rs`: `serve`'s multishot accept into slots the kernel picks.
 //! - `conn.rs`: `Conn` and `Handle`: receive, send, shutdown, hold, close on drop, and the driver's
