@@ -1,0 +1,101 @@
+//! `serve`: multishot accept into slots the kernel allocates. An accepting ring keeps no free list (the
+//! kernel picks the slot), so a slot may come back from the kernel before we reaped its old close.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::Poll;
+
+use io_uring7::{opcode, types};
+
+use super::conn::Conn;
+use super::slots::{Shared, State};
+use super::user_data::{user_data, Op};
+use super::Ring;
+
+impl Ring {
+    /// `serve`: accepts connections on `listener` into fixed slots the kernel allocates (multishot
+    /// accept). Call `accept` to take them.
+    pub fn listen(&self, listener: RawFd) {
+        self.listeners.borrow_mut().push((listener, false));
+        self.arm_accepts();
+    }
+
+    fn arm_accepts(&self) {
+        let mut entries = Vec::new();
+        for (i, (fd, armed)) in self.listeners.borrow_mut().iter_mut().enumerate() {
+            if !*armed {
+                *armed = true;
+                entries.push(
+                    opcode::AcceptMulti::new(types::Fd(*fd))
+                        .allocate_file_index(true)
+                        .build()
+                        .user_data(user_data(Op::Accept, i as u32, 0)),
+                );
+            }
+        }
+        for e in entries {
+            self.push(&[e]);
+        }
+    }
+
+    /// An accept completed on listener number `listener`: `res` is the slot the kernel chose.
+    pub(super) fn accept_done(&self, listener: u32, res: i32, more: bool) {
+        if res >= 0 {
+            let slot = res as u32;
+            let mut slots = self.slots.borrow_mut();
+            if let Some(s) = slots.get_mut(slot as usize) {
+                if s.state != State::Free {
+                    // The kernel reused a slot whose close we have not reaped yet: whatever still
+                    // completes for the old connection must not reach the new one.
+                    s.gen = s.gen.wrapping_add(1);
+                }
+                if s.state.is_closing() {
+                    self.closing.set(self.closing.get() - 1);
+                }
+                s.state = State::Open;
+                s.shared = Some(Rc::new(Shared::default()));
+                self.accepted.borrow_mut().push_back(Ok(slot));
+            }
+        } else {
+            self.accepted.borrow_mut().push_back(Err(res));
+        }
+        if !more {
+            if let Some(l) = self.listeners.borrow_mut().get_mut(listener as usize) {
+                l.1 = false;
+            }
+        }
+        if let Some(w) = self.acceptor.take() {
+            w.wake();
+        }
+    }
+
+    /// The next accepted connection. An error (the table is full: ENFILE) leaves the accept to be
+    /// re-armed by the next call.
+    pub async fn accept(self: &Rc<Self>) -> io::Result<Conn> {
+        poll_fn(|cx| {
+            if let Some(next) = self.accepted.borrow_mut().pop_front() {
+                return Poll::Ready(match next {
+                    Ok(slot) => Ok(self.conn(slot)),
+                    Err(e) => Err(io::Error::from_raw_os_error(-e)),
+                });
+            }
+            self.arm_accepts();
+            self.acceptor.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn conn(self: &Rc<Self>, slot: u32) -> Conn {
+        let slots = self.slots.borrow();
+        let s = &slots[slot as usize];
+        Conn {
+            ring: self.clone(),
+            slot,
+            gen: s.gen,
+            sh: s.shared.clone().expect("an open slot has its shared state"),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! One connection's I/O on its slot: the multishot receive (armed on the first read, kept armed) and
+//! the reads that copy out of the pool's buffers, the one send in flight, shutdown, and close on drop.
+//! The driver's side of receive and send (what a completion changes) is here too, beside the code that
+//! waits for it.
+
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+use std::task::Poll;
+
+use io_uring7::{opcode, squeue, types};
+
+use super::buffers::BGID;
+use super::slots::{Inbound, Sending, Shared, State};
+use super::user_data::{user_data, Op};
+use super::Ring;
+
+/// One connection on a fixed slot. Dropping it closes the connection.
+pub struct Conn {
+    pub(super) ring: Rc<Ring>,
+    pub(super) slot: u32,
+    pub(super) gen: u32,
+    pub(super) sh: Rc<Shared>,
+}
+
+/// What the watchdog needs to interrupt a direct connection.
+#[derive(Clone)]
+pub struct Handle {
+    ring: Rc<Ring>,
+    slot: u32,
+    gen: u32,
+}
+
+impl Handle {
+    pub fn interrupt(&self) {
+        self.ring.interrupt(self.slot, self.gen);
+    }
+}
+
+impl Conn {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            ring: self.ring.clone(),
+            slot: self.slot,
+            gen: self.gen,
+        }
+    }
+
+    fn arm_recv(&self) {
+        if self.sh.recv_armed.replace(true) {
+            return;
+        }
+        self.ring.count(|s| s.rearms += 1);
+        self.ring
+            .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
+                .build()
+                .user_data(user_data(Op::Recv, self.slot, self.gen))]);
+    }
+
+    /// Waits until received bytes, the end of the stream or an error are there.
+    pub async fn readable(&self) {
+        poll_fn(|cx| {
+            if !self.sh.rx.borrow().is_empty() || self.sh.inbound.get().at_end() {
+                return Poll::Ready(());
+            }
+            self.arm_recv();
+            self.sh.reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn ended(&self) -> io::Result<usize> {
+        match self.sh.inbound.get() {
+            Inbound::Open | Inbound::Eof => Ok(0),
+            Inbound::SendFailed(e) => Err(io::Error::other(crate::error::FetchError::io(
+                "cannot send the request",
+                &io::Error::from_raw_os_error(-e),
+            ))),
+            Inbound::Failed(e) => Err(io::Error::from_raw_os_error(-e)),
+        }
+    }
+
+    /// Copies what has arrived into the spare capacity of `buf` (after its `len()`), giving each
+    /// pool buffer back as soon as it is consumed. Ok(0) is the end of the stream.
+    pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.readable().await;
+        if buf.capacity() == buf.len() {
+            buf.reserve(16 * 1024);
+        }
+        let mut copied = 0;
+        let mut rx = self.sh.rx.borrow_mut();
+        while let Some(&(bid, len)) = rx.front() {
+            let off = self.sh.rx_off.get();
+            let data = &self.ring.pool.buffer(bid)[off as usize..len as usize];
+            let room = buf.capacity() - buf.len();
+            let n = data.len().min(room);
+            buf.extend_from_slice(&data[..n]);
+            copied += n;
+            if n < data.len() {
+                self.sh.rx_off.set(off + n as u32);
+                break;
+            }
+            rx.pop_front();
+            self.sh.rx_off.set(0);
+            self.ring.pool.recycle(bid);
+        }
+        if copied > 0 {
+            return (Ok(copied), buf);
+        }
+        (self.ended(), buf)
+    }
+
+    /// Hands the next received chunk to `f`, in place in the pool buffer, and gives the buffer back
+    /// after. Ok(false) is the end of the stream. `serve` parses requests this way, with no buffer of
+    /// its own unless a request spans two chunks.
+    pub async fn recv_with(&self, f: impl FnOnce(&[u8])) -> io::Result<bool> {
+        self.readable().await;
+        let front = self.sh.rx.borrow_mut().pop_front();
+        match front {
+            Some((bid, len)) => {
+                let off = self.sh.rx_off.replace(0);
+                f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
+                self.ring.pool.recycle(bid);
+                Ok(true)
+            }
+            None => self.ended().map(|_| false),
+        }
+    }
+
+    /// Queues all of `buf` as one send and returns at once, when no send is in flight (WouldBlock
+    /// otherwise): the bytes are copied into the connection's send buffer, which stays alive until the
+    /// completion. Nobody waits for that completion, so a request costs one wake-up (its response),
+    /// not two; a send that fails fails the connection's receive side, where the reader sees it.
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        if self.sh.send.get().in_flight() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(e) = self.sh.inbound.get().error() {
+            return Err(io::Error::from_raw_os_error(-e));
+        }
+        let mut b = self.sh.send_buf.borrow_mut();
+        b.clear();
+        b.extend_from_slice(buf);
+        self.push_send(b.as_ptr(), b.len() as u32, Sending::Detached);
+        Ok(buf.len())
+    }
+
+    /// Waits until no send is in flight (a `send_now` still under way owns the send buffer).
+    async fn send_idle(&self) {
+        poll_fn(|cx| {
+            if self.sh.send.get().in_flight() {
+                self.sh.writer.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// Sends all of `buf` (MSG_WAITALL: the kernel retries a short send itself).
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.send_idle().await;
+        let mut sent = 0;
+        *self.sh.send_buf.borrow_mut() = buf;
+        let res = loop {
+            let (ptr, len) = {
+                let b = self.sh.send_buf.borrow();
+                if sent >= b.len() {
+                    break Ok(());
+                }
+                (b[sent..].as_ptr(), (b.len() - sent) as u32)
+            };
+            self.push_send(ptr, len, Sending::Pending);
+            let res = poll_fn(|cx| match self.sh.send.get() {
+                Sending::Done(res) => Poll::Ready(res),
+                _ => {
+                    self.sh.writer.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+            if res <= 0 {
+                break Err(if res == 0 {
+                    io::Error::from(io::ErrorKind::WriteZero)
+                } else {
+                    io::Error::from_raw_os_error(-res)
+                });
+            }
+            sent += res as usize;
+        };
+        let buf = std::mem::take(&mut *self.sh.send_buf.borrow_mut());
+        (res, buf)
+    }
+
+    /// Sets SO_RCVLOWAT, so the armed receive completes only once that many bytes are there (the
+    /// readiness check that re-arms a multishot receive honours the mark, as epoll's does). Issued
+    /// through the ring, in order with the operations around it; no completion unless it fails.
+    pub fn set_recv_lowat(&self, bytes: usize) {
+        self.sh.lowat.set(bytes.clamp(1, i32::MAX as usize) as i32);
+        self.ring.push(&[opcode::SetSockOpt::new(
+            types::Fixed(self.slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_RCVLOWAT as u32,
+            self.sh.lowat.as_ptr() as *const libc::c_void,
+            4,
+        )
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
+        .user_data(user_data(Op::SockOpt, self.slot, self.gen))]);
+    }
+
+    /// Queues `bytes` as this connection's last send, without waiting (TLS's close_notify just before
+    /// the connection is dropped): the send goes out before the close that follows it in the ring.
+    /// Skipped if a send is still in flight.
+    pub fn send_last(&self, bytes: &[u8]) {
+        if self.sh.send.get().in_flight() {
+            return;
+        }
+        let mut buf = self.sh.send_buf.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.push_send(buf.as_ptr(), buf.len() as u32, Sending::Pending);
+    }
+
+    /// The one send in flight, from `send_buf` (which keeps the bytes alive until its completion);
+    /// `how` is `Pending` or `Detached`.
+    fn push_send(&self, ptr: *const u8, len: u32, how: Sending) {
+        self.sh.send.set(how);
+        self.ring
+            .push(&[opcode::Send::new(types::Fixed(self.slot), ptr, len)
+                .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(Op::Send, self.slot, self.gen))]);
+    }
+
+    /// Ends our sending side (FIN); the receiving side stays open.
+    pub fn shutdown_write(&self) {
+        self.ring.shutdown(self.slot, self.gen, libc::SHUT_WR);
+    }
+
+    /// `bench --hold`: hands the open connection to the ring, which keeps it (and nothing else: its
+    /// receive is cancelled, its state freed) until `Ring::close_held`.
+    pub fn hold(self) {
+        let ring = self.ring.clone();
+        let slot = self.slot;
+        {
+            let mut slots = ring.slots.borrow_mut();
+            slots[slot as usize].state = State::Held;
+        }
+        if self.sh.recv_armed.get() {
+            ring.push(&[
+                opcode::AsyncCancel::new(user_data(Op::Recv, slot, self.gen))
+                    .build()
+                    .user_data(user_data(Op::Cancel, slot, self.gen)),
+            ]);
+        }
+        // Dropping `self` sees the Held state and leaves the socket open.
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Whatever arrived and was not read goes back to the pool now.
+        for (bid, _) in self.sh.rx.borrow_mut().drain(..) {
+            self.ring.pool.recycle(bid);
+        }
+        self.sh.rx_off.set(0);
+        let held = self.ring.slots.borrow()[self.slot as usize].state == State::Held;
+        if !held {
+            self.ring.release(self.slot);
+        }
+        self.ring.try_free(self.slot);
+    }
+}
+
+impl Ring {
+    /// A receive completed: bytes in pool buffer `bid`, the end of the stream, or an error. Without
+    /// F_MORE the multishot has ended and the next read re-arms it.
+    #[inline]
+    pub(super) fn recv_done(
+        &self,
+        state: State,
+        sh: &Shared,
+        res: i32,
+        bid: Option<u16>,
+        more: bool,
+    ) {
+        if !more {
+            sh.recv_armed.set(false);
+        }
+        match (res, bid) {
+            (n, Some(bid)) if n > 0 => {
+                if state == State::Open {
+                    sh.rx.borrow_mut().push_back((bid, n as u32));
+                } else {
+                    self.pool.recycle(bid);
+                }
+            }
+            (0, _) => sh.inbound.set(sh.inbound.get().eof()),
+            (e, _) if e == -libc::ENOBUFS => {
+                self.count(|s| s.enobufs += 1);
+            }
+            (e, _) if e < 0 && e != -libc::ECANCELED => {
+                sh.inbound.set(sh.inbound.get().recv_failed(e))
+            }
+            _ => {}
+        }
+        if let Some(w) = sh.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// A send completed. A detached one (`send_now`) has nobody waiting: a failure goes to the reader.
+    #[inline]
+    pub(super) fn send_done(&self, sh: &Shared, res: i32) {
+        let (next, detached) = sh.send.get().complete(res);
+        sh.send.set(next);
+        // MSG_WAITALL: anything short of the whole buffer is a failure of the connection.
+        if detached && res < sh.send_buf.borrow().len() as i32 {
+            let errno = if res < 0 { res } else { -libc::EPIPE };
+            if let Some(failed) = sh.inbound.get().send_failed(errno) {
+                sh.inbound.set(failed);
+                if let Some(w) = sh.reader.take() {
+                    w.wake();
+                }
+            }
+        }
+        if let Some(w) = sh.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Shuts a connection down (SHUT_RDWR) so whatever waits on it completes: the watchdog's timeout.
+    fn interrupt(&self, slot: u32, gen: u32) {
+        let live = self
+            .slots
+            .borrow()
+            .get(slot as usize)
+            .is_some_and(|s| s.gen == gen && s.state == State::Open);
+        if live {
+            self.shutdown(slot, gen, libc::SHUT_RDWR);
+        }
+    }
+
+    fn shutdown(&self, slot: u32, gen: u32, how: i32) {
+        self.push(&[opcode::Shutdown::new(types::Fixed(slot), how)
+            .build()
+            .user_data(user_data(Op::Shutdown, slot, gen))]);
+    }
+}

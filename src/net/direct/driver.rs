@@ -1,0 +1,146 @@
+//! The ring's driver: one task per worker that waits for the ring's fd in tokio's epoll, reaps every
+//! completion and hands each to the concept it belongs to (receive and send to `conn`, the connect
+//! chain to `connect`, accepts to `accept`, closes to `slots`), then submits what the connections
+//! queued since its last turn, so a tick's sends go in one `io_uring_enter`.
+
+use std::rc::Rc;
+
+use io_uring7::{cqueue, squeue};
+
+use super::slots::State;
+use super::user_data::{split, Op};
+use super::{Ring, Stats};
+
+impl Ring {
+    /// The driver: reaps completions when the ring's fd is readable and submits what was queued.
+    /// Runs until `stop`.
+    pub async fn drive(self: Rc<Self>) {
+        loop {
+            tokio::select! {
+                biased;
+                ready = self.notify.readable() => match ready {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => return,
+                },
+                _ = self.flush.notified() => {}
+            }
+            self.reap();
+            self.submit();
+            if self.stopping.get() {
+                return;
+            }
+        }
+    }
+
+    /// Ends the driver after one more turn (which submits anything still queued).
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.flush.notify_one();
+    }
+
+    pub(super) fn count(&self, bump: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        bump(&mut s);
+        self.stats.set(s);
+    }
+
+    fn submit(&self) {
+        if !self.dirty.replace(false) {
+            return;
+        }
+        loop {
+            let res = self.uring.borrow().submit();
+            match res {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // The completion queue is full: make room, then submit again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(),
+                Err(_) => break,
+            }
+        }
+        self.count(|s| s.submits += 1);
+    }
+
+    /// Queues `entries` (one SQE or one linked chain) for the driver's next submit.
+    pub(super) fn push(&self, entries: &[squeue::Entry]) {
+        loop {
+            let mut uring = self.uring.borrow_mut();
+            let mut sq = uring.submission();
+            // A chain must not be split across two submits.
+            if sq.capacity() - sq.len() >= entries.len() {
+                // SAFETY: every pointer in these entries (addresses, option values, send buffers)
+                // is kept alive until its completion: in `Shared`, in `pool` or static.
+                unsafe { sq.push_multiple(entries).expect("room was checked") };
+                break;
+            }
+            drop(sq);
+            drop(uring);
+            self.dirty.set(true);
+            self.submit();
+        }
+        if !self.dirty.replace(true) {
+            self.flush.notify_one();
+        }
+    }
+
+    fn reap(&self) {
+        let mut batch = std::mem::take(&mut *self.scratch.borrow_mut());
+        loop {
+            batch.clear();
+            {
+                let mut uring = self.uring.borrow_mut();
+                batch.extend(uring.completion().take(256));
+            }
+            if batch.is_empty() {
+                // Completions that found the queue full wait in the kernel's overflow list (no
+                // loss: FEAT_NODROP); only an enter with GETEVENTS moves them in, which `submit`
+                // adds when the ring flags the overflow. Without it they would wait for the next
+                // submit, possibly forever.
+                let overflowed = self.uring.borrow_mut().submission().cq_overflow();
+                if overflowed && self.uring.borrow().submit().is_ok() {
+                    continue;
+                }
+                break;
+            }
+            self.count(|s| s.completions += batch.len() as u64);
+            for cqe in &batch {
+                self.complete(cqe);
+            }
+        }
+        *self.scratch.borrow_mut() = batch;
+    }
+
+    fn complete(&self, cqe: &cqueue::Entry) {
+        let (op, gen, slot) = split(cqe.user_data());
+        let res = cqe.result();
+        let flags = cqe.flags();
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.pool.lent.set(self.pool.lent.get() + 1);
+        }
+        match op {
+            Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),
+            Some(Op::Close) => return self.closed(slot, gen),
+            _ => {}
+        }
+        let Some((state, Some(sh))) = self.owner(slot, gen) else {
+            // Nothing owns the slot any more: give back any buffer.
+            if let Some(bid) = bid {
+                self.pool.recycle(bid);
+            }
+            return;
+        };
+        match op {
+            Some(Op::Recv) => self.recv_done(state, &sh, res, bid, cqueue::more(flags)),
+            Some(Op::Send) => self.send_done(&sh, res),
+            Some(Op::Chain | Op::Connect) => self.connect_done(slot, &sh, res),
+            _ => {}
+        }
+        // Only a closing or held slot can be freed; a completion for an open one (every receive and
+        // send of a live connection) needs no second look at the slot table. An abandoned connect's
+        // release above leaves its slot closing until the close completes, which `closed` handles.
+        if state != State::Open {
+            self.try_free(slot);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The direct-descriptor transport: sockets that live only in an io_uring's fixed-file table, so one
+//! process can hold far more connections than RLIMIT_NOFILE allows descriptors (../shared/C1M.md).
+//!
+//! Each worker owns one [`Ring`]: an io-uring 0.7 ring beside tokio-uring's own, with a sparse table of
+//! `slots` fixed files and a provided-buffer ring. One driver task per worker notices completions
+//! through the ring's fd in tokio's epoll (COOP_TASKRUN; never DEFER_TASKRUN, whose deferred work only
+//! runs inside `io_uring_enter(GETEVENTS)`, which nothing here calls) and submits what connections
+//! queued since its last turn, so a tick's worth of sends goes in one `io_uring_enter`.
+//!
+//! - Connect is one linked chain on an explicit slot: Socket → SetSockOpt(TCP_NODELAY) →
+//!   [SetSockOpt(IP_BIND_ADDRESS_NO_PORT) → Bind] → Connect; only Connect posts on success.
+//! - Receive is one multishot RECV per connection, armed on the first read and kept armed: buffers
+//!   come from the worker's pool only when bytes arrive, so an idle connection owns none. ENOBUFS (the
+//!   pool ran dry) ends the multishot; the next read re-arms it.
+//! - Send is SEND with MSG_WAITALL (a short send is retried by the kernel), one in flight per
+//!   connection, from the connection's send buffer, kept until the completion. `send_now` does not
+//!   wait for that completion (it only reports a failure), so a request costs one task wake-up.
+//! - Close cancels the armed receive and closes the slot; the slot is reused only once every operation
+//!   on it has completed, so no late completion can land on the next connection.
+//!
+//! Everything here is single-threaded (`Rc`, `Cell`): a ring belongs to one worker.
+//!
+//! Where things live. `Ring` is one type; each file below adds the `impl Ring` block of its concept, so
+//! a concept's code sits together while the ring's fields stay in one place (here):
+//! - `mod.rs`: `Ring`'s fields and construction, `RingSize`, `Stats`, and the kernel check
+//!   (`require`, `available`).
+//! - `user_data.rs`: what a completion's `user_data` says (operation kind, slot, generation).
+//! - `driver.rs`: the driver task: submit, reap, and the dispatch of each completion to its concept.
+//!   Split from `mod.rs` because it is the one loop every completion goes through.
+//! - `slots.rs`: the slot table, what a connection shares with the driver, and the states of a slot
+//!   (`State`) and of the operations on it (`Inbound`, `Sending`, `Connecting`): when a slot is
+//!   released, and the one rule (`Disposal`) for when it may be reused. These are plain enums with
+//!   pure transitions, tested there without a ring.
+//! - `connect.rs`: the connect chain and a connect abandoned by its future.
+//! - `accept.rs`: `serve`'s multishot accept into slots the kernel picks.
+//! - `conn.rs`: `Conn` and `Handle`: receive, send, shutdown, hold, close on drop, and the driver's
+//!   side of receive and send completions.
+//! - `buffers.rs`: the provided-buffer ring, and all of its `unsafe`.
+
+mod accept;
+mod buffers;
+mod conn;
+mod connect;
+mod driver;
+mod slots;
+mod user_data;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::task::Waker;
+
+use io_uring7::{cqueue, opcode, IoUring};
+use tokio::io::unix::AsyncFd;
+
+use buffers::BufPool;
+use slots::Slot;
+
+pub use conn::{Conn, Handle};
+
+/// Sizes of a worker's ring and pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSize {
+    /// Fixed-file slots: connections this ring can hold (at most RLIMIT_NOFILE).
+    pub slots: u32,
+    /// Provided buffers (a power of two) and the size of each.
+    pub buffers: u16,
+    pub buffer_size: u32,
+    pub sq: u32,
+    pub cq: u32,
+}
+
+impl RingSize {
+    /// A ring for a load test or a fetch: few connections, large buffers for a pipeline's responses.
+    pub fn load(slots: u32) -> RingSize {
+        RingSize {
+            slots,
+            buffers: 1024,
+            buffer_size: 16 * 1024,
+            sq: 4096,
+            cq: 32768,
+        }
+    }
+
+    /// A ring for holding many mostly idle connections (`bench --hold`, `serve` at scale): the fixed
+    /// memory per ring is what each connection pays, so the pool and queues are small. Larger
+    /// responses still arrive, over several buffers.
+    pub fn scale(slots: u32) -> RingSize {
+        RingSize {
+            slots,
+            buffers: 128,
+            buffer_size: 2048,
+            sq: 512,
+            cq: 4096,
+        }
+    }
+}
+
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Counters for `-v` and the tests.
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub submits: u64,
+    pub completions: u64,
+    /// Multishot receives ended by an empty buffer pool.
+    pub enobufs: u64,
+    /// Receives armed (once per connection, again after each end).
+    pub rearms: u64,
+    /// Pool buffers still lent out when the ring finished (a leak unless 0).
+    pub lent: u64,
+    /// Slots whose close had not completed when the ring finished (a leak unless 0).
+    pub unclosed: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.submits += o.submits;
+        self.completions += o.completions;
+        self.enobufs += o.enobufs;
+        self.rearms += o.rearms;
+        self.lent += o.lent;
+        self.unclosed += o.unclosed;
+    }
+}
+
+/// A worker's direct-descriptor ring. Fields drop in order: the epoll registration, then the ring (the
+/// kernel stops using the buffers), then the buffers.
+pub struct Ring {
+    notify: AsyncFd<RingFd>,
+    uring: RefCell<IoUring>,
+    pool: BufPool,
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+    dirty: Cell<bool>,
+    flush: tokio::sync::Notify,
+    /// A slot came free: wakes a connect waiting for one.
+    freed: tokio::sync::Notify,
+    /// Slots whose close is under way (they come free soon).
+    closing: Cell<usize>,
+    stopping: Cell<bool>,
+    scratch: RefCell<Vec<cqueue::Entry>>,
+    stats: Cell<Stats>,
+    /// `serve`: slots the kernel allocated for accepted connections, not yet taken, and the listeners
+    /// whose multishot accept is armed.
+    accepted: RefCell<VecDeque<Result<u32, i32>>>,
+    acceptor: Cell<Option<Waker>>,
+    listeners: RefCell<Vec<(RawFd, bool)>>,
+}
+
+impl Ring {
+    /// Builds the ring, its fixed-file table and its buffer pool, and registers its fd with tokio's
+    /// reactor. Call inside the worker's runtime.
+    pub fn new(size: RingSize, single_issuer: bool) -> io::Result<Rc<Ring>> {
+        let mut b = IoUring::builder();
+        b.setup_coop_taskrun().setup_cqsize(size.cq).setup_clamp();
+        if single_issuer {
+            b.setup_single_issuer();
+        }
+        let uring = b.build(size.sq)?;
+        uring.submitter().register_files_sparse(size.slots)?;
+        let pool = BufPool::new(size.buffers, size.buffer_size)?;
+        pool.register(&uring.submitter())?;
+        let fd = uring.as_raw_fd();
+        // SAFETY: the fd is the ring's, which lives in `uring`; `notify` is declared first, so it is
+        // deregistered before the ring (and its fd) is dropped.
+        let notify =
+            unsafe { AsyncFd::register_with_interest(RingFd(fd), tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        let slots = (0..size.slots).map(|_| Slot::free()).collect();
+        Ok(Rc::new(Ring {
+            notify,
+            uring: RefCell::new(uring),
+            pool,
+            slots: RefCell::new(slots),
+            free: RefCell::new((0..size.slots).rev().collect()),
+            dirty: Cell::new(false),
+            flush: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
+            closing: Cell::new(0),
+            stopping: Cell::new(false),
+            scratch: RefCell::new(Vec::with_capacity(256)),
+            stats: Cell::new(Stats::default()),
+            accepted: RefCell::new(VecDeque::new()),
+            acceptor: Cell::new(None),
+            listeners: RefCell::new(Vec::new()),
+        }))
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            lent: u64::from(self.pool.lent.get()),
+            unclosed: self.open() as u64,
+            ..self.stats.get()
+        }
+    }
+
+    /// Waits (up to `limit`) until every connection's close has completed and no operation is in
+    /// flight, so counters are final and held connections went out with a FIN.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.open() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// `--transport direct` asked for explicitly: an error that says why this kernel cannot run it and
+/// what to do instead.
+pub fn require() -> io::Result<()> {
+    available().map_err(|why| {
+        io::Error::other(format!(
+            "--transport direct: {why}; the direct transport needs Linux 6.11 or later, use --transport tcp"
+        ))
+    })
+}
+
+/// Whether this kernel can run the direct transport: a ring with a sparse file table, a buffer ring,
+/// and the opcodes of the connect chain (Bind needs 6.11, SetSockOpt 6.7). Found once at start.
+pub fn available() -> Result<(), String> {
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring unavailable: {e}"))?;
+    ring.submitter()
+        .register_files_sparse(8)
+        .map_err(|e| format!("no sparse fixed-file table: {e}"))?;
+    let mut probe = io_uring7::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("cannot probe opcodes: {e}"))?;
+    for (name, code) in [
+        ("socket", opcode::Socket::CODE),
+        ("connect", opcode::Connect::CODE),
+        ("bind (Linux 6.11)", opcode::Bind::CODE),
+        ("uring_cmd setsockopt (Linux 6.7)", opcode::SetSockOpt::CODE),
+        ("recv", opcode::RecvMulti::CODE),
+        ("send", opcode::Send::CODE),
+        ("close", opcode::Close::CODE),
+        ("accept", opcode::AcceptMulti::CODE),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("the kernel lacks io_uring {name}"));
+        }
+    }
+    Ok(())
+}
