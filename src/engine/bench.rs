@@ -21,7 +21,7 @@ use crate::http::client::{Connection, Fate};
 use crate::http::pipeline::{InFlight, Unanswered};
 use crate::http::response::Head;
 use crate::net;
-use crate::report::summary::{HoldReport, Report, UrlCounts};
+use crate::report::summary::{Report, UrlCounts};
 
 /// One origin of a bench: where to connect and its URLs' requests, each with the URL's index in the
 /// run's list (for per-URL counts).
@@ -62,66 +62,27 @@ pub struct BenchSettings {
     pub direct: Option<super::transport::DirectSettings>,
 }
 
-/// `--hold`: this worker's connections, as they come up.
-struct Hold {
-    duration: Duration,
-    /// This worker's connections: when all have answered or failed, the hold starts.
-    connections: usize,
-    settled: Cell<usize>,
-    /// Answered and still open, and the most at once.
-    live: Cell<usize>,
-    peak: Cell<usize>,
-    /// When the hold ends (set once all are settled).
-    until: Cell<Option<Instant>>,
-    started: Instant,
-    rss_before: u64,
-    kernel_before: u64,
-    /// Connection tasks still running, and a wake-up each time one settles or ends (the launcher
-    /// paces itself on `settled`).
-    tasks: Cell<usize>,
-    progress: tokio::sync::Notify,
-}
-
-impl Hold {
-    fn settle(&self, report: &RefCell<Report>) {
-        self.settled.set(self.settled.get() + 1);
-        self.progress.notify_waiters();
-        if self.settled.get() == self.connections && self.until.get().is_none() {
-            let now = Instant::now();
-            self.until.set(Some(now + self.duration));
-            report.borrow_mut().hold = Some(HoldReport {
-                peak: self.peak.get() as u64,
-                ramp: now - self.started,
-                rss_before_kib: self.rss_before,
-                rss_up_kib: crate::sys::rss_kib().unwrap_or(0),
-                kernel_before_bytes: self.kernel_before,
-                kernel_up_bytes: crate::sys::tcp_kernel_bytes().unwrap_or(0),
-            });
-        }
-    }
-}
-
 pub struct BenchShard {
-    env: Env,
+    pub(super) env: Env,
     /// This worker's TLS configuration, with its own session cache.
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    pub(super) tls: std::sync::Arc<rustls::ClientConfig>,
     /// Requests this worker may still send (`-n`), or u64::MAX.
-    budget: Cell<u64>,
-    stopped: Cell<bool>,
+    pub(super) budget: Cell<u64>,
+    pub(super) stopped: Cell<bool>,
     /// Wakes connections still waiting for their connect when the run ends.
-    stop: tokio::sync::Notify,
-    report: RefCell<Report>,
-    head_request: bool,
+    pub(super) stop: tokio::sync::Notify,
+    pub(super) report: RefCell<Report>,
+    pub(super) head_request: bool,
     /// Open loop: when each request waiting for a connection was due, oldest first.
-    due: Option<RefCell<VecDeque<Instant>>>,
+    pub(super) due: Option<RefCell<VecDeque<Instant>>>,
     /// Wakes idle connections when requests fall due.
-    wake: tokio::sync::Notify,
+    pub(super) wake: tokio::sync::Notify,
     /// Start of the measured part (after the warm-up): the timeline counts seconds from here.
-    measured: Cell<Instant>,
-    random: bool,
-    urls: usize,
-    hold: Option<Hold>,
-    dialer: RefCell<net::Dialer>,
+    pub(super) measured: Cell<Instant>,
+    pub(super) random: bool,
+    pub(super) urls: usize,
+    pub(super) hold: Option<super::hold::Hold>,
+    pub(super) dialer: RefCell<net::Dialer>,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -163,7 +124,7 @@ impl BenchShard {
             measured: Cell::new(Instant::now()),
             random: settings.random,
             urls: settings.urls,
-            hold: settings.hold.map(|duration| Hold {
+            hold: settings.hold.map(|duration| super::hold::Hold {
                 duration,
                 connections: connections.len(),
                 settled: Cell::new(0),
@@ -188,7 +149,7 @@ impl BenchShard {
             .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
         let mut tasks = Vec::new();
         if shard.hold.is_some() {
-            tasks.push(tokio_uring::spawn(Self::launch_held(
+            tasks.push(tokio_uring::spawn(super::hold::launch(
                 shard.clone(),
                 settings.clone(),
                 connections,
@@ -380,106 +341,8 @@ impl BenchShard {
 }
 
 impl BenchShard {
-    /// `--hold`: starts this worker's connections, at the ramp's pace when `--connect-rate` is given,
-    /// never more than a few hundred connecting at once over all workers (a burst of SYNs past the
-    /// server's backlog only comes back as retransmissions a second later). Ends when every task has:
-    /// at once for a proven direct connection (handed to the ring), at the end of the hold for others.
-    async fn launch_held(
-        shard: Rc<Self>,
-        settings: std::sync::Arc<BenchSettings>,
-        connections: Vec<usize>,
-        started: Instant,
-        ramp: Option<Duration>,
-    ) {
-        // Connections of one worker between connect and proof at most: a few hundred in flight over
-        // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a task
-        // (and over tcp a read buffer: memory that `user_bytes_per_conn` counts).
-        let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
-        let Some(hold) = &shard.hold else { return };
-        let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
-        // Connection k starts once fewer than `connecting` of the k before it are unsettled (neither
-        // answered nor failed yet).
-        'launch: for (k, j) in connections.into_iter().enumerate() {
-            let start_at = ramp.map(|step| started + step * k as u32);
-            if !shard.wait_until(start_at).await {
-                break;
-            }
-            loop {
-                let settled = hold.progress.notified();
-                let stopped = shard.stop.notified();
-                if shard.stopped.get() {
-                    break 'launch;
-                }
-                if k - hold.settled.get() < connecting {
-                    break;
-                }
-                tokio::select! {
-                    _ = settled => {}
-                    _ = stopped => {}
-                }
-            }
-            hold.tasks.set(hold.tasks.get() + 1);
-            let (shard, targets) = (shard.clone(), targets.clone());
-            let connect_timeout = settings.connect_timeout;
-            tokio_uring::spawn(async move {
-                let target = &targets[j % targets.len()];
-                Self::hold_connection(&shard, target, connect_timeout, j).await;
-                if let Some(hold) = &shard.hold {
-                    hold.tasks.set(hold.tasks.get() - 1);
-                    hold.progress.notify_waiters();
-                }
-            });
-        }
-        // Proven direct connections end their task at once; the others when the hold ends.
-        loop {
-            let progress = hold.progress.notified();
-            if hold.tasks.get() == 0 {
-                break;
-            }
-            progress.await;
-        }
-    }
-
-    /// `--hold`: one connection, proved by one request, then held until the hold ends: by the ring
-    /// (direct, no `--rate`: the task ends and the connection costs only its slot) or by this task.
-    async fn hold_connection(
-        shard: &Rc<Self>,
-        target: &BenchTarget,
-        connect_timeout: Duration,
-        id: usize,
-    ) {
-        let Some(hold) = &shard.hold else { return };
-        let Some(connected) = shard.open(target, connect_timeout).await else {
-            return;
-        };
-        let io = match connected {
-            Ok(io) => io,
-            Err(err) => {
-                shard.report.borrow_mut().error(&err);
-                hold.settle(&shard.report);
-                return;
-            }
-        };
-        shard.report.borrow_mut().connected(io.tls_resumed());
-        let detach = io.can_hold() && shard.due.is_none();
-        let work = BenchConn::new(shard, target, id, true);
-        work.detach.set(detach);
-        conn::drive(&shard.env, &work, &io, false).await;
-        if !work.answered.get() {
-            // Failed before answering its proof request (on_failed / on_unanswered counted it).
-            hold.settle(&shard.report);
-            return;
-        }
-        if detach && !shard.stopped.get() {
-            io.hold();
-        } else {
-            // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
-            hold.live.set(hold.live.get() - 1);
-        }
-    }
-
     /// Waits for a connection's start in the ramp; false when the run ended first.
-    async fn wait_until(&self, at: Option<Instant>) -> bool {
+    pub(super) async fn wait_until(&self, at: Option<Instant>) -> bool {
         if let Some(at) = at {
             tokio::select! {
                 _ = tokio::time::sleep_until(at.into()) => {}
@@ -492,7 +355,7 @@ impl BenchShard {
     /// Connects to `target`; None when the run ended first. A connect the server does not answer (a
     /// full backlog) must not hold the run past its end; the abandoned connect is left to the kernel
     /// and closes when it completes.
-    async fn open(
+    pub(super) async fn open(
         &self,
         target: &BenchTarget,
         timeout: Duration,
@@ -524,22 +387,27 @@ impl BenchShard {
     }
 }
 
-struct BenchConn<'a> {
-    shard: &'a Rc<BenchShard>,
-    requests: &'a [(u32, Vec<u8>)],
-    cursor: Cell<usize>,
-    rng: Cell<u64>,
+pub(super) struct BenchConn<'a> {
+    pub(super) shard: &'a Rc<BenchShard>,
+    pub(super) requests: &'a [(u32, Vec<u8>)],
+    pub(super) cursor: Cell<usize>,
+    pub(super) rng: Cell<u64>,
     /// `--hold`: the one request that proves the connection live is still to be sent.
-    proof: Cell<bool>,
+    pub(super) proof: Cell<bool>,
     /// `--hold`: this connection has answered.
-    answered: Cell<bool>,
+    pub(super) answered: Cell<bool>,
     /// `--hold`: end the connection's task once it has answered (the ring keeps the connection).
-    detach: Cell<bool>,
+    pub(super) detach: Cell<bool>,
 }
 
 impl<'a> BenchConn<'a> {
     /// A connection's workload; with `proof`, it first sends the one request that proves it live.
-    fn new(shard: &'a Rc<BenchShard>, target: &'a BenchTarget, id: usize, proof: bool) -> Self {
+    pub(super) fn new(
+        shard: &'a Rc<BenchShard>,
+        target: &'a BenchTarget,
+        id: usize,
+        proof: bool,
+    ) -> Self {
         BenchConn {
             shard,
             requests: &target.requests,
