@@ -7,6 +7,11 @@
 //! in a queue until a connection has room; each one's latency runs from when it was due, so a server
 //! that stalls is charged for every request it held back (coordinated omission corrected), and the
 //! service time (from the actual write) is reported beside it.
+//!
+//! Which model a worker runs is one `Load`, chosen when it starts; each connection sees it as its
+//! `Pace`, and every callback dispatches on that in one `match`. `--hold` (connections proved and held
+//! open) lives in `hold`; this file keeps the two loops, the schedule, and the worker's start, ticks and
+//! finish that all three share. The pump is `conn`'s, the HTTP rules `http::client`'s.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -15,13 +20,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, End, Env, Workload};
+use super::hold::{self, Held, Hold};
 use crate::config::Stop;
 use crate::error::FetchError;
 use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{InFlight, Unanswered};
 use crate::http::response::Head;
 use crate::net;
-use crate::report::summary::{HoldReport, Report, UrlCounts};
+use crate::report::summary::{Report, UrlCounts};
 
 /// One origin of a bench: where to connect and its URLs' requests, each with the URL's index in the
 /// run's list (for per-URL counts).
@@ -62,65 +68,104 @@ pub struct BenchSettings {
     pub direct: Option<super::transport::DirectSettings>,
 }
 
-/// `--hold`: this worker's connections, as they come up.
-struct Hold {
-    duration: Duration,
-    /// This worker's connections: when all have answered or failed, the hold starts.
-    connections: usize,
-    settled: Cell<usize>,
-    /// Answered and still open, and the most at once.
-    live: Cell<usize>,
-    peak: Cell<usize>,
-    /// When the hold ends (set once all are settled).
-    until: Cell<Option<Instant>>,
-    started: Instant,
-    rss_before: u64,
-    kernel_before: u64,
-    /// Connection tasks still running, and a wake-up each time one settles or ends (the launcher
-    /// paces itself on `settled`).
-    tasks: Cell<usize>,
-    progress: tokio::sync::Notify,
+/// How this worker's requests are paced: chosen once when it starts, from `-n`/`-d`, `--rate` and
+/// `--hold`, and never changed.
+pub(super) enum Load {
+    /// As fast as each connection's pipeline allows.
+    Closed(Budget),
+    /// At the times the `--rate` schedule sets.
+    Open(Schedule),
+    /// `--hold`: connections proved and held open (taking `--rate`'s requests, if given).
+    Hold(Rc<Hold>),
 }
 
-impl Hold {
-    fn settle(&self, report: &RefCell<Report>) {
-        self.settled.set(self.settled.get() + 1);
-        self.progress.notify_waiters();
-        if self.settled.get() == self.connections && self.until.get().is_none() {
-            let now = Instant::now();
-            self.until.set(Some(now + self.duration));
-            report.borrow_mut().hold = Some(HoldReport {
-                peak: self.peak.get() as u64,
-                ramp: now - self.started,
-                rss_before_kib: self.rss_before,
-                rss_up_kib: crate::sys::rss_kib().unwrap_or(0),
-                kernel_before_bytes: self.kernel_before,
-                kernel_up_bytes: crate::sys::tcp_kernel_bytes().unwrap_or(0),
-            });
+impl Load {
+    /// The `--rate` schedule, under either model that has one.
+    fn schedule(&self) -> Option<&Schedule> {
+        match self {
+            Load::Closed(_) => None,
+            Load::Open(schedule) => Some(schedule),
+            Load::Hold(hold) => hold.rate.as_ref(),
         }
     }
 }
 
+/// Requests this worker may still send: its share of `-n`, or no limit (`-d`, `--hold`).
+pub(super) enum Budget {
+    Unlimited,
+    Left(Cell<u64>),
+}
+
+impl Budget {
+    fn new(stop: Stop) -> Budget {
+        match stop {
+            Stop::Requests(n) => Budget::Left(Cell::new(n)),
+            Stop::After(_) => Budget::Unlimited,
+        }
+    }
+
+    /// Takes up to `n` requests out of the budget; how many it gave.
+    fn take(&self, n: u64) -> u64 {
+        match self {
+            Budget::Unlimited => n,
+            Budget::Left(left) => {
+                let n = n.min(left.get());
+                left.set(left.get() - n);
+                n
+            }
+        }
+    }
+
+    /// A request that was never answered through no fault of its own goes back.
+    fn refund(&self) {
+        if let Budget::Left(left) = self {
+            left.set(left.get() + 1);
+        }
+    }
+
+    fn spent(&self) -> bool {
+        matches!(self, Budget::Left(left) if left.get() == 0)
+    }
+}
+
+/// Open loop: the requests that fell due and wait for a connection with room.
+pub(super) struct Schedule {
+    /// When each waiting request was due, oldest first.
+    due: RefCell<VecDeque<Instant>>,
+    /// Requests still to put in the queue.
+    budget: Budget,
+    /// Wakes idle connections when requests fall due, and when the run ends.
+    pub(super) wake: tokio::sync::Notify,
+}
+
+impl Schedule {
+    pub(super) fn new(budget: Budget) -> Schedule {
+        Schedule {
+            due: RefCell::new(VecDeque::new()),
+            budget,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn has_due(&self) -> bool {
+        !self.due.borrow().is_empty()
+    }
+}
+
 pub struct BenchShard {
-    env: Env,
+    pub(super) env: Env,
     /// This worker's TLS configuration, with its own session cache.
     tls: std::sync::Arc<rustls::ClientConfig>,
-    /// Requests this worker may still send (`-n`), or u64::MAX.
-    budget: Cell<u64>,
-    stopped: Cell<bool>,
+    pub(super) load: Load,
+    pub(super) stopped: Cell<bool>,
     /// Wakes connections still waiting for their connect when the run ends.
-    stop: tokio::sync::Notify,
-    report: RefCell<Report>,
+    pub(super) stop: tokio::sync::Notify,
+    pub(super) report: RefCell<Report>,
     head_request: bool,
-    /// Open loop: when each request waiting for a connection was due, oldest first.
-    due: Option<RefCell<VecDeque<Instant>>>,
-    /// Wakes idle connections when requests fall due.
-    wake: tokio::sync::Notify,
     /// Start of the measured part (after the warm-up): the timeline counts seconds from here.
     measured: Cell<Instant>,
     random: bool,
     urls: usize,
-    hold: Option<Hold>,
     dialer: RefCell<net::Dialer>,
 }
 
@@ -142,6 +187,15 @@ impl BenchShard {
         live: std::sync::Arc<super::progress::Live>,
         worker: usize,
     ) -> BenchOutcome {
+        let load = match (settings.hold, rate) {
+            (Some(duration), rate) => Load::Hold(Rc::new(Hold::new(
+                duration,
+                connections.len(),
+                rate.map(|_| Schedule::new(Budget::new(stop))),
+            ))),
+            (None, Some(_)) => Load::Open(Schedule::new(Budget::new(stop))),
+            (None, None) => Load::Closed(Budget::new(stop)),
+        };
         let shard = Rc::new(BenchShard {
             tls: net::tls::worker_config(&settings.tls, settings.no_tls_resume),
             env: {
@@ -150,89 +204,68 @@ impl BenchShard {
                 env.rules.closes = settings.closes;
                 env
             },
-            budget: Cell::new(match stop {
-                Stop::Requests(n) => n,
-                Stop::After(_) => u64::MAX,
-            }),
+            load,
             stopped: Cell::new(false),
             stop: tokio::sync::Notify::new(),
             report: RefCell::new(Report::default()),
             head_request: settings.head_request,
-            due: rate.map(|_| RefCell::new(VecDeque::new())),
-            wake: tokio::sync::Notify::new(),
             measured: Cell::new(Instant::now()),
             random: settings.random,
             urls: settings.urls,
-            hold: settings.hold.map(|duration| Hold {
-                duration,
-                connections: connections.len(),
-                settled: Cell::new(0),
-                live: Cell::new(0),
-                peak: Cell::new(0),
-                until: Cell::new(None),
-                started: Instant::now(),
-                rss_before: crate::sys::rss_kib().unwrap_or(0),
-                kernel_before: crate::sys::tcp_kernel_bytes().unwrap_or(0),
-                tasks: Cell::new(0),
-                progress: tokio::sync::Notify::new(),
-            }),
             dialer: RefCell::new(net::Dialer::Tcp),
         });
         let direct = super::transport::start_worker(&settings.direct, &shard.dialer);
-        shard.reset_report(rate.is_some());
+        shard.reset_report();
         let started = Instant::now();
         shard.measured.set(started);
         // A ramp: this worker's k-th connection starts k / (its share of --connect-rate) in.
         let ramp = settings
             .connect_rate
             .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
+        // The loops end with -d (the schedule too: -d at R/s is R·d requests, however late the ticker
+        // notices); a hold ends when its own clock says.
+        let end = match (&shard.load, stop) {
+            (Load::Closed(_) | Load::Open(_), Stop::After(d)) => {
+                Some(started + settings.warmup + d)
+            }
+            _ => None,
+        };
         let mut tasks = Vec::new();
-        if shard.hold.is_some() {
-            tasks.push(tokio_uring::spawn(Self::launch_held(
+        match &shard.load {
+            Load::Closed(_) | Load::Open(_) => {
+                tasks.reserve(connections.len());
+                for (k, j) in connections.into_iter().enumerate() {
+                    let target = settings.targets[j % settings.targets.len()].clone();
+                    let start_at = ramp.map(|step| started + step * k as u32);
+                    tasks.push(tokio_uring::spawn(Self::connection(
+                        shard.clone(),
+                        target,
+                        settings.connect_timeout,
+                        j,
+                        start_at,
+                    )));
+                }
+            }
+            Load::Hold(hold) => tasks.push(tokio_uring::spawn(hold::launch(
                 shard.clone(),
+                hold.clone(),
                 settings.clone(),
                 connections,
                 started,
                 ramp,
-            )));
-        } else {
-            tasks.reserve(connections.len());
-            for (k, j) in connections.into_iter().enumerate() {
-                let target = settings.targets[j % settings.targets.len()].clone();
-                let start_at = ramp.map(|step| started + step * k as u32);
-                tasks.push(tokio_uring::spawn(Self::connection(
-                    shard.clone(),
-                    target,
-                    settings.connect_timeout,
-                    j,
-                    start_at,
-                )));
-            }
+            ))),
         }
         let ticker = tokio_uring::spawn(Self::tick(
             shard.clone(),
-            stop,
             started,
+            end,
             settings.warmup,
             (live, worker),
         ));
-        // The schedule ends with the run: -d at R/s is R·d requests, however late the ticker notices.
-        let end = match stop {
-            Stop::After(d) if shard.hold.is_none() => Some(started + settings.warmup + d),
-            _ => None,
-        };
         let scheduler =
             rate.map(|r| tokio_uring::spawn(Self::schedule(shard.clone(), r, started, end)));
         for t in tasks {
             let _ = t.await;
-        }
-        // Connections handed to the ring (`--hold` over direct) stay open until the hold ends.
-        loop {
-            let stopped = shard.stop.notified();
-            if shard.stopped.get() || shard.hold.is_none() {
-                break;
-            }
-            stopped.await;
         }
         let ended = Instant::now();
         ticker.abort();
@@ -252,11 +285,12 @@ impl BenchShard {
         }
     }
 
-    /// Fires timeouts, ends the warm-up (clearing its statistics) and ends the run at its duration.
+    /// Fires timeouts, ends the warm-up (clearing its statistics) and ends the run: at `end` for the
+    /// loops, when the hold is over for `--hold`.
     async fn tick(
         shard: Rc<Self>,
-        stop: Stop,
         started: Instant,
+        end: Option<Instant>,
         warmup: Duration,
         (live, worker): (std::sync::Arc<super::progress::Live>, usize),
     ) {
@@ -275,29 +309,15 @@ impl BenchShard {
             if warming && now >= started + warmup {
                 warming = false;
                 shard.measured.set(now);
-                let open_loop = shard.report.borrow().open_loop;
-                shard.reset_report(open_loop);
+                shard.reset_report();
             }
-            let held = shard
-                .hold
-                .as_ref()
-                .and_then(|h| h.until.get())
-                .is_some_and(|until| now >= until);
-            if held {
-                shard.stopped.set(true);
-                shard.env.watchdog.stop_all();
-                shard.stop.notify_waiters();
-                shard.wake.notify_waiters();
+            let over = match &shard.load {
+                Load::Closed(_) | Load::Open(_) => end.is_some_and(|end| now >= end),
+                Load::Hold(hold) => hold.over(now),
+            };
+            if over {
+                shard.end_run();
                 return;
-            }
-            if let Stop::After(d) = stop {
-                if shard.hold.is_none() && now >= started + warmup + d {
-                    shard.stopped.set(true);
-                    shard.env.watchdog.stop_all();
-                    shard.stop.notify_waiters();
-                    shard.wake.notify_waiters();
-                    return;
-                }
             }
             shard.env.watchdog.tick(now);
             let report = shard.report.borrow();
@@ -305,11 +325,21 @@ impl BenchShard {
         }
     }
 
+    /// Ends the run: connections stop at their next event, idle ones and pending connects are woken.
+    fn end_run(&self) {
+        self.stopped.set(true);
+        self.env.watchdog.stop_all();
+        self.stop.notify_waiters();
+        if let Some(schedule) = self.load.schedule() {
+            schedule.wake.notify_waiters();
+        }
+    }
+
     /// Open loop: puts each request in the queue at the time it is due and wakes idle connections.
     /// Timers fire at millisecond granularity, so requests fall due in small bursts; each keeps its own
     /// due time, so the bursts do not show in the latencies.
     async fn schedule(shard: Rc<Self>, rate: f64, started: Instant, end: Option<Instant>) {
-        let Some(due) = &shard.due else {
+        let Some(schedule) = shard.load.schedule() else {
             return;
         };
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -320,26 +350,26 @@ impl BenchShard {
             let now = Instant::now();
             let mut added = false;
             let over = |at: Instant| end.is_some_and(|e| at >= e);
-            while next <= now && !over(next) && !shard.stopped.get() && shard.budget.get() > 0 {
-                due.borrow_mut().push_back(next);
-                if shard.budget.get() != u64::MAX {
-                    shard.budget.set(shard.budget.get() - 1);
-                }
+            while next <= now && !over(next) && !shard.stopped.get() && schedule.budget.take(1) == 1
+            {
+                schedule.due.borrow_mut().push_back(next);
                 added = true;
                 k = k.wrapping_add(1);
                 // From the start each time, so rounding does not accumulate.
                 next = started + interval * k;
             }
             if added {
-                shard.wake.notify_waiters();
+                schedule.wake.notify_waiters();
             }
-            if shard.stopped.get() || shard.budget.get() == 0 || over(next) {
-                shard.wake.notify_waiters();
+            if shard.stopped.get() || schedule.budget.spent() || over(next) {
+                schedule.wake.notify_waiters();
                 return;
             }
         }
     }
 
+    /// Closed or open loop: one connection, re-opened after each failure until the run ends or there
+    /// is nothing left to send.
     async fn connection(
         shard: Rc<Self>,
         target: BenchTarget,
@@ -347,12 +377,18 @@ impl BenchShard {
         id: usize,
         start_at: Option<Instant>,
     ) {
+        let (budget, schedule, pace) = match &shard.load {
+            Load::Closed(budget) => (budget, None, Pace::Closed(budget)),
+            Load::Open(schedule) => (&schedule.budget, Some(schedule), Pace::Open(schedule)),
+            // Held connections are opened by `hold::launch`, once each.
+            Load::Hold(_) => return,
+        };
         if !shard.wait_until(start_at).await {
             return;
         }
         let mut backoff = Duration::from_millis(1);
-        let work = BenchConn::new(&shard, &target, id, false);
-        while !shard.stopped.get() && (shard.budget.get() > 0 || shard.has_due()) {
+        let work = BenchConn::new(&shard, &target, id, pace);
+        while !shard.stopped.get() && (!budget.spent() || schedule.is_some_and(Schedule::has_due)) {
             let Some(connected) = shard.open(&target, connect_timeout).await else {
                 return;
             };
@@ -367,9 +403,7 @@ impl BenchShard {
                 Err(err) => {
                     // A refused or failing connect is one failed request; back off so a dead server
                     // is not hammered in a tight loop.
-                    if shard.budget.get() != u64::MAX {
-                        shard.budget.set(shard.budget.get() - 1);
-                    }
+                    budget.take(1);
                     shard.report.borrow_mut().error(&err);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -380,106 +414,8 @@ impl BenchShard {
 }
 
 impl BenchShard {
-    /// `--hold`: starts this worker's connections, at the ramp's pace when `--connect-rate` is given,
-    /// never more than a few hundred connecting at once over all workers (a burst of SYNs past the
-    /// server's backlog only comes back as retransmissions a second later). Ends when every task has:
-    /// at once for a proven direct connection (handed to the ring), at the end of the hold for others.
-    async fn launch_held(
-        shard: Rc<Self>,
-        settings: std::sync::Arc<BenchSettings>,
-        connections: Vec<usize>,
-        started: Instant,
-        ramp: Option<Duration>,
-    ) {
-        // Connections of one worker between connect and proof at most: a few hundred in flight over
-        // the whole run keep up with the kernel's ~45k connects/s, and each one in flight holds a task
-        // (and over tcp a read buffer: memory that `user_bytes_per_conn` counts).
-        let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
-        let Some(hold) = &shard.hold else { return };
-        let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
-        // Connection k starts once fewer than `connecting` of the k before it are unsettled (neither
-        // answered nor failed yet).
-        'launch: for (k, j) in connections.into_iter().enumerate() {
-            let start_at = ramp.map(|step| started + step * k as u32);
-            if !shard.wait_until(start_at).await {
-                break;
-            }
-            loop {
-                let settled = hold.progress.notified();
-                let stopped = shard.stop.notified();
-                if shard.stopped.get() {
-                    break 'launch;
-                }
-                if k - hold.settled.get() < connecting {
-                    break;
-                }
-                tokio::select! {
-                    _ = settled => {}
-                    _ = stopped => {}
-                }
-            }
-            hold.tasks.set(hold.tasks.get() + 1);
-            let (shard, targets) = (shard.clone(), targets.clone());
-            let connect_timeout = settings.connect_timeout;
-            tokio_uring::spawn(async move {
-                let target = &targets[j % targets.len()];
-                Self::hold_connection(&shard, target, connect_timeout, j).await;
-                if let Some(hold) = &shard.hold {
-                    hold.tasks.set(hold.tasks.get() - 1);
-                    hold.progress.notify_waiters();
-                }
-            });
-        }
-        // Proven direct connections end their task at once; the others when the hold ends.
-        loop {
-            let progress = hold.progress.notified();
-            if hold.tasks.get() == 0 {
-                break;
-            }
-            progress.await;
-        }
-    }
-
-    /// `--hold`: one connection, proved by one request, then held until the hold ends: by the ring
-    /// (direct, no `--rate`: the task ends and the connection costs only its slot) or by this task.
-    async fn hold_connection(
-        shard: &Rc<Self>,
-        target: &BenchTarget,
-        connect_timeout: Duration,
-        id: usize,
-    ) {
-        let Some(hold) = &shard.hold else { return };
-        let Some(connected) = shard.open(target, connect_timeout).await else {
-            return;
-        };
-        let io = match connected {
-            Ok(io) => io,
-            Err(err) => {
-                shard.report.borrow_mut().error(&err);
-                hold.settle(&shard.report);
-                return;
-            }
-        };
-        shard.report.borrow_mut().connected(io.tls_resumed());
-        let detach = io.can_hold() && shard.due.is_none();
-        let work = BenchConn::new(shard, target, id, true);
-        work.detach.set(detach);
-        conn::drive(&shard.env, &work, &io, Start::Open).await;
-        if !work.answered.get() {
-            // Failed before answering its proof request (on_failed / on_unanswered counted it).
-            hold.settle(&shard.report);
-            return;
-        }
-        if detach && !shard.stopped.get() {
-            io.hold();
-        } else {
-            // Dropping the transport closes the connection in good order (FIN; close_notify over TLS).
-            hold.live.set(hold.live.get() - 1);
-        }
-    }
-
     /// Waits for a connection's start in the ramp; false when the run ended first.
-    async fn wait_until(&self, at: Option<Instant>) -> bool {
+    pub(super) async fn wait_until(&self, at: Option<Instant>) -> bool {
         if let Some(at) = at {
             tokio::select! {
                 _ = tokio::time::sleep_until(at.into()) => {}
@@ -492,7 +428,7 @@ impl BenchShard {
     /// Connects to `target`; None when the run ended first. A connect the server does not answer (a
     /// full backlog) must not hold the run past its end; the abandoned connect is left to the kernel
     /// and closes when it completes.
-    async fn open(
+    pub(super) async fn open(
         &self,
         target: &BenchTarget,
         timeout: Duration,
@@ -509,37 +445,40 @@ impl BenchShard {
         }
     }
 
-    fn has_due(&self) -> bool {
-        self.due.as_ref().is_some_and(|d| !d.borrow().is_empty())
-    }
-
     /// A clean report (at the start and when the warm-up ends), with room for per-URL counts.
-    fn reset_report(&self, open_loop: bool) {
+    fn reset_report(&self) {
         let mut report = self.report.borrow_mut();
         *report = Report::default();
-        report.open_loop = open_loop;
+        report.open_loop = self.load.schedule().is_some();
         if self.urls > 1 {
             report.per_url = vec![UrlCounts::default(); self.urls];
         }
     }
 }
 
-struct BenchConn<'a> {
+/// A connection's view of its worker's `Load`, with what it keeps of its own.
+pub(super) enum Pace<'a> {
+    Closed(&'a Budget),
+    Open(&'a Schedule),
+    /// `--hold`: where this connection's proof stands, and who keeps it once proven.
+    Held(Held<'a>),
+}
+
+pub(super) struct BenchConn<'a> {
     shard: &'a Rc<BenchShard>,
     requests: &'a [(u32, Vec<u8>)],
     cursor: Cell<usize>,
     rng: Cell<u64>,
-    /// `--hold`: the one request that proves the connection live is still to be sent.
-    proof: Cell<bool>,
-    /// `--hold`: this connection has answered.
-    answered: Cell<bool>,
-    /// `--hold`: end the connection's task once it has answered (the ring keeps the connection).
-    detach: Cell<bool>,
+    pace: Pace<'a>,
 }
 
 impl<'a> BenchConn<'a> {
-    /// A connection's workload; with `proof`, it first sends the one request that proves it live.
-    fn new(shard: &'a Rc<BenchShard>, target: &'a BenchTarget, id: usize, proof: bool) -> Self {
+    pub(super) fn new(
+        shard: &'a Rc<BenchShard>,
+        target: &'a BenchTarget,
+        id: usize,
+        pace: Pace<'a>,
+    ) -> Self {
         BenchConn {
             shard,
             requests: &target.requests,
@@ -547,14 +486,12 @@ impl<'a> BenchConn<'a> {
             cursor: Cell::new(id),
             // Any odd seed gives a full-period xorshift; distinct per connection.
             rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
-            proof: Cell::new(proof),
-            answered: Cell::new(false),
-            detach: Cell::new(false),
+            pace,
         }
     }
 
     /// Appends the next request to the batch, due at `due`, written at `now`.
-    fn push(
+    pub(super) fn push(
         &self,
         out: &mut Vec<u8>,
         conn: &mut Connection<(Instant, u32)>,
@@ -564,6 +501,23 @@ impl<'a> BenchConn<'a> {
         let (url, request) = self.pick();
         out.extend_from_slice(request);
         conn.sent((due, *url), now, self.shard.head_request);
+    }
+
+    /// Appends up to `max` of the requests that fell due, oldest first.
+    pub(super) fn push_due(
+        &self,
+        schedule: &Schedule,
+        out: &mut Vec<u8>,
+        conn: &mut Connection<(Instant, u32)>,
+        max: usize,
+        now: Instant,
+    ) -> usize {
+        let mut due = schedule.due.borrow_mut();
+        let n = max.min(due.len());
+        for intended in due.drain(..n) {
+            self.push(out, conn, intended, now);
+        }
+        n
     }
 
     /// The next request: the origin's URLs in turn, or at random with `--random`.
@@ -599,70 +553,38 @@ impl Workload for BenchConn<'_> {
         max: usize,
         now: Instant,
     ) -> usize {
-        let s = self.shard;
-        if s.stopped.get() {
+        if self.shard.stopped.get() {
             return 0;
         }
-        if s.hold.is_some() && self.proof.replace(false) {
-            self.push(out, conn, now, now);
-            return 1;
-        }
-        if s.hold.is_some() && (s.due.is_none() || !self.answered.get()) {
-            return 0;
-        }
-        if let Some(due) = &s.due {
-            let mut due = due.borrow_mut();
-            let n = max.min(due.len());
-            for intended in due.drain(..n) {
-                self.push(out, conn, intended, now);
+        match &self.pace {
+            Pace::Closed(budget) => {
+                let n = budget.take(max as u64) as usize;
+                for _ in 0..n {
+                    self.push(out, conn, now, now);
+                }
+                n
             }
-            return n;
+            Pace::Open(schedule) => self.push_due(schedule, out, conn, max, now),
+            Pace::Held(held) => held.fill(self, out, conn, max, now),
         }
-        let n = (max as u64).min(s.budget.get()) as usize;
-        if s.budget.get() != u64::MAX {
-            s.budget.set(s.budget.get() - n as u64);
-        }
-        for _ in 0..n {
-            self.push(out, conn, now, now);
-        }
-        n
     }
 
     async fn idle(&self) -> bool {
         let s = self.shard;
-        if s.hold.is_some() {
-            if self.detach.get() && self.answered.get() {
-                return false;
-            }
-            // Held open until the hold ends, taking --rate's requests as they fall due.
-            loop {
-                let woken = s.wake.notified();
-                let stopped = s.stop.notified();
-                if s.stopped.get() {
+        match &self.pace {
+            Pace::Closed(budget) => !s.stopped.get() && !budget.spent(),
+            Pace::Open(schedule) => loop {
+                // Created before the checks, so a wake-up between them is not missed.
+                let woken = schedule.wake.notified();
+                if s.stopped.get() || (schedule.budget.spent() && !schedule.has_due()) {
                     return false;
                 }
-                if s.has_due() {
+                if schedule.has_due() {
                     return true;
                 }
-                tokio::select! {
-                    _ = woken => {}
-                    _ = stopped => {}
-                }
-            }
-        }
-        if s.due.is_none() {
-            return !s.stopped.get() && s.budget.get() > 0;
-        }
-        loop {
-            // Created before the checks, so a wake-up between them is not missed.
-            let woken = s.wake.notified();
-            if s.stopped.get() || (s.budget.get() == 0 && !s.has_due()) {
-                return false;
-            }
-            if s.has_due() {
-                return true;
-            }
-            woken.await;
+                woken.await;
+            },
+            Pace::Held(held) => held.idle(s).await,
         }
     }
 
@@ -681,12 +603,9 @@ impl Workload for BenchConn<'_> {
 
     fn on_done(&self, done: InFlight<(Instant, u32)>, now: Instant) {
         let (due, url) = done.ticket;
-        if let Some(hold) = &self.shard.hold {
-            if !self.answered.replace(true) {
-                hold.live.set(hold.live.get() + 1);
-                hold.peak.set(hold.peak.get().max(hold.live.get()));
-                hold.settle(&self.shard.report);
-            }
+        match &self.pace {
+            Pace::Closed(_) | Pace::Open(_) => {}
+            Pace::Held(held) => held.answered(&self.shard.report),
         }
         let mut r = self.shard.report.borrow_mut();
         r.requests += 1;
@@ -716,20 +635,19 @@ impl Workload for BenchConn<'_> {
             Fate::Unanswered(Unanswered::Failed) => !s.stopped.get(),
             Fate::Unanswered(Unanswered::Bystander) => false,
         };
-        match charged {
-            true => {
-                let mut r = s.report.borrow_mut();
-                r.error(err);
-                if let Some(u) = r.per_url.get_mut(url as usize) {
-                    u.errors += 1;
-                }
+        if charged {
+            let mut r = s.report.borrow_mut();
+            r.error(err);
+            if let Some(u) = r.per_url.get_mut(url as usize) {
+                u.errors += 1;
             }
-            // Never answered through no fault of its own: it goes back into the budget.
-            false => {
-                if s.budget.get() != u64::MAX {
-                    s.budget.set(s.budget.get() + 1);
-                }
-            }
+            return;
+        }
+        // Never answered through no fault of its own: it goes back into the budget (a hold has none).
+        match &self.pace {
+            Pace::Closed(budget) => budget.refund(),
+            Pace::Open(schedule) => schedule.budget.refund(),
+            Pace::Held(_) => {}
         }
     }
 }

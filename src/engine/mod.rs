@@ -12,6 +12,7 @@ pub mod bench;
 pub mod conn;
 pub mod deadline;
 pub mod fetch;
+pub mod hold;
 pub mod limits;
 pub mod progress;
 pub mod transport;
