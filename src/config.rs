@@ -55,7 +55,8 @@ pub enum Input {
 
 pub enum Output {
     Stdout,
-    File(File),
+    /// The file, opened, and its name for messages.
+    File(File, PathBuf),
 }
 
 pub struct FetchPlan {
@@ -230,13 +231,16 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
     let output = match &args.output {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Output::Stdout),
-        Some(p) => Some(Output::File(File::create(p).map_err(|e| {
-            usage(format!(
-                "cannot create output file {}: {}",
-                p.display(),
-                describe(&e)
-            ))
-        })?)),
+        Some(p) => Some(Output::File(
+            File::create(p).map_err(|e| {
+                usage(format!(
+                    "cannot create output file {}: {}",
+                    p.display(),
+                    describe(&e)
+                ))
+            })?,
+            p.clone(),
+        )),
     };
     if let Some(dir) = &args.save_dir {
         std::fs::create_dir_all(dir).map_err(|e| {

@@ -58,6 +58,43 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// Says what an interrupted `fetch` left undone and the command that finishes it.
+fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: bool) {
+    let rest = if stop.rest_uncounted {
+        " (and the rest of stdin)"
+    } else {
+        ""
+    };
+    if !to_file {
+        eprintln!(
+            "ringfetch: {not_fetched} URLs not fetched{rest}; results went to stdout or nowhere, so \
+             only a run with -o FILE can be continued with --resume"
+        );
+        return;
+    }
+    let mut args: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    eprintln!(
+        "ringfetch: {not_fetched} URLs not fetched{rest}; continue with: {}",
+        args.join(" ")
+    );
+}
+
+/// `arg` as a POSIX shell reads it back.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<u8, Failure> {
     let verbose = cli.verbose;
     match cli.command {
@@ -65,17 +102,24 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let plan = config::fetch(args, cli.verbose)?;
             let json = plan.http.json;
             let to_stderr = matches!(plan.output, Some(config::Output::Stdout));
+            let to_file = matches!(plan.output, Some(config::Output::File(..)));
             let run = engine::run_fetch(plan)?;
-            let summary = Summary::new(&run.report, run.elapsed, run.threads);
+            let summary = Summary::new(&run.report, run.elapsed, run.threads)
+                .with_fetch_end(&run.report, run.interrupted.is_some());
             print_summary(&summary, "fetch", json, to_stderr);
             describe_engine(verbose, &run.report);
             if let Some(f) = &run.failure {
                 eprintln!("ringfetch: {f}");
             }
-            Ok(if run.report.error_count() > 0 || run.failure.is_some() {
-                EXIT_ERRORS
-            } else {
-                EXIT_OK
+            if let Some(stop) = run.interrupted {
+                print_continuation(&stop, run.report.not_fetched, to_file);
+            }
+            Ok(match run.interrupted {
+                Some(engine::Interrupted {
+                    signal: Some(sig), ..
+                }) => (128 + sig) as u8,
+                _ if run.report.error_count() > 0 || run.failure.is_some() => EXIT_ERRORS,
+                _ => EXIT_OK,
             })
         }
         Command::Bench(args) => {

@@ -223,6 +223,56 @@ pub async fn recv_poll_first(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>,
         .await
 }
 
+/// SIGINT and SIGTERM, as a signal set.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain bitmask; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live, exclusively borrowed sigset_t for each call.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    set
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts afterwards:
+/// they then wait for `wait_stop_signal` instead of ending the process, and no handler runs in a
+/// worker at an arbitrary point.
+pub fn block_stop_signals() {
+    let set = stop_signals();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Undoes `block_stop_signals` for the calling thread.
+pub fn unblock_stop_signals() {
+    let set = stop_signals();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for SIGINT or SIGTERM (blocked first with `block_stop_signals`) and returns its number.
+pub fn wait_stop_signal() -> i32 {
+    let set = stop_signals();
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: `set` is initialised and `sig` is a live local the call writes once.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// The name of a stop signal, for messages.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

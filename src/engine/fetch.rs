@@ -19,6 +19,7 @@ use slab::Slab;
 use tokio::sync::{Notify, OnceCell};
 
 use super::conn::{self, End, Env, Workload};
+use super::interrupt::{Interrupt, Level, GRACE};
 use crate::error::{ErrorKind, FetchError};
 use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{verdict, InFlight, Verdict};
@@ -47,6 +48,8 @@ pub struct FetchSettings {
     pub resolver: Arc<net::dns::Resolver>,
     /// The direct transport, or None for tcp.
     pub direct: Option<super::transport::DirectSettings>,
+    /// SIGINT, SIGTERM or a failed write of the results asks the run to stop.
+    pub interrupt: Arc<Interrupt>,
 }
 
 /// This worker's limits.
@@ -117,6 +120,12 @@ pub struct FetchShard {
     wake_idle: Notify,
     /// The last job or the last connection finished.
     settled: Notify,
+    /// The run is being interrupted: nothing new is sent; URLs not answered are dropped without a
+    /// line (`forget`), to be fetched by `--resume`.
+    draining: Cell<bool>,
+    /// The requests in flight were ended too (`stop_now`); connects under way give up.
+    stopped: Cell<bool>,
+    stopping: Notify,
     pub report: RefCell<Report>,
     lines: RefCell<Lines>,
 }
@@ -143,6 +152,9 @@ impl FetchShard {
             room: Notify::new(),
             wake_idle: Notify::new(),
             settled: Notify::new(),
+            draining: Cell::new(false),
+            stopped: Cell::new(false),
+            stopping: Notify::new(),
             report: RefCell::new(Report::default()),
             lines: RefCell::new(lines),
         })
@@ -175,23 +187,81 @@ impl FetchShard {
         report
     }
 
-    /// The first write error of the result sink, if any.
-    pub fn sink_error(&self) -> Option<std::io::Error> {
-        self.lines.borrow_mut().failed.take()
-    }
-
-    /// Fires timeouts and flushes results a few times a second.
+    /// Fires timeouts, hands results to the sink a few times a second, and follows an interruption.
     async fn tick(self: Rc<Self>) {
         let period = (self.settings.timeout / 20)
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let grace = self.settings.timeout.min(GRACE);
+        let mut draining_since = None;
         loop {
             tokio::time::sleep(period).await;
-            self.env.watchdog.tick(Instant::now());
+            let now = Instant::now();
+            self.env.watchdog.tick(now);
             self.lines.borrow_mut().flush();
+            let sink = &self.settings.sink;
+            sink.flush_due();
+            let interrupt = &self.settings.interrupt;
+            if sink.failed() {
+                // Finished URLs could no longer be recorded: stop now, and let --resume continue.
+                interrupt.raise(Level::Now);
+            }
+            match interrupt.level() {
+                Level::Running => {}
+                Level::Draining => {
+                    self.drain();
+                    if now.duration_since(*draining_since.get_or_insert(now)) >= grace {
+                        self.stop_now();
+                    }
+                }
+                Level::Now => self.stop_now(),
+            }
         }
     }
 
+    /// Sends nothing new: every URL not yet sent is dropped without a line; connections close once
+    /// their requests are answered.
+    fn drain(&self) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let origins: Vec<Rc<OriginState>> = self.origins.borrow().values().cloned().collect();
+        for origin in origins {
+            let waiting: Vec<usize> = origin.queue.borrow_mut().drain(..).collect();
+            self.queued.set(self.queued.get() - waiting.len());
+            for key in waiting {
+                self.forget(key);
+            }
+        }
+        self.starved.borrow_mut().clear();
+        self.room.notify_one();
+        self.wake_idle.notify_waiters();
+    }
+
+    /// Ends the requests in flight too (the second signal, or the grace period is over).
+    fn stop_now(&self) {
+        self.drain();
+        if !self.stopped.replace(true) {
+            self.env.watchdog.stop_all();
+            self.stopping.notify_waiters();
+        }
+    }
+
+    /// Drops a URL that was not fetched: no line, no `.part` file; `--resume` fetches it.
+    fn forget(&self, key: usize) {
+        let job = self.jobs.borrow_mut().remove(key);
+        if let Some((file, tmp)) = job.save {
+            drop(file);
+            let _ = std::fs::remove_file(tmp);
+        }
+        self.report.borrow_mut().not_fetched += 1;
+        self.after_job();
+    }
+
     fn admit(self: &Rc<Self>, line: Line) {
+        if self.draining.get() {
+            self.report.borrow_mut().not_fetched += 1;
+            return;
+        }
         let target = match Target::parse(&line.url) {
             Ok(t) => t,
             Err(err) => return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err),
@@ -274,10 +344,16 @@ impl FetchShard {
             })
             .await;
         let tls = origin.tls_name.as_deref().map(|name| (&self.tls, name));
+        // Created before the check, so a stop between them is not missed.
+        let stopping = self.stopping.notified();
         let connected = match addrs {
+            _ if self.stopped.get() => Err(interrupted()),
             Ok(addrs) => {
                 let dialer = self.dialer.borrow().clone();
-                net::connect(&dialer, addrs, self.settings.connect_timeout, tls).await
+                tokio::select! {
+                    c = net::connect(&dialer, addrs, self.settings.connect_timeout, tls) => c,
+                    _ = stopping => Err(interrupted()),
+                }
             }
             Err(e) => Err(e.clone()),
         };
@@ -383,6 +459,10 @@ impl FetchShard {
     }
 }
 
+fn interrupted() -> FetchError {
+    FetchError::new(ErrorKind::Io, "interrupted")
+}
+
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
@@ -446,7 +526,8 @@ impl Workload for OriginWork<'_> {
             if queued && s.in_flight.get() < s.limits.cap {
                 return true;
             }
-            if !queued && (s.input_done.get() || !s.starved.borrow().is_empty()) {
+            if !queued && (s.input_done.get() || s.draining.get() || !s.starved.borrow().is_empty())
+            {
                 return false;
             }
             self.origin.idle.set(self.origin.idle.get() + 1);
@@ -548,6 +629,11 @@ impl Workload for OriginWork<'_> {
 
     fn on_left(&self, key: usize, fate: Fate, err: &FetchError) {
         let s = self.shard;
+        if s.draining.get() {
+            // Unanswered or cut short by the interruption: not fetched, for --resume.
+            self.release_slot();
+            return s.forget(key);
+        }
         let why = match fate {
             Fate::Failed => {
                 self.release_slot();

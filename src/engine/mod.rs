@@ -13,11 +13,12 @@ pub mod conn;
 pub mod deadline;
 pub mod fetch;
 pub mod hold;
+pub mod interrupt;
 pub mod limits;
 pub mod progress;
 pub mod transport;
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,13 @@ use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
 use crate::error::{Failure, UsageError};
 use crate::input::{Line, Lines};
-use crate::report::jsonl::Sink;
+use crate::report::jsonl::{Sink, Target};
 use crate::report::summary::Report;
 use crate::runtime::{self, RingSetup};
 use crate::serve;
 use bench::{BenchSettings, BenchShard, BenchTarget};
 use fetch::{FetchSettings, FetchShard, ShardLimits};
+use interrupt::Interrupt;
 use limits::FdLimit;
 
 /// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
@@ -44,6 +46,17 @@ pub struct RunReport {
     pub threads: usize,
     /// A problem that ended the run early or lost output (exit status 1).
     pub failure: Option<String>,
+    /// `fetch` was interrupted: by this signal (exit status 128 + signal), or by `failure`.
+    pub interrupted: Option<Interrupted>,
+}
+
+/// How an interrupted `fetch` ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Interrupted {
+    /// SIGINT or SIGTERM; None when a failed write of the results stopped the run.
+    pub signal: Option<i32>,
+    /// The list came on stdin, so the URLs after the last one read could not be counted.
+    pub rest_uncounted: bool,
 }
 
 /// Splits `total` into `parts` near-equal shares.
@@ -169,9 +182,13 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     describe_direct(plan.engine.verbose, &direct);
     let sink = Sink::new(match plan.output {
         None => None,
-        Some(Output::Stdout) => Some(Box::new(io::stdout()) as Box<dyn Write + Send>),
-        Some(Output::File(f)) => Some(Box::new(io::BufWriter::with_capacity(256 * 1024, f)) as _),
+        Some(Output::Stdout) => Some(Target::Stdout(io::stdout())),
+        Some(Output::File(f, path)) => Some(Target::File(f, path)),
     });
+    let (tx, rx) = async_channel::bounded::<Vec<Line>>(threads * 2);
+    let interrupt = Arc::new(Interrupt::new(rx.clone()));
+    // Before the workers start, so that they inherit the blocked signals.
+    interrupt.watch_signals(plan.http.timeout.min(interrupt::GRACE));
     let settings = Arc::new(FetchSettings {
         template: plan.http.template.clone(),
         depth: plan.http.depth,
@@ -187,8 +204,8 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         no_tls_resume: plan.http.no_tls_resume,
         resolver: plan.http.resolver.clone(),
         direct,
+        interrupt: interrupt.clone(),
     });
-    let (tx, rx) = async_channel::bounded::<Vec<Line>>(threads * 2);
     let started = Instant::now();
     let workers = runtime::spawn_workers(&setup, &plan.engine.cpus, threads, "fetch", move |i| {
         let limits = ShardLimits {
@@ -197,21 +214,22 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         };
         let shard = FetchShard::new(settings.clone(), limits);
         let rx = rx.clone();
-        async move {
-            let report = shard.clone().run(rx).await;
-            (report, shard.sink_error())
-        }
+        async move { shard.clone().run(rx).await }
     })?;
 
     // The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
     // so memory stays bounded by the queue, not by the list.
     let mut failure = None;
+    let stdin = matches!(plan.input, Input::Stdin);
     let reader: Box<dyn io::BufRead> = match plan.input {
         Input::Stdin => Box::new(BufReader::with_capacity(256 * 1024, io::stdin())),
         Input::File(f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
     };
     let mut batch = Vec::with_capacity(BATCH);
-    for line in Lines::new(reader, plan.shard) {
+    // URLs read from the list but never handed to a worker (the run was interrupted).
+    let mut unsent = 0u64;
+    let mut lines = Lines::new(reader, plan.shard);
+    for line in lines.by_ref() {
         match line {
             Ok(line) => batch.push(line),
             Err(e) => {
@@ -228,41 +246,50 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
                 break;
             }
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.send_blocking(full).is_err() {
+            if let Err(closed) = tx.send_blocking(full) {
+                unsent += closed.0.len() as u64;
                 break;
             }
         }
     }
     if !batch.is_empty() && !sink.reader_gone() {
-        let _ = tx.send_blocking(batch);
+        if let Err(closed) = tx.send_blocking(batch) {
+            unsent += closed.0.len() as u64;
+        }
     }
     drop(tx);
 
     let mut report = Report::default();
     for w in workers {
         match w.join() {
-            Ok(Ok((r, sink_error))) => {
-                report.merge(&r);
-                if let Some(e) = sink_error {
-                    if e.kind() == io::ErrorKind::BrokenPipe {
-                        // The reader of our output went away (`| head`): end quietly, as ripgrep does.
-                        std::process::exit(0);
-                    }
-                    failure.get_or_insert(format!("writing results failed: {e}"));
-                }
-            }
+            Ok(Ok(r)) => report.merge(&r),
             Ok(Err(e)) => failure = Some(format!("a worker could not start its io_uring: {e}")),
             Err(_) => failure = Some("a worker thread panicked; results are incomplete".into()),
         }
     }
-    if let Err(e) = sink.flush() {
-        failure.get_or_insert(format!("writing results failed: {e}"));
+    let stopped = interrupt.level() != interrupt::Level::Running;
+    if stopped && !stdin {
+        // The rest of the list is not fetched either: count it, so the summary can say how much.
+        unsent += lines.filter(Result::is_ok).count() as u64;
     }
+    sink.flush();
+    if sink.reader_gone() {
+        // The reader of our output went away (`| head`): end quietly, as ripgrep does.
+        std::process::exit(0);
+    }
+    if let Some(f) = sink.failure() {
+        failure.get_or_insert(f);
+    }
+    report.not_fetched += unsent;
     Ok(RunReport {
         report,
         elapsed: started.elapsed(),
         threads,
         failure,
+        interrupted: stopped.then(|| Interrupted {
+            signal: interrupt.signal(),
+            rest_uncounted: stdin,
+        }),
     })
 }
 
@@ -477,6 +504,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
             elapsed,
             threads,
             failure,
+            interrupted: None,
         },
         label,
         urls,

@@ -1,9 +1,11 @@
 //! One JSON line per URL. Each worker renders its lines into its own buffer and hands whole buffers to the
-//! shared sink, so lines never interleave and the lock is taken once per 64 KiB, not once per URL.
+//! shared sink, so lines never interleave and the lock is taken once per 64 KiB (or per tick), not
+//! once per URL.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -115,20 +117,58 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Where result lines go: a file, stdout, or nowhere (no `-o`).
+/// Where result lines go: a file, stdout, or nowhere (no `-o`). Workers hand over whole lines; the
+/// sink writes them out once 256 KiB are pending or half a second has passed (`flush_due`, called
+/// from every worker's tick), so a line reaches the file within about a second of its URL finishing
+/// and a `kill -9` loses at most that. A failed write (a full disk) truncates the file back to the
+/// last line written whole and stops taking lines: `--resume` continues from there.
 #[derive(Clone)]
 pub struct Sink {
-    out: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    out: Option<Arc<Mutex<Out>>>,
     /// The reader of the results went away (`ringfetch fetch … -o - | head`): fetching more is
     /// pointless, so the run stops feeding URLs and ends quietly.
     gone: Arc<AtomicBool>,
+    /// A write failed: the run stops (see `failure`).
+    failed: Arc<AtomicBool>,
 }
 
+/// Where the bytes go.
+pub enum Target {
+    Stdout(io::Stdout),
+    /// A file, with a name for messages.
+    File(std::fs::File, std::path::PathBuf),
+}
+
+struct Out {
+    target: Target,
+    /// Whole lines not yet written.
+    pending: Vec<u8>,
+    /// Bytes written whole so far (to a file: its length, a line boundary).
+    written: u64,
+    last_write: Instant,
+    /// What the failed write said, once one has.
+    failure: Option<String>,
+}
+
+/// Pending bytes written at once past this size.
+const WRITE_AT: usize = 256 * 1024;
+/// Pending bytes written at least this often.
+const WRITE_EVERY: Duration = Duration::from_millis(500);
+
 impl Sink {
-    pub fn new(out: Option<Box<dyn Write + Send>>) -> Sink {
+    pub fn new(target: Option<Target>) -> Sink {
         Sink {
-            out: out.map(|w| Arc::new(Mutex::new(w))),
+            out: target.map(|target| {
+                Arc::new(Mutex::new(Out {
+                    target,
+                    pending: Vec::with_capacity(WRITE_AT + FLUSH_AT),
+                    written: 0,
+                    last_write: Instant::now(),
+                    failure: None,
+                }))
+            }),
             gone: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -136,24 +176,117 @@ impl Sink {
         self.gone.load(Ordering::Relaxed)
     }
 
+    /// A write of the results failed; `failure` says what and what to do.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     pub fn enabled(&self) -> bool {
         self.out.is_some()
     }
 
-    fn write(&self, bytes: &[u8]) -> io::Result<()> {
-        let Some(out) = &self.out else { return Ok(()) };
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Out>> {
         // A worker that panicked while holding the lock left whole lines behind; keep writing.
-        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-        let res = out.write_all(bytes);
-        if matches!(&res, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
-            self.gone.store(true, Ordering::Relaxed);
-        }
-        res
+        let out = self.out.as_ref()?;
+        Some(out.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn flush(&self) -> io::Result<()> {
-        let Some(out) = &self.out else { return Ok(()) };
-        out.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    /// Takes whole lines; writes them out when enough are pending.
+    fn write(&self, bytes: &[u8]) {
+        let Some(mut out) = self.lock() else { return };
+        if out.failure.is_some() {
+            return;
+        }
+        out.pending.extend_from_slice(bytes);
+        if out.pending.len() >= WRITE_AT {
+            self.write_out(&mut out);
+        }
+    }
+
+    /// Writes pending lines out if they have waited long enough.
+    pub fn flush_due(&self) {
+        let Some(mut out) = self.lock() else { return };
+        if !out.pending.is_empty() && out.last_write.elapsed() >= WRITE_EVERY {
+            self.write_out(&mut out);
+        }
+    }
+
+    /// Writes every pending line out.
+    pub fn flush(&self) {
+        if let Some(mut out) = self.lock() {
+            self.write_out(&mut out);
+        }
+    }
+
+    /// Why writing the results failed, with what to do, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock()?.failure.clone()
+    }
+
+    fn write_out(&self, out: &mut Out) {
+        out.last_write = Instant::now();
+        if out.pending.is_empty() || out.failure.is_some() {
+            return;
+        }
+        let Out {
+            target,
+            pending,
+            written,
+            ..
+        } = out;
+        // How much of `pending` went out before an error: to a file, the lines written whole stay.
+        let mut sent = 0;
+        let res = match target {
+            Target::Stdout(s) => s.write_all(pending).and_then(|()| s.flush()),
+            Target::File(f, _) => loop {
+                match f.write(&pending[sent..]) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+                if sent == pending.len() {
+                    break Ok(());
+                }
+            },
+        };
+        match res {
+            Ok(()) => {
+                *written += pending.len() as u64;
+                pending.clear();
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.gone.store(true, Ordering::Relaxed);
+                pending.clear();
+            }
+            Err(e) => {
+                let message = match target {
+                    Target::Stdout(_) => format!("cannot write results to stdout: {e}"),
+                    Target::File(f, path) => {
+                        // Keep the lines that went out whole; a torn one would only be dropped by
+                        // --resume, better none at all.
+                        let whole = pending[..sent]
+                            .iter()
+                            .rposition(|&b| b == b'\n')
+                            .map_or(0, |i| i + 1);
+                        *written += whole as u64;
+                        let cut = f.set_len(*written).is_ok();
+                        format!(
+                            "cannot write results to {}: {e}; {}, make room and continue with --resume",
+                            path.display(),
+                            if cut {
+                                "the file ends with its last whole line"
+                            } else {
+                                "its last line may be torn"
+                            }
+                        )
+                    }
+                };
+                pending.clear();
+                out.failure = Some(message);
+                self.failed.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -161,10 +294,9 @@ impl Sink {
 pub struct Lines {
     sink: Sink,
     buf: Vec<u8>,
-    /// The first write error; later lines are dropped and the run reports it at the end.
-    pub failed: Option<io::Error>,
 }
 
+/// A worker hands its lines to the sink at this size (and at every tick).
 const FLUSH_AT: usize = 64 * 1024;
 
 impl Lines {
@@ -172,12 +304,11 @@ impl Lines {
         Lines {
             sink,
             buf: Vec::with_capacity(FLUSH_AT + 1024),
-            failed: None,
         }
     }
 
     pub fn push(&mut self, line: &ResultLine<'_>) {
-        if !self.sink.enabled() || self.failed.is_some() {
+        if !self.sink.enabled() || self.sink.failed() {
             return;
         }
         line.write_json(&mut self.buf);
@@ -187,14 +318,12 @@ impl Lines {
         }
     }
 
+    /// Hands the worker's lines to the sink.
     pub fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
+        if !self.buf.is_empty() {
+            self.sink.write(&self.buf);
+            self.buf.clear();
         }
-        if let Err(e) = self.sink.write(&self.buf) {
-            self.failed.get_or_insert(e);
-        }
-        self.buf.clear();
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Report {
     pub retries: u64,
     /// Requests sent again because a connection closed before answering them.
     pub resent: u64,
+    /// `fetch` interrupted: URLs dropped without a result line, for `--resume`.
+    pub not_fetched: u64,
     /// Read and write operations submitted to the ring.
     pub reads: u64,
     pub writes: u64,
@@ -166,6 +168,7 @@ impl Report {
         self.connections_opened += other.connections_opened;
         self.retries += other.retries;
         self.resent += other.resent;
+        self.not_fetched += other.not_fetched;
         self.reads += other.reads;
         self.writes += other.writes;
         self.tls_handshakes += other.tls_handshakes;
@@ -258,9 +261,22 @@ pub struct Summary {
     pub writes: u64,
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+    /// `fetch`: the run was interrupted (SIGINT, SIGTERM, or its results could not be written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<bool>,
+    /// `fetch`: URLs left without a result line by the interruption; `--resume` fetches them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_fetched: Option<u64>,
 }
 
 impl Summary {
+    /// Adds how a `fetch` ended: interrupted or not, and the URLs it left without a line.
+    pub fn with_fetch_end(mut self, report: &Report, interrupted: bool) -> Summary {
+        self.interrupted = Some(interrupted);
+        self.not_fetched = Some(report.not_fetched);
+        self
+    }
+
     /// Adds the per-URL counts, `urls[i]` naming the URL of index i.
     pub fn with_urls(mut self, report: &Report, urls: &[String]) -> Summary {
         self.urls = report
@@ -336,6 +352,8 @@ impl Summary {
             writes: report.writes,
             tls_handshakes: report.tls_handshakes,
             tls_resumed: report.tls_resumed,
+            interrupted: None,
+            not_fetched: None,
         }
     }
 
@@ -356,6 +374,9 @@ impl Summary {
             if self.threads == 1 { "" } else { "s" }
         );
         let _ = writeln!(s, "  {:<12}{:.0}/s", "throughput", self.rps);
+        if let (Some(true), Some(n)) = (self.interrupted, self.not_fetched) {
+            let _ = writeln!(s, "  {:<12}{n} URLs not fetched", "interrupted");
+        }
         let rows = [
             ("latency", Some(&self.latency_us)),
             ("service", self.service_us.as_ref()),
