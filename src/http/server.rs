@@ -49,31 +49,51 @@ pub enum Persistence {
     Close,
 }
 
-/// Why a request is refused; each carries a short reason, for logs and tests. The connection closes
-/// after the refusal, as what follows the refused head cannot be framed.
+/// Why a request is refused. The connection closes after the refusal, as what follows the refused
+/// head cannot be framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// 400: a malformed head, or body framing that cannot be trusted (§6.3 rules 3 and 5).
-    BadRequest(&'static str),
-    /// 431: the head is larger than `MAX_HEAD` or has more than `MAX_HEADERS` fields.
-    TooLarge(&'static str),
+    /// 400: httparse rejected the request line or a field line.
+    MalformedHead,
+    /// 400: a Content-Length that is not 1*DIGIT, or a list of them (§6.3 rule 5).
+    InvalidLength,
+    /// 400: Content-Length values that differ (§6.3 rule 5).
+    ConflictingLengths,
+    /// 400: both framings at once (§6.3 rule 3).
+    LengthAndCoding,
+    /// 431: the head is larger than `MAX_HEAD`.
+    HeadTooLarge,
+    /// 431: more than `MAX_HEADERS` fields.
+    TooManyFields,
     /// 501: a transfer coding; request bodies are only ever framed by Content-Length here.
-    NotImplemented(&'static str),
+    Coding,
 }
 
 impl Refusal {
     /// The status code and reason phrase, as on a status line.
     pub fn status_line(self) -> &'static str {
         match self {
-            Refusal::BadRequest(_) => "400 Bad Request",
-            Refusal::TooLarge(_) => "431 Request Header Fields Too Large",
-            Refusal::NotImplemented(_) => "501 Not Implemented",
+            Refusal::MalformedHead
+            | Refusal::InvalidLength
+            | Refusal::ConflictingLengths
+            | Refusal::LengthAndCoding => "400 Bad Request",
+            Refusal::HeadTooLarge | Refusal::TooManyFields => "431 Request Header Fields Too Large",
+            Refusal::Coding => "501 Not Implemented",
         }
     }
 
+    /// What was wrong, and what a client should send instead.
     pub fn why(self) -> &'static str {
         match self {
-            Refusal::BadRequest(why) | Refusal::TooLarge(why) | Refusal::NotImplemented(why) => why,
+            Refusal::MalformedHead => "malformed request head; send HTTP/1.x",
+            Refusal::InvalidLength => "Content-Length is not a decimal number",
+            Refusal::ConflictingLengths => "conflicting Content-Length values; send one",
+            Refusal::LengthAndCoding => {
+                "both Transfer-Encoding and Content-Length; send only Content-Length"
+            }
+            Refusal::HeadTooLarge => "request head larger than 64 KiB",
+            Refusal::TooManyFields => "more than 64 header fields",
+            Refusal::Coding => "Transfer-Encoding in a request; send a Content-Length instead",
         }
     }
 }
@@ -108,60 +128,47 @@ impl RequestDecoder {
     /// Decodes from the start of `buf`, the unconsumed bytes of the connection: skips what is left of
     /// the previous request's body, then decodes the next head. Returns the bytes consumed and the
     /// step; consumed bytes never need to be shown again.
+    #[inline]
     pub fn decode(&mut self, buf: &[u8]) -> (usize, Step) {
-        let mut skipped = 0;
-        if let State::Body(remaining) = &mut self.state {
-            // At most buf.len(), so it fits in usize.
-            let take = (*remaining).min(buf.len() as u64);
-            *remaining -= take;
-            skipped = take as usize;
-            if *remaining > 0 {
-                return (skipped, Step::NeedMore);
-            }
-            self.state = State::Head { scanned: 0 };
-        }
-        let State::Head { scanned } = &mut self.state else {
-            return (0, Step::Closed);
-        };
-        let (used, step) = decode_head(&buf[skipped..], scanned);
-        match &step {
-            Step::Request(request) => {
-                self.state = match (request.persistence, request.body) {
-                    (Persistence::Close, _) => State::Closed,
-                    (Persistence::KeepAlive, 0) => State::Head { scanned: 0 },
-                    (Persistence::KeepAlive, n) => State::Body(n),
+        let (skipped, scanned) = match &mut self.state {
+            State::Head { scanned } => (0, *scanned),
+            State::Body(remaining) => {
+                // At most buf.len(), so it fits in usize.
+                let take = (*remaining).min(buf.len() as u64);
+                *remaining -= take;
+                if *remaining > 0 {
+                    return (take as usize, Step::NeedMore);
                 }
+                (take as usize, 0)
             }
-            Step::Refused(_) => self.state = State::Closed,
-            Step::NeedMore | Step::Closed => {}
-        }
+            State::Closed => return (0, Step::Closed),
+        };
+        let (used, step, next) = decode_head(&buf[skipped..], scanned);
+        self.state = next;
         (skipped + used, step)
     }
 }
 
-fn decode_head(buf: &[u8], scanned: &mut usize) -> (usize, Step) {
+/// Decodes a head from the start of `buf`, of which `scanned` bytes were already searched for its
+/// end. Returns the bytes consumed, the step, and the state that follows.
+fn decode_head(buf: &[u8], mut scanned: usize) -> (usize, Step, State) {
     // §2.2: empty lines before a request line are ignored. Consumed here, so that httparse (which
     // would skip them too, but from the first byte on every call) never sees them: otherwise a client
-    // sending blank lines slowly would cost a full parse per line.
-    let mut start = 0;
-    if *scanned == 0 {
-        loop {
-            match &buf[start..] {
-                [b'\n', ..] => start += 1,
-                [b'\r', b'\n', ..] => start += 2,
-                _ => break,
-            }
-        }
-    }
+    // sending empty lines slowly would cost a full parse per line.
+    let start = match buf.first() {
+        Some(b'\r' | b'\n') if scanned == 0 => empty_lines(buf),
+        _ => 0,
+    };
     let rest = &buf[start..];
     if rest.is_empty() || rest == b"\r" {
-        return (start, Step::NeedMore);
+        return (start, Step::NeedMore, State::Head { scanned });
     }
+    let refused = |refusal| (start, Step::Refused(refusal), State::Closed);
     loop {
         // First try: parse straight away, as a whole head usually arrives in one read. After a partial
         // head, wait for its empty line before parsing again: httparse restarts from the first byte on
         // every call, so parsing each time a few bytes trickle in would cost quadratic time.
-        let first_try = *scanned == 0;
+        let first_try = scanned == 0;
         let end = if first_try {
             rest.len().min(MAX_HEAD)
         } else {
@@ -169,12 +176,12 @@ fn decode_head(buf: &[u8], scanned: &mut usize) -> (usize, Step) {
             let from = scanned.saturating_sub(3).min(rest.len());
             count_searched(rest.len() - from);
             match end_of_block(&rest[from..]) {
-                Some(e) if from + e > MAX_HEAD => return (start, head_too_large()),
+                Some(e) if from + e > MAX_HEAD => return refused(Refusal::HeadTooLarge),
                 Some(e) => from + e,
-                None if rest.len() > MAX_HEAD => return (start, head_too_large()),
+                None if rest.len() > MAX_HEAD => return refused(Refusal::HeadTooLarge),
                 None => {
-                    *scanned = rest.len();
-                    return (start, Step::NeedMore);
+                    let scanned = rest.len();
+                    return (start, Step::NeedMore, State::Head { scanned });
                 }
             }
         };
@@ -183,40 +190,45 @@ fn decode_head(buf: &[u8], scanned: &mut usize) -> (usize, Step) {
         let mut request = httparse::Request::new(&mut []);
         match request.parse_with_uninit_headers(&rest[..end], &mut headers) {
             Ok(httparse::Status::Complete(len)) => {
-                *scanned = 0;
                 // A refused head is left unconsumed, like one refused before it was complete.
-                return match frame(&request) {
-                    Ok(request) => (start + len, Step::Request(request)),
-                    Err(refusal) => (start, Step::Refused(refusal)),
+                let request = match frame(&request) {
+                    Ok(request) => request,
+                    Err(refusal) => return refused(refusal),
                 };
+                let next = match (request.persistence, request.body) {
+                    (Persistence::Close, _) => State::Closed,
+                    (Persistence::KeepAlive, 0) => State::Head { scanned: 0 },
+                    (Persistence::KeepAlive, n) => State::Body(n),
+                };
+                return (start + len, Step::Request(request), next);
             }
             Ok(httparse::Status::Partial) if first_try => {
                 if rest.len() >= MAX_HEAD {
-                    return (start, head_too_large());
+                    return refused(Refusal::HeadTooLarge);
                 }
-                *scanned = rest.len();
-                return (start, Step::NeedMore);
+                let scanned = rest.len();
+                return (start, Step::NeedMore, State::Head { scanned });
             }
             // httparse did not take that empty line as the end of the head; look past it.
-            Ok(httparse::Status::Partial) => *scanned = end + 3,
-            Err(httparse::Error::TooManyHeaders) => {
-                return (
-                    start,
-                    Step::Refused(Refusal::TooLarge("more than 64 header fields")),
-                )
-            }
-            Err(_) => {
-                return (
-                    start,
-                    Step::Refused(Refusal::BadRequest("malformed request head")),
-                )
-            }
+            Ok(httparse::Status::Partial) => scanned = end + 3,
+            Err(httparse::Error::TooManyHeaders) => return refused(Refusal::TooManyFields),
+            Err(_) => return refused(Refusal::MalformedHead),
         }
     }
 }
 
-fn head_too_large() -> Step {
-    Step::Refused(Refusal::TooLarge("request head larger than 64 KiB"))
+/// The length of the empty lines (CRLF or bare LF) at the start of `buf`. Out of line: clients
+/// rarely send any.
+#[cold]
+fn empty_lines(buf: &[u8]) -> usize {
+    let mut start = 0;
+    loop {
+        match &buf[start..] {
+            [b'\n', ..] => start += 1,
+            [b'\r', b'\n', ..] => start += 2,
+            _ => return start,
+        }
+    }
 }
 
 /// RFC 9112 §6.3, the body-length rules that apply to requests, in their order (rules 1, 2 and 8 are
@@ -235,11 +247,9 @@ fn frame(request: &httparse::Request<'_, '_>) -> Result<Request, Refusal> {
                 // Rule 5: a list of identical values (in one field or across several) is one value;
                 // anything else cannot be framed.
                 for part in h.value.split(|&b| b == b',') {
-                    let n = parse_length(part.trim_ascii()).ok_or(Refusal::BadRequest(
-                        "Content-Length is not a decimal number",
-                    ))?;
+                    let n = parse_length(part.trim_ascii()).ok_or(Refusal::InvalidLength)?;
                     if length.is_some_and(|l| l != n) {
-                        return Err(Refusal::BadRequest("conflicting Content-Length values"));
+                        return Err(Refusal::ConflictingLengths);
                     }
                     length = Some(n);
                 }
@@ -259,16 +269,12 @@ fn frame(request: &httparse::Request<'_, '_>) -> Result<Request, Refusal> {
     }
     // Rule 3: both framings at once is how requests are smuggled; refuse rather than pick one.
     if transfer_encoding && length.is_some() {
-        return Err(Refusal::BadRequest(
-            "both Transfer-Encoding and Content-Length",
-        ));
+        return Err(Refusal::LengthAndCoding);
     }
     // Rule 4: a transfer coding. Request bodies are only skipped here, never decoded, so no coding
     // is understood (§6.1: 501 for a coding the server does not understand).
     if transfer_encoding {
-        return Err(Refusal::NotImplemented(
-            "Transfer-Encoding in a request; send a Content-Length",
-        ));
+        return Err(Refusal::Coding);
     }
     // Rule 5 (checked above) gives the length; rule 6: no length and no coding, no body.
     let body = length.unwrap_or(0);
@@ -393,7 +399,7 @@ mod tests {
     }
 
     fn is_bad_request(step: &Step) -> bool {
-        matches!(step, Step::Refused(Refusal::BadRequest(_)))
+        matches!(step, Step::Refused(r) if r.status_line() == "400 Bad Request")
     }
 
     #[test]
@@ -478,7 +484,7 @@ mod tests {
         assert_eq!(at_every_split(input), [with_body(4)]);
         assert_eq!(
             one("1.1", "Content-Length: 4\r\nContent-Length: 5\r\n"),
-            Step::Refused(Refusal::BadRequest("conflicting Content-Length values"))
+            Step::Refused(Refusal::ConflictingLengths)
         );
     }
 
@@ -504,7 +510,7 @@ mod tests {
         assert_eq!(both.status_line(), "400 Bad Request");
         assert!(both.why().contains("Transfer-Encoding"), "{both:?}");
         let bad = refused(format!("GET / HTTP/1.1\r\nno colon\r\n\r\n{tail}").as_bytes());
-        assert_eq!(bad, Refusal::BadRequest("malformed request head"));
+        assert_eq!(bad, Refusal::MalformedHead);
         let fields: String = (0..65).map(|i| format!("X-{i}: y\r\n")).collect();
         let many = refused(format!("GET / HTTP/1.1\r\n{fields}\r\n{tail}").as_bytes());
         assert_eq!(many.status_line(), "431 Request Header Fields Too Large");
@@ -518,10 +524,7 @@ mod tests {
     #[test]
     fn a_head_over_64_kib_is_refused_whole_or_trickled() {
         let input = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        let too_large = [
-            Step::Refused(Refusal::TooLarge("request head larger than 64 KiB")),
-            Step::Closed,
-        ];
+        let too_large = [Step::Refused(Refusal::HeadTooLarge), Step::Closed];
         assert_eq!(decode_parts(&[input.as_bytes()]).steps, too_large);
         let bytes: Vec<&[u8]> = input.as_bytes().chunks(1000).collect();
         assert_eq!(decode_parts(&bytes).steps, too_large);
