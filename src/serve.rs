@@ -4,7 +4,6 @@
 //! found in one read is answered in one write.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 
@@ -13,12 +12,12 @@ use std::sync::Arc;
 use socket2::{Domain, Socket, Type};
 use tokio_uring::net::{TcpListener, TcpStream};
 
+use crate::http::server::{Method, Persistence, RequestDecoder, Step};
+use crate::net::buffers::Pool;
 use crate::net::direct::{self, Ring, RingSize};
 use crate::net::{self, tcp, tls, Transport};
 use crate::runtime::{spawn_workers, RingSetup};
 
-/// A request head larger than this is refused with 431.
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const READ_BUF: usize = 16 * 1024;
 
 /// A running server: its (first) address and its threads (which run until the process ends).
@@ -223,12 +222,12 @@ impl Responses {
         }
     }
 
-    fn pick(&self, head: bool, close: bool) -> &[u8] {
-        match (close, head) {
-            (false, false) => &self.full,
-            (false, true) => &self.full[..self.head_len],
-            (true, false) => &self.closing,
-            (true, true) => &self.closing[..self.closing_head_len],
+    fn pick(&self, method: Method, persistence: Persistence) -> &[u8] {
+        match (persistence, method) {
+            (Persistence::KeepAlive, Method::Other) => &self.full,
+            (Persistence::KeepAlive, Method::Head) => &self.full[..self.head_len],
+            (Persistence::Close, Method::Other) => &self.closing,
+            (Persistence::Close, Method::Head) => &self.closing[..self.closing_head_len],
         }
     }
 }
@@ -249,98 +248,38 @@ async fn accept_loop(
     }
 }
 
-/// What the parser found at the front of the buffer.
-enum Parsed {
-    /// A complete request head of this length, its body length, and whether it asked for HEAD / close.
-    Request {
-        len: usize,
-        body: u64,
-        head: bool,
-        close: bool,
-    },
-    Partial,
-    Bad(&'static str),
-}
-
-fn parse(buf: &[u8]) -> Parsed {
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => {
-            let mut body = 0;
-            let mut close = req.version == Some(0);
-            for h in req.headers.iter() {
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    match std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                    {
-                        Some(n) => body = n,
-                        None => return Parsed::Bad("400 Bad Request"),
-                    }
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Parsed::Bad("501 Not Implemented");
-                } else if h.name.eq_ignore_ascii_case("connection") {
-                    let v = h.value.to_ascii_lowercase();
-                    close |= v.windows(5).any(|w| w == b"close");
-                    if v.windows(10).any(|w| w == b"keep-alive") {
-                        close = false;
-                    }
-                }
-            }
-            Parsed::Request {
-                len,
-                body,
-                head: req.method == Some("HEAD"),
-                close,
-            }
-        }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
-            Parsed::Bad("431 Request Header Fields Too Large")
-        }
-        Ok(httparse::Status::Partial) => Parsed::Partial,
-        Err(_) => Parsed::Bad("400 Bad Request"),
-    }
-}
-
-/// Answers every complete request at the front of `buf` into `out`. Returns the bytes consumed and
-/// whether the connection must close after the answers (a request asked to, or was refused).
-fn answer(buf: &[u8], skip: &mut u64, out: &mut Vec<u8>, responses: &Responses) -> (usize, bool) {
+/// Answers every complete request at the front of `buf`, the connection's unconsumed bytes, into
+/// `out`. Returns the bytes consumed and whether the connection must close after the answers (a
+/// request asked to, or was refused).
+fn answer(
+    buf: &[u8],
+    requests: &mut RequestDecoder,
+    out: &mut Vec<u8>,
+    responses: &Responses,
+) -> (usize, bool) {
     let mut pos = 0;
     loop {
-        if *skip > 0 {
-            let n = (*skip).min((buf.len() - pos) as u64);
-            *skip -= n;
-            pos += n as usize;
-            if *skip > 0 {
-                return (pos, false);
-            }
-        }
-        if pos == buf.len() {
-            return (pos, false);
-        }
-        match parse(&buf[pos..]) {
-            Parsed::Request {
-                len,
-                body,
-                head,
-                close,
-            } => {
-                pos += len;
-                *skip = body;
-                out.extend_from_slice(responses.pick(head, close));
-                if close {
+        let (used, step) = requests.decode(&buf[pos..]);
+        pos += used;
+        match step {
+            Step::NeedMore => return (pos, false),
+            Step::Request(request) => {
+                out.extend_from_slice(responses.pick(request.method, request.persistence));
+                if request.persistence == Persistence::Close {
                     return (pos, true);
                 }
             }
-            Parsed::Partial => return (pos, false),
-            Parsed::Bad(status) => {
+            Step::Refused(refusal) => {
                 out.extend_from_slice(
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
+                    format!(
+                        "HTTP/1.1 {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        refusal.status_line()
+                    )
+                    .as_bytes(),
                 );
                 return (pos, true);
             }
+            Step::Closed => return (pos, true),
         }
     }
 }
@@ -357,7 +296,7 @@ async fn direct_loop(
     responses: Rc<Responses>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<()> {
-    let pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let pool = Rc::new(Pool::new(READ_BUF));
     let mut loops = Vec::with_capacity(listeners.len());
     for l in &listeners {
         l.set_nonblocking(true)?;
@@ -382,7 +321,7 @@ async fn direct_loop(
 async fn accept_direct(
     ring: Rc<Ring>,
     responses: Rc<Responses>,
-    pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+    pool: Rc<Pool>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     loop {
@@ -403,26 +342,22 @@ async fn accept_direct(
     }
 }
 
-async fn serve_direct(
-    conn: direct::Conn,
-    responses: Rc<Responses>,
-    pool: Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
-) {
+async fn serve_direct(conn: direct::Conn, responses: Rc<Responses>, pool: Rc<Pool>) {
     // A request split across two receives, the only bytes a connection keeps between them.
     let mut partial: Vec<u8> = Vec::new();
-    let mut skip: u64 = 0;
+    let mut requests = RequestDecoder::default();
     loop {
-        let mut out = pool.borrow_mut().pop().unwrap_or_default();
+        let mut out = pool.take();
         let mut close = false;
         let got = conn
             .recv_with(|chunk| {
                 if partial.is_empty() {
-                    let (used, c) = answer(chunk, &mut skip, &mut out, &responses);
+                    let (used, c) = answer(chunk, &mut requests, &mut out, &responses);
                     partial.extend_from_slice(&chunk[used..]);
                     close = c;
                 } else {
                     partial.extend_from_slice(chunk);
-                    let (used, c) = answer(&partial, &mut skip, &mut out, &responses);
+                    let (used, c) = answer(&partial, &mut requests, &mut out, &responses);
                     partial.drain(..used);
                     close = c;
                 }
@@ -444,12 +379,7 @@ async fn serve_direct(
                 return;
             }
         }
-        out.clear();
-        let mut pool = pool.borrow_mut();
-        if pool.len() < 256 && out.capacity() <= 4 * READ_BUF {
-            pool.push(out);
-        }
-        drop(pool);
+        pool.give(out);
         if close {
             conn.shutdown_write();
             return;
@@ -490,8 +420,8 @@ async fn serve_direct_tls(
 async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
-    // Request body bytes still to skip (a request body split across reads).
-    let mut skip: u64 = 0;
+    // Carries what a read left half done (a partial head, a body still to skip) to the next read.
+    let mut requests = RequestDecoder::default();
     loop {
         // Reads append after any partial request already held.
         let (res, b) = stream.receive(|| buf).await;
@@ -500,7 +430,7 @@ async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let (pos, close) = answer(&buf, &mut skip, &mut out, &responses);
+        let (pos, close) = answer(&buf, &mut requests, &mut out, &responses);
         buf.drain(..pos);
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);
@@ -529,40 +459,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_pipelined_requests() {
-        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nHEAD /x HTTP/1.1\r\nConnection: close\r\n\r\n";
-        let Parsed::Request {
-            len,
-            body,
-            head,
-            close,
-        } = parse(buf)
-        else {
-            panic!()
-        };
-        assert_eq!((body, head, close), (0, false, false));
-        let Parsed::Request { head, close, .. } = parse(&buf[len..]) else {
-            panic!()
-        };
-        assert!(head && close);
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Partial));
-        assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-            Parsed::Bad(_)
-        ));
-        let Parsed::Request { body, .. } =
-            parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
-        else {
-            panic!()
-        };
-        assert_eq!(body, 5);
-        let Parsed::Request { close, .. } = parse(b"GET / HTTP/1.0\r\n\r\n") else {
-            panic!()
-        };
-        assert!(close);
-    }
-
-    #[test]
     fn response_bytes() {
         let r = Responses::new(20);
         let text = String::from_utf8(r.full.clone()).unwrap();
@@ -570,5 +466,26 @@ mod tests {
         assert!(text.contains("Content-Length: 20\r\n"));
         assert!(text.ends_with("\r\n\r\n0123456789abcdef0123"));
         assert_eq!(&r.full[r.head_len - 4..r.head_len], b"\r\n\r\n");
+    }
+
+    #[test]
+    fn answers_a_batch_in_order_and_stops_at_a_refusal() {
+        let r = Responses::new(3);
+        let mut requests = RequestDecoder::default();
+        let mut out = Vec::new();
+        let batch = b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: +1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let (used, close) = answer(batch, &mut requests, &mut out, &r);
+        assert_eq!(
+            (used, close),
+            (37, true),
+            "the refused head is not consumed"
+        );
+        let expected = [
+            &r.full[..],
+            &r.full[..r.head_len],
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(out, expected);
     }
 }

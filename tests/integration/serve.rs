@@ -332,3 +332,59 @@ fn serve_listens_on_consecutive_ports() {
         assert!(u["requests"].as_u64().unwrap() > 0, "{s}");
     }
 }
+
+/// serve on descriptors and on direct descriptors: each parses requests in a loop of its own.
+fn each_transport(test: impl Fn(&Serve)) {
+    for args in [&[][..], &["--transport", "direct"][..]] {
+        test(&start_serve(args));
+    }
+}
+
+impl Client {
+    /// Asserts that serve closed the connection: the next read sees the end of the stream.
+    fn assert_closed(&mut self) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+}
+
+/// Two different lengths: which one frames the body is what request smuggling exploits, so the
+/// request is refused and nothing after it is read (RFC 9112 §6.3 rule 5).
+#[test]
+fn serve_refuses_conflicting_content_lengths_and_closes() {
+    each_transport(|serve| {
+        let mut client = Client::connect(serve);
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(client.response(false).0, 400);
+        client.assert_closed();
+    });
+}
+
+/// Content-Length is 1*DIGIT: a sign is not a number, even where a number parser would take it.
+#[test]
+fn serve_refuses_a_signed_content_length() {
+    each_transport(|serve| {
+        let mut client = Client::connect(serve);
+        client.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: +4\r\n\r\n");
+        assert_eq!(client.response(false).0, 400);
+        client.assert_closed();
+    });
+}
+
+/// `close` is a whole token of the Connection list; `notclose` is another option, so the
+/// connection stays open for the next request.
+#[test]
+fn serve_keeps_a_connection_whose_options_only_contain_close() {
+    each_transport(|serve| {
+        let mut client = Client::connect(serve);
+        client.send(b"GET /1 HTTP/1.1\r\nHost: test\r\nConnection: notclose\r\n\r\n");
+        assert_eq!(client.response(false).0, 200);
+        client.send(get("/2").as_bytes());
+        assert_eq!(client.response(false).0, 200);
+    });
+}
