@@ -212,9 +212,21 @@ pub struct FetchArgs {
     pub conns_per_host: usize,
 
     /// Write one JSON line per URL here, in completion order ('-' for stdout; the summary then goes to
-    /// stderr).
+    /// stderr). Lines reach the file within about a second of their URL finishing. An existing
+    /// non-empty FILE is refused unless --resume or --force says what to do with it.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Continue an interrupted run: keep the lines of -o FILE that got a response (dropping a torn
+    /// last line and the lines that ended in an error) and fetch every other URL of the list (give
+    /// the same list and --shard). FILE then ends with exactly one line per URL; bodies already in
+    /// --save-dir for kept lines stay as they are.
+    #[arg(long, requires = "output", conflicts_with = "force")]
+    pub resume: bool,
+
+    /// Overwrite a non-empty -o FILE instead of refusing.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 
     /// Save each body (de-chunked) to DIR/<index>; created if missing. Failed URLs leave no file.
     #[arg(long, value_name = "DIR")]

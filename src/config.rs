@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+
+use crate::report::resume::Done;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +72,8 @@ pub struct FetchPlan {
     pub retries: u32,
     pub max_body: u64,
     pub shard: Option<(u64, u64)>,
+    /// `--resume`: the indexes whose results `-o` already holds; they are not fetched again.
+    pub resume: Option<Arc<Done>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,20 +232,6 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
             Input::File(file)
         }
     };
-    let output = match &args.output {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Output::Stdout),
-        Some(p) => Some(Output::File(
-            File::create(p).map_err(|e| {
-                usage(format!(
-                    "cannot create output file {}: {}",
-                    p.display(),
-                    describe(&e)
-                ))
-            })?,
-            p.clone(),
-        )),
-    };
     if let Some(dir) = &args.save_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             usage(format!(
@@ -251,6 +241,9 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
             ))
         })?;
     }
+    // Last, once every other check has passed: nothing is created or truncated for a command line
+    // that is refused.
+    let (output, resume) = output(&args)?;
     Ok(FetchPlan {
         engine,
         http,
@@ -262,7 +255,66 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
         retries: args.retries,
         max_body: args.max_body.unwrap_or(u64::MAX),
         shard: args.shard,
+        resume,
     })
+}
+
+/// Opens `-o`: refuses to overwrite results unless told (`--force`), or keeps what they hold
+/// (`--resume`, see `report::resume`).
+fn output(args: &FetchArgs) -> Result<(Option<Output>, Option<Arc<Done>>), UsageError> {
+    let path = match &args.output {
+        None => return Ok((None, None)),
+        Some(p) if p.as_os_str() == "-" => {
+            if args.resume {
+                return Err(usage(
+                    "--resume continues the results of -o FILE; with -o - they went to stdout",
+                ));
+            }
+            return Ok((Some(Output::Stdout), None));
+        }
+        Some(p) => p,
+    };
+    let cannot = |what: &str, e: std::io::Error| {
+        usage(format!(
+            "cannot {what} output file {}: {}",
+            path.display(),
+            describe(&e)
+        ))
+    };
+    let mut done = None;
+    if args.resume {
+        let (kept, counts) =
+            crate::report::resume::resume_file(path).map_err(|e| cannot("resume from", e))?;
+        eprintln!(
+            "ringfetch: resuming {}: {} results kept; fetching the rest ({} that ended in an error{}{})",
+            path.display(),
+            counts.kept,
+            counts.retried,
+            if counts.torn { ", a torn last line" } else { "" },
+            if counts.foreign > 0 {
+                format!(", {} lines that are not results, dropped", counts.foreign)
+            } else {
+                String::new()
+            }
+        );
+        done = Some(Arc::new(kept));
+    } else if !args.force {
+        let held = std::fs::metadata(path).map(|m| m.is_file() && m.len() > 0);
+        if held.unwrap_or(false) {
+            return Err(usage(format!(
+                "{} already holds results; continue that run with --resume, or overwrite it with --force",
+                path.display()
+            )));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(args.resume)
+        .truncate(!args.resume)
+        .open(path)
+        .map_err(|e| cannot("create", e))?;
+    Ok((Some(Output::File(file, path.clone())), done))
 }
 
 pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError> {

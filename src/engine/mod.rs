@@ -229,8 +229,11 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     // URLs read from the list but never handed to a worker (the run was interrupted).
     let mut unsent = 0u64;
     let mut lines = Lines::new(reader, plan.shard);
+    let done = plan.resume.clone();
     for line in lines.by_ref() {
         match line {
+            // --resume: its result is in the file already.
+            Ok(line) if done.as_ref().is_some_and(|d| d.contains(line.index)) => continue,
             Ok(line) => batch.push(line),
             Err(e) => {
                 failure = Some(format!(

@@ -5,4 +5,5 @@ pub mod histogram;
 pub mod html;
 pub mod jsonl;
 pub mod merge;
+pub mod resume;
 pub mod summary;

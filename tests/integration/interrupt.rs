@@ -1,6 +1,6 @@
-//! An interrupted `fetch`: real signals sent to the real binary, `kill -9`, and a real full
-//! filesystem (a tmpfs of 64 KiB). Every finished URL keeps its line, nothing else is left behind,
-//! and the run says how to continue.
+//! An interrupted `fetch` and its `--resume`: real signals sent to the real binary, `kill -9`, and a
+//! real full filesystem (a tmpfs of 64 KiB). Every finished URL keeps its line, nothing else is left
+//! behind, the run says how to continue, and `--resume` ends with exactly one line per URL.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -141,6 +141,119 @@ fn sigint_keeps_every_finished_line_and_says_how_to_continue() {
         );
     }
     assert_eq!(entries(&dir.path().join("bodies")).len(), results.len());
+
+    // The command it printed finishes the list: one line per index, every body exact.
+    let mut again = Command::new(bin());
+    again.current_dir(dir.path()).args([
+        "fetch",
+        "list.txt",
+        "-o",
+        "out.jsonl",
+        "--json",
+        "--save-dir",
+        "bodies",
+        "-c",
+        "256",
+        "--resume",
+    ]);
+    let serve = start_serve(&[]);
+    fs::write(dir.path().join("list.txt"), lines(&urls(&serve, n))).unwrap();
+    let run = run_child(again, None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("results kept"), "{}", run.stderr);
+    assert_one_line_per_index(&whole_lines(&out), n, &dir.path().join("bodies"), &body);
+}
+
+fn assert_one_line_per_index(results: &[Value], n: usize, bodies: &Path, body: &[u8]) {
+    let mut seen = vec![false; n];
+    for r in results {
+        assert_response(r, 200, body.len() as u64);
+        let index = r["index"].as_u64().unwrap() as usize;
+        assert!(
+            !std::mem::replace(&mut seen[index], true),
+            "index {index} twice"
+        );
+        assert_eq!(saved(bodies, index as u64).as_deref(), Some(body));
+    }
+    assert!(seen.iter().all(|&s| s), "{} of {n} indexes", results.len());
+    assert_eq!(entries(bodies).len(), n, "no .part file left");
+}
+
+#[test]
+fn resume_drops_a_torn_line_and_errors_and_fetches_the_rest() {
+    let serve = start_serve(&[]);
+    let n = 300;
+    let dir = tempdir();
+    let list = urls(&serve, n);
+    fs::write(dir.path().join("list.txt"), lines(&list)).unwrap();
+    // What a killed run may leave: good lines, a line that ended in an error, a torn last line.
+    let good = |i: usize| {
+        format!(
+            "{{\"index\":{i},\"url\":\"{}\",\"status\":200,\"body_bytes\":1024,\"elapsed_ms\":1.0,\"attempts\":1,\"error\":null}}\n",
+            list[i]
+        )
+    };
+    let mut old: String = (0..100).map(good).collect();
+    old.push_str(&format!(
+        "{{\"index\":100,\"url\":\"{}\",\"status\":null,\"body_bytes\":0,\"elapsed_ms\":0.0,\"attempts\":3,\"error\":\"connect: refused\"}}\n",
+        list[100]
+    ));
+    old.push_str(&good(101)[..40]);
+    fs::write(dir.path().join("out.jsonl"), &old).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir.path())
+        .args(["fetch", "list.txt", "-o", "out.jsonl", "--resume"]);
+    let run = run_child(cmd, None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("100 results kept") && run.stderr.contains("torn"),
+        "{}",
+        run.stderr
+    );
+    let results = whole_lines(&dir.path().join("out.jsonl"));
+    assert_eq!(results.len(), n);
+    let mut seen = vec![false; n];
+    for r in &results {
+        assert_response(r, 200, 1024);
+        seen[r["index"].as_u64().unwrap() as usize] = true;
+    }
+    assert!(seen.iter().all(|&s| s));
+    // The kept lines were not fetched again.
+    assert_eq!(
+        run.stdout
+            .lines()
+            .next()
+            .map(|l| l.contains(" 200 responses")),
+        Some(true),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn results_are_never_overwritten_by_a_refused_or_unasked_run() {
+    let serve = start_serve(&[]);
+    let dir = tempdir();
+    let out = dir.path().join("precious.jsonl");
+    fs::write(&out, "{\"index\":0}\n").unwrap();
+    let list = urls(&serve, 3);
+    // Refused for another reason: the file is not touched.
+    let run = run_fetch(&list, &["-o", arg(&out), "--save-dir", "/proc/nope"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&out).unwrap(), "{\"index\":0}\n");
+    // Not asked to overwrite: refused, naming both ways on.
+    let run = run_fetch(&list, &["-o", arg(&out)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--resume") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "{\"index\":0}\n");
+    // --force overwrites.
+    let run = run_fetch(&list, &["-o", arg(&out), "--force"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(whole_lines(&out).len(), 3);
 }
 
 #[test]
