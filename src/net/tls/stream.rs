@@ -447,11 +447,11 @@ impl<S: Side> Stream<S> {
         }
     }
 
+    /// A socket's failure during the handshake. A direct socket may carry our own error inside (a
+    /// failed send reported on the receive side); `FetchError::io` already unwraps that one, so it is
+    /// not looked for here a second time.
     fn io_error(&self, err: io::Error) -> FetchError {
-        match err.get_ref().and_then(|e| e.downcast_ref::<FetchError>()) {
-            Some(e) => e.clone(),
-            None => FetchError::io(&format!("TLS connection to {}", self.peer), &err),
-        }
+        FetchError::io(&format!("TLS connection to {}", self.peer), &err)
     }
 
     fn tls_error(&self, err: &rustls::Error) -> FetchError {
