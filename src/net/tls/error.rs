@@ -58,3 +58,83 @@ pub(super) fn explain(err: &rustls::Error, peer: &str) -> String {
         other => format!("TLS with {peer} failed: {other}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::ServerName;
+    use rustls::{AlertDescription, CertificateError, Error, InvalidMessage};
+
+    use super::explain;
+
+    fn certificate(err: CertificateError) -> String {
+        explain(&Error::InvalidCertificate(err), "example.test:443")
+    }
+
+    #[test]
+    fn unknown_issuer_names_the_flags_that_fix_it() {
+        let msg = certificate(CertificateError::UnknownIssuer);
+        assert!(
+            msg.starts_with("the certificate of example.test:443 "),
+            "{msg}"
+        );
+        for flag in ["--cacert FILE", "--system-roots", "--insecure"] {
+            assert!(msg.contains(flag), "{flag} missing: {msg}");
+        }
+    }
+
+    #[test]
+    fn wrong_name_lists_the_names_the_certificate_has() {
+        let msg = certificate(CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("example.test").expect("name"),
+            presented: vec![
+                r#"DnsName("a.example")"#.to_string(),
+                r#"DnsName("*.b.example")"#.to_string(),
+                "IpAddress(192.0.2.1)".to_string(),
+            ],
+        });
+        assert!(
+            msg.contains("(it names a.example, *.b.example, IpAddress(192.0.2.1))"),
+            "{msg}"
+        );
+        assert!(msg.contains("--resolve NAME:PORT:ADDR"), "{msg}");
+
+        let bare = certificate(CertificateError::NotValidForName);
+        assert!(!bare.contains("it names"), "{bare}");
+        assert!(bare.contains("not valid for that name;"), "{bare}");
+    }
+
+    #[test]
+    fn dates_point_at_the_server_or_at_our_clock() {
+        assert!(certificate(CertificateError::Expired).contains("has expired"));
+        assert!(certificate(CertificateError::NotValidYet).contains("this machine's clock"));
+    }
+
+    #[test]
+    fn a_plain_http_port_is_recognised() {
+        let msg = explain(
+            &Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            "127.0.0.1:8080",
+        );
+        assert_eq!(
+            msg,
+            "127.0.0.1:8080 did not answer in TLS; is this port serving plain http? (use http:// then)"
+        );
+    }
+
+    #[test]
+    fn alerts_and_the_rest_keep_rustls_words() {
+        let alert = explain(
+            &Error::AlertReceived(AlertDescription::HandshakeFailure),
+            "the client",
+        );
+        assert!(
+            alert.starts_with("the client sent TLS alert 'HandshakeFailure'"),
+            "{alert}"
+        );
+        let other = explain(&Error::DecryptError, "example.test:443");
+        assert!(
+            other.starts_with("TLS with example.test:443 failed: "),
+            "{other}"
+        );
+    }
+}
