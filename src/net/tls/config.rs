@@ -1,7 +1,7 @@
 //! Configurations, built once per run (and per worker for the client): what the client trusts (the
 //! compiled-in webpki roots, `--system-roots`, `--cacert`, or nothing with `--insecure`), its session
 //! cache, and the server's certificate (`--tls-cert`/`--tls-key`, or the self-signed one that
-//! `config.rs` makes for `--tls-self-signed`). Both sides offer TLS 1.3 and 1.2 and ALPN `http/1.1`.
+//! `crate::config` makes for `--tls-self-signed`). Both sides offer TLS 1.3 and 1.2 and ALPN `http/1.1`.
 
 use std::sync::Arc;
 
