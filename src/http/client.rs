@@ -534,6 +534,18 @@ mod tests {
         whole
     }
 
+    /// Feeds `OK` until the oldest request's response is done.
+    fn answer_oldest(c: &mut Connection<u32>) {
+        let mut buf = OK;
+        loop {
+            let (used, event) = c.decode(buf);
+            buf = &buf[used..];
+            if matches!(event, Event::Done(_)) {
+                return;
+            }
+        }
+    }
+
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
     }
@@ -611,14 +623,7 @@ mod tests {
         assert_eq!(c.writable(), 1);
         c.sent(0, Instant::now(), false);
         assert_eq!(c.writable(), 0, "nothing pipelined behind a POST");
-        let mut buf = OK;
-        loop {
-            let (used, event) = c.decode(buf);
-            buf = &buf[used..];
-            if matches!(event, Event::Done(_)) {
-                break;
-            }
-        }
+        answer_oldest(&mut c);
         assert_eq!(c.writable(), 1);
         assert_eq!(c.state(), State::Open);
     }
@@ -796,14 +801,7 @@ mod tests {
         c.sent(0, t0, false);
         c.sent(1, t1, false);
         assert_eq!(c.deadline(), Some(t0 + RULES.timeout));
-        let mut buf = OK;
-        loop {
-            let (used, event) = c.decode(buf);
-            buf = &buf[used..];
-            if matches!(event, Event::Done(_)) {
-                break;
-            }
-        }
+        answer_oldest(&mut c);
         assert_eq!(c.deadline(), Some(t1 + RULES.timeout));
         c.time_out();
         let t = finish(c, vec![]);
@@ -824,12 +822,8 @@ mod tests {
         assert_eq!(t.left, vec![(1, bystander), (2, bystander)]);
         // A reset there (unread pipelined requests make the server's kernel send one) likewise.
         let mut c = with_requests(RULES, false, 3, &[]);
-        let mut buf = OK;
-        while !buf.is_empty() {
-            let (used, _) = c.decode(buf);
-            buf = &buf[used..];
-        }
-        c.decode(buf);
+        answer_oldest(&mut c);
+        c.decode(&[]);
         c.lost(FetchError::new(ErrorKind::Io, "reset"));
         let t = finish(c, vec![]);
         assert_eq!(t.end, Some(End::Closed));
@@ -850,14 +844,7 @@ mod tests {
             assert_eq!(c.writable(), 1);
             c.sent(t, Instant::now(), false);
             assert_eq!(c.writable(), 0, "nothing behind request {t}");
-            let mut buf = OK;
-            loop {
-                let (used, event) = c.decode(buf);
-                buf = &buf[used..];
-                if matches!(event, Event::Done(_)) {
-                    break;
-                }
-            }
+            answer_oldest(&mut c);
             assert_eq!(c.state(), State::Single);
         }
         assert_eq!(c.answered(), 3);
