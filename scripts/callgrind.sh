@@ -6,6 +6,9 @@
 #
 #   scripts/callgrind.sh [N] [DEPTH...]     # defaults: 30000 requests, depths 1 and 16
 #   scripts/callgrind.sh 30000 1 16 -- http://127.0.0.1:8080/1k   # against another server
+#
+# Environment: RINGFETCH=path measures that binary instead of building this checkout (e.g. two
+# builds, before and after a change); TRANSPORT=direct measures the direct-descriptor transport.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +25,13 @@ done
 [ ${#depths[@]} -gt 0 ] || depths=(1 16)
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
 
-cargo build --release --quiet
-bin=target/release/ringfetch
+if [ -n "${RINGFETCH:-}" ]; then
+    bin=$RINGFETCH
+else
+    cargo build --release --quiet
+    bin=target/release/ringfetch
+fi
+transport=(--transport "${TRANSPORT:-tcp}")
 # shellcheck source=scripts/lib/builtin-server.sh
 source scripts/lib/builtin-server.sh
 out=$(mktemp -d)
@@ -41,7 +49,7 @@ fi
 printf '| depth | requests | instructions | instructions / request |\n|--:|--:|--:|--:|\n'
 for p in "${depths[@]}"; do
     taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$out/cg.$p" \
-        "$bin" bench "$url" -c 256 -t 1 -p "$p" -n "$n" --json > "$out/bench.$p" 2> "$out/vg.$p"
+        "$bin" bench "$url" -c 256 -t 1 -p "$p" -n "$n" "${transport[@]}" --json > "$out/bench.$p" 2> "$out/vg.$p"
     total=$(sed -n 's/.*Collected : //p' "$out/vg.$p" | tail -1)
     done_n=$(python3 -c "import json,sys; print(json.load(open('$out/bench.$p'))['requests'])")
     printf '| %s | %s | %s | %s |\n' "$p" "$done_n" "$total" "$((total / done_n))"

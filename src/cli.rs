@@ -237,7 +237,8 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
 
-    /// Largest body accepted; a larger one ends that URL with `too-large`. E.g. 10M, 1G.
+    /// Largest body accepted; a larger one ends that URL with `too-large`, so one endless response
+    /// cannot fill the disk. E.g. 10M, 1G; 0 for no limit. [default: 1G]
     #[arg(long, value_name = "BYTES", value_parser = units::bytes)]
     pub max_body: Option<u64>,
 

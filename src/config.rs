@@ -126,6 +126,10 @@ fn create(path: Option<PathBuf>, flag: &str) -> Result<Option<(PathBuf, File)>, 
     .transpose()
 }
 
+/// `fetch --max-body` unless given: larger than nearly every real body, small enough that one endless
+/// response stops long before it fills a disk.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+
 fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
@@ -253,7 +257,11 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
         output,
         save_dir: args.save_dir,
         retries: args.retries,
-        max_body: args.max_body.unwrap_or(u64::MAX),
+        max_body: match args.max_body {
+            None => DEFAULT_MAX_BODY,
+            Some(0) => u64::MAX,
+            Some(n) => n,
+        },
         shard: args.shard,
         resume,
     })

@@ -28,9 +28,17 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             "'{text}' is not a duration; it must be a positive number"
         ));
     }
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("'{text}' is too long a duration"))
+    match Duration::try_from_secs_f64(value * scale) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "'{text}' is too long a duration; at most 365 days (e.g. 30d is written 720h)"
+        )),
+    }
 }
+
+/// The longest duration any flag takes: longer than any run or timeout, and far from the point where
+/// adding it to the current time overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A count with an optional decimal suffix: `1000`, `10k`, `1M`, `2G`.
 pub fn count(text: &str) -> Result<u64, String> {
@@ -256,6 +264,14 @@ mod tests {
         let err = duration("soon").unwrap_err();
         assert!(err.contains("'soon'") && err.contains("500ms"), "{err}");
         assert!(duration("-1").is_err());
+        // Past a year it is refused, not left to overflow `Instant + Duration` later.
+        assert_eq!(duration("8760h").unwrap(), MAX_DURATION);
+        for long in ["1e19", "1e10", "8761h"] {
+            assert!(
+                duration(long).unwrap_err().contains("at most 365 days"),
+                "{long}"
+            );
+        }
     }
 
     #[test]

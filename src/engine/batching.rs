@@ -54,10 +54,12 @@ impl ReadBatching {
         }
     }
 
+    #[inline]
     pub fn consumed(&mut self, bytes: usize) {
         self.current += bytes;
     }
 
+    #[inline]
     pub fn response_done(&mut self) {
         if self.current == self.last {
             self.same = self.same.saturating_add(1);
@@ -70,6 +72,7 @@ impl ReadBatching {
     }
 
     /// The read that started at `submitted` has been parsed; fold its wait per response into the pace.
+    #[inline]
     pub fn read_done(&mut self, now: Instant) {
         if let (Some(start), n @ 1..) = (self.submitted.take(), self.completed) {
             let sample = now.saturating_duration_since(start) / n;
@@ -83,6 +86,7 @@ impl ReadBatching {
     }
 
     /// Sets the mark for the next read, with `in_flight` responses expected.
+    #[inline]
     pub fn adjust(&mut self, io: &Transport, refill_at: usize, in_flight: usize) {
         if !self.enabled {
             return;

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +71,94 @@ struct Job {
     status: Option<u16>,
     body_bytes: u64,
     sent: Instant,
-    save: Option<(File, PathBuf)>,
+    save: Body,
+}
+
+/// A body being saved under `--save-dir`.
+enum Body {
+    /// Nothing written yet (no byte arrived, or no `--save-dir`).
+    Unsaved,
+    /// Written to a new dot-file, renamed to its final name once complete, so a URL that fails
+    /// leaves no file and the final name only ever holds a whole body.
+    Writing(File, PathBuf),
+    /// A write on this machine failed: the rest of the body is counted, not kept, and the URL ends
+    /// with this error once its response is complete (the connection carries on).
+    Failed(FetchError),
+}
+
+impl Body {
+    fn write(&mut self, dir: &Path, index: u64, data: &[u8]) {
+        if let Body::Unsaved = self {
+            *self = match create_part(dir, index) {
+                Ok((file, tmp)) => Body::Writing(file, tmp),
+                Err(e) => Body::Failed(local(&dir.join(format!(".{index}.part")), &e)),
+            };
+        }
+        if let Body::Writing(file, tmp) = self {
+            if let Err(e) = file.write_all(data) {
+                let err = local(tmp, &e);
+                let _ = std::fs::remove_file(&*tmp);
+                *self = Body::Failed(err);
+            }
+        }
+    }
+
+    /// The response is complete: the body goes to `fin`.
+    fn keep(self, dir: &Path, index: u64, fin: &Path) -> Result<(), FetchError> {
+        let tmp = match self {
+            Body::Failed(e) => return Err(e),
+            Body::Writing(_, tmp) => tmp,
+            // An empty body was never written: it still gets its (empty) file.
+            Body::Unsaved => {
+                create_part(dir, index)
+                    .map_err(|e| local(&dir.join(format!(".{index}.part")), &e))?
+                    .1
+            }
+        };
+        // rename(2) replaces whatever is at `fin`, a link included, without following it.
+        std::fs::rename(&tmp, fin).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            local(fin, &e)
+        })
+    }
+
+    /// The URL ends without its body: nothing is left behind.
+    fn discard(self) {
+        if let Body::Writing(file, tmp) = self {
+            drop(file);
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A new, empty `.INDEX.part` in `dir`. Created new (O_EXCL) and never through a link (O_NOFOLLOW):
+/// a link planted in the directory cannot make ringfetch write a server's bytes elsewhere. A stale part
+/// left by a killed run is removed first (unlink removes a link itself, not its target).
+fn create_part(dir: &Path, index: u64) -> std::io::Result<(File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!(".{index}.part"));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    Ok((file, tmp))
+}
+
+/// A failure to save a body on this machine, said to be ours, not the server's.
+fn local(path: &Path, e: &std::io::Error) -> FetchError {
+    FetchError::new(
+        ErrorKind::Io,
+        format!(
+            "cannot save the body to {}: {} (a problem on this machine, not the server's)",
+            path.display(),
+            crate::error::describe(e)
+        ),
+    )
 }
 
 struct OriginState {
@@ -249,10 +336,7 @@ impl FetchShard {
     /// Drops a URL that was not fetched: no line, no `.part` file; `--resume` fetches it.
     fn forget(&self, key: usize) {
         let job = self.jobs.borrow_mut().remove(key);
-        if let Some((file, tmp)) = job.save {
-            drop(file);
-            let _ = std::fs::remove_file(tmp);
-        }
+        job.save.discard();
         self.report.borrow_mut().not_fetched += 1;
         self.after_job();
     }
@@ -276,7 +360,7 @@ impl FetchShard {
             status: None,
             body_bytes: 0,
             sent: Instant::now(),
-            save: None,
+            save: Body::Unsaved,
         });
         origin.queue.borrow_mut().push_back(key);
         self.queued.set(self.queued.get() + 1);
@@ -409,10 +493,7 @@ impl FetchShard {
 
     fn finish_failed(&self, key: usize, err: FetchError) {
         let job = self.jobs.borrow_mut().remove(key);
-        if let Some((file, tmp)) = job.save {
-            drop(file);
-            let _ = std::fs::remove_file(tmp);
-        }
+        job.save.discard();
         let elapsed = job.sent.elapsed().as_secs_f64() * 1000.0;
         let elapsed = if job.attempts == 0 { 0.0 } else { elapsed };
         self.report_error(
@@ -558,39 +639,21 @@ impl Workload for OriginWork<'_> {
             ));
         }
         if let Some(dir) = &s.settings.save_dir {
-            if job.save.is_none() {
-                // Written under a dot-name and renamed when complete, so a failed URL leaves no file.
-                let tmp = dir.join(format!(".{}.part", job.index));
-                let file = File::create(&tmp)
-                    .map_err(|e| FetchError::io(&format!("cannot create {}", tmp.display()), &e))?;
-                job.save = Some((file, tmp));
-            }
-            if let Some((file, tmp)) = &mut job.save {
-                file.write_all(data)
-                    .map_err(|e| FetchError::io(&format!("cannot write {}", tmp.display()), &e))?;
-            }
+            job.save.write(dir, job.index, data);
         }
         Ok(())
     }
 
     fn on_done(&self, done: InFlight<usize>, now: Instant) {
         let s = self.shard;
-        let job = s.jobs.borrow_mut().remove(done.ticket);
+        let mut job = s.jobs.borrow_mut().remove(done.ticket);
         self.release_slot();
         let latency = now.saturating_duration_since(done.sent);
         let mut path = None;
         if let Some(dir) = &s.settings.save_dir {
             let fin = dir.join(job.index.to_string());
-            let saved = match &job.save {
-                Some((_, tmp)) => std::fs::rename(tmp, &fin),
-                // An empty body was never written: it still gets its (empty) file.
-                None => File::create(&fin).map(drop),
-            };
-            if let Err(e) = saved {
-                if let Some((_, tmp)) = &job.save {
-                    let _ = std::fs::remove_file(tmp);
-                }
-                let err = FetchError::io(&format!("cannot save the body to {}", fin.display()), &e);
+            let body = std::mem::replace(&mut job.save, Body::Unsaved);
+            if let Err(err) = body.keep(dir, job.index, &fin) {
                 let ms = latency.as_secs_f64() * 1000.0;
                 s.report_error(
                     job.index,
@@ -667,10 +730,7 @@ impl Workload for OriginWork<'_> {
             }
             job.status = None;
             job.body_bytes = 0;
-            if let Some((file, tmp)) = job.save.take() {
-                drop(file);
-                let _ = std::fs::remove_file(tmp);
-            }
+            std::mem::replace(&mut job.save, Body::Unsaved).discard();
         }
         self.release_slot();
         self.origin.queue.borrow_mut().push_front(key);

@@ -169,16 +169,19 @@ impl<T: Copy> Connection<T> {
     }
 
     /// Requests written and not yet answered.
+    #[inline]
     pub fn in_flight(&self) -> usize {
         self.pipe.len()
     }
 
     /// Nothing is in flight and the connection may still carry requests.
+    #[inline]
     pub fn is_idle(&self) -> bool {
         self.pipe.is_empty() && matches!(self.state, State::Open | State::Probing | State::Single)
     }
 
     /// How many requests may be written now (rules 1–4).
+    #[inline]
     pub fn writable(&self) -> usize {
         let lone = usize::from(self.pipe.is_empty());
         match self.state {
@@ -190,6 +193,7 @@ impl<T: Copy> Connection<T> {
     }
 
     /// A request was written at `at`; `head_request` when it is a HEAD (its response has no body).
+    #[inline]
     pub fn sent(&mut self, ticket: T, at: Instant, head_request: bool) {
         debug_assert!(self.writable() > 0);
         self.pipe.push(InFlight {
@@ -203,12 +207,14 @@ impl<T: Copy> Connection<T> {
     }
 
     /// When the oldest request times out (rule 9); None with nothing in flight.
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
         self.pipe.front().map(|f| f.sent + self.rules.timeout)
     }
 
     /// Decodes from the start of `buf`, the connection's unconsumed bytes. Returns the bytes consumed
     /// (never to be shown again) and what they meant. Call again until `NeedMore` or `Ended`.
+    #[inline]
     pub fn decode(&mut self, buf: &[u8]) -> (usize, Event<T>) {
         if let State::Ended(_) = self.state {
             return (0, Event::Ended);
@@ -392,6 +398,7 @@ impl<T: Copy> Connection<T> {
     }
 
     /// The oldest request is answered; `more` bytes already follow its response.
+    #[inline]
     fn complete(&mut self, more: bool) -> InFlight<T> {
         // Called only for a response decoded for the front request, so the FIFO is not empty.
         let done = self

@@ -30,6 +30,7 @@ impl Pool {
     }
 
     /// A cleared buffer with at least `size` bytes of capacity.
+    #[inline]
     pub fn take(&self) -> Vec<u8> {
         self.free
             .borrow_mut()
@@ -38,6 +39,7 @@ impl Pool {
     }
 
     /// Keeps `buf` for reuse, unless enough are kept or it is of another size.
+    #[inline]
     pub fn give(&self, mut buf: Vec<u8>) {
         if (self.size..=4 * self.size).contains(&buf.capacity()) {
             buf.clear();
@@ -58,6 +60,7 @@ pub struct RecvBuf {
 }
 
 impl RecvBuf {
+    #[inline]
     pub fn data(&self) -> &[u8] {
         match &self.buf {
             Some(b) => &b[self.start..],
@@ -65,6 +68,7 @@ impl RecvBuf {
         }
     }
 
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.start += n;
         if let Some(b) = &mut self.buf {
@@ -94,11 +98,13 @@ impl RecvBuf {
         b
     }
 
+    #[inline]
     pub fn put(&mut self, buf: Vec<u8>) {
         self.buf = Some(buf);
     }
 
     /// Returns the buffer to the pool when it holds nothing.
+    #[inline]
     pub fn release(&mut self, pool: &Pool) {
         if self.data().is_empty() {
             if let Some(b) = self.buf.take() {

@@ -3,7 +3,7 @@
 //! behind, the run says how to continue, and `--resume` ends with exactly one line per URL.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -302,27 +302,6 @@ fn kill_9_leaves_whole_lines_written_while_running() {
     assert!(results.len() >= 40, "{}", results.len());
     for r in &results {
         assert_response(r, 200, 1024);
-    }
-}
-
-/// A tmpfs of `size` mounted at `path` while it lives.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        fs::create_dir_all(path).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(path.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 

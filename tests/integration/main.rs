@@ -10,5 +10,6 @@ mod hostile;
 mod interrupt;
 mod merge;
 mod nginx;
+mod save;
 mod serve;
 mod tls;

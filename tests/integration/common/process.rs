@@ -102,3 +102,25 @@ pub fn tail(text: &str) -> &str {
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
 }
+
+/// A tmpfs of `size` mounted at `path` while it lives.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// None where mounting is not allowed (not root).
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
