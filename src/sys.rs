@@ -223,6 +223,38 @@ pub async fn recv_poll_first(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>,
         .await
 }
 
+/// Keeps a connect's address alive while the kernel reads it, and reports the result.
+struct ConnectDone;
+
+impl tokio_uring::OneshotOutputTransform for ConnectDone {
+    type Output = io::Result<()>;
+    type StoredData = Box<socket2::SockAddr>;
+
+    fn transform_oneshot_output(
+        self,
+        _addr: Box<socket2::SockAddr>,
+        cqe: io_uring::cqueue::Entry,
+    ) -> io::Result<()> {
+        match cqe.result() {
+            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Connects the socket `fd` to `addr` through the ring. The caller keeps `fd` open until this
+/// completes; `shutdown(fd)` ends a connect still in SYN_SENT at once.
+pub async fn connect(fd: RawFd, addr: std::net::SocketAddr) -> io::Result<()> {
+    use io_uring::{opcode, types};
+    let addr = Box::new(socket2::SockAddr::from(addr));
+    let entry = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+    // The address is boxed into the operation's stable data, which tokio-uring keeps until the
+    // completion arrives even if this future is dropped, so the kernel never reads freed memory.
+    tokio_uring::UnsubmittedOneshot::new(addr, ConnectDone, entry)
+        .submit()
+        .await
+}
+
 /// SIGINT and SIGTERM, as a signal set.
 fn stop_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is a plain bitmask; sigemptyset initialises it before any other use.

@@ -264,7 +264,7 @@ pub async fn connect(
     }
     let mut last = None;
     for addr in addrs {
-        match tokio::time::timeout(timeout, open_socket(dialer, *addr)).await {
+        match open_socket(dialer, *addr, timeout).await {
             Ok(Ok(socket)) => {
                 return match tls {
                     None => Ok(Transport::Plain(socket)),
@@ -275,6 +275,9 @@ pub async fn connect(
                     }
                 }
             }
+            Ok(Err(err)) if err.kind() == io::ErrorKind::TimedOut => {
+                last = Some(connect_timeout(*addr, timeout))
+            }
             Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
             Err(_) => last = Some(connect_timeout(*addr, timeout)),
         }
@@ -282,9 +285,14 @@ pub async fn connect(
     Err(last.unwrap_or_else(|| FetchError::new(ErrorKind::Dns, "no address to connect to")))
 }
 
-/// A connected socket to `addr`, the dialer's kind: direct connections take their source addresses
-/// in turn, each toward a destination of its own family.
-async fn open_socket(dialer: &Dialer, addr: SocketAddr) -> io::Result<Socket> {
+/// A connected socket to `addr`, the dialer's kind, within `timeout` (Err(Elapsed) past it; a tcp
+/// connect reports its own timeout, as TimedOut, after giving its descriptor back): direct
+/// connections take their source addresses in turn, each toward a destination of its own family.
+async fn open_socket(
+    dialer: &Dialer,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<io::Result<Socket>, tokio::time::error::Elapsed> {
     match dialer {
         Dialer::Direct {
             ring,
@@ -297,9 +305,11 @@ async fn open_socket(dialer: &Dialer, addr: SocketAddr) -> io::Result<Socket> {
                 sources[k % sources.len()]
             });
             let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
-            ring.connect(addr, src).await.map(Socket::Direct)
+            tokio::time::timeout(timeout, ring.connect(addr, src))
+                .await
+                .map(|r| r.map(Socket::Direct))
         }
-        _ => tcp::Conn::connect(addr).await.map(Socket::Tcp),
+        _ => Ok(tcp::Conn::connect(addr, timeout).await.map(Socket::Tcp)),
     }
 }
 

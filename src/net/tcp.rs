@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use tokio_uring::net::TcpStream;
 
@@ -12,10 +13,31 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
+    /// Connects within `timeout`. A connect that times out gives its descriptor back at once: the
+    /// socket is ours (not tokio-uring's, whose dropped connect keeps the descriptor until the kernel
+    /// gives up, about two minutes of SYN retries against a host that drops them), so it is shut
+    /// down, which aborts a connect in SYN_SENT, and closed once the ring has let go of it.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_nonblocking(true)?;
         // Requests are small and latency-bound; pipelined batches are already one write.
-        stream.set_nodelay(true)?;
+        socket.set_tcp_nodelay(true)?;
+        let fd = socket.as_raw_fd();
+        let connect = crate::sys::connect(fd, addr);
+        tokio::pin!(connect);
+        tokio::select! {
+            res = &mut connect => res?,
+            _ = tokio::time::sleep(timeout) => {
+                crate::sys::shutdown(fd);
+                let _ = connect.await;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            }
+        }
+        let stream = TcpStream::from_std(std::net::TcpStream::from(socket));
         Ok(Conn { stream })
     }
 

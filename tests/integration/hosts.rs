@@ -81,3 +81,56 @@ fn memory_follows_concurrency_not_the_number_of_hosts() {
     assert_eq!((code, lines), (1, n));
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB for {n} hosts");
 }
+
+#[test]
+fn connects_that_time_out_give_their_descriptors_back() {
+    // A listener whose accept queue is full drops every SYN: each connect to it hangs until
+    // --connect-timeout. Filled by connections it never accepts.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let _fillers: Vec<socket2::Socket> = (0..4)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    // 600 origins (names under .localhost are loopback, RFC 6761), more than the 300 descriptors
+    // the run may have: before, each timed-out connect kept its descriptor for the kernel's ~2 min
+    // of SYN retries, and half the URLs failed with "Too many open files".
+    let dir = tempdir();
+    let list: String = (0..600)
+        .map(|i| format!("http://h{i}.localhost:{}/\n", addr.port()))
+        .collect();
+    fs::write(dir.path().join("list.txt"), list).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).arg("-c").arg(format!(
+        "ulimit -n 300 && exec {} fetch list.txt -o out.jsonl --transport tcp --connect-timeout 0.3s --retries 0 -c 1000",
+        bin().display()
+    ));
+    let run = run_child(cmd, None);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let results = parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
+    assert_eq!(results.len(), 600);
+    for r in &results {
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(!error.contains("open files"), "{r}");
+        assert!(
+            error.starts_with("timeout") || error.starts_with("connect"),
+            "{r}"
+        );
+    }
+}

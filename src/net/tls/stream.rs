@@ -492,13 +492,18 @@ impl ClientStream {
         match tokio::time::timeout(timeout, stream.handshake()).await {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(FetchError::new(
+            Err(_) => {
+                // The handshake's receive is still in the ring and keeps the socket open until the
+                // peer closes: end it now, so the descriptor goes when `stream` does.
+                stream.socket().kill().fire();
+                Err(FetchError::new(
                 ErrorKind::Timeout,
                 format!(
                     "no TLS handshake with {host} within {:.1}s (--connect-timeout); is this port serving https?",
                     timeout.as_secs_f64()
                 ),
-            )),
+            ))
+            }
         }
     }
 }
