@@ -10,10 +10,10 @@
 pub mod bench;
 pub mod conn;
 pub mod deadline;
+pub mod fetch;
 pub mod limits;
 pub mod progress;
 pub mod runtime;
-pub mod fetch;
 pub mod transport;
 
 use std::io::{self, BufReader, Write};
@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
 use crate::input::{Line, Lines};
-use crate::report::jsonl::Sink;
+use crate::report::jsonl::{self, ResultLine, Sink};
 use crate::report::summary::Report;
 use crate::serve;
 use bench::{BenchSettings, BenchShard, BenchTarget};
+use fetch::{FetchSettings, FetchShard, ShardLimits};
 use limits::FdLimit;
 use runtime::RingSetup;
-use fetch::{FetchSettings, FetchShard, ShardLimits};
 
 /// URLs per batch handed to a worker: large enough that the queue's lock is rare, small enough that a
 /// short list still spreads over the workers.
@@ -204,42 +204,13 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         }
     })?;
 
-    // The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
-    // so memory stays bounded by the queue, not by the list.
-    let mut failure = None;
     let reader: Box<dyn io::BufRead> = match plan.input {
         Input::Stdin => Box::new(BufReader::with_capacity(256 * 1024, io::stdin())),
         Input::File(f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
     };
-    let mut batch = Vec::with_capacity(BATCH);
-    for line in Lines::new(reader, plan.shard) {
-        match line {
-            Ok(line) => batch.push(line),
-            Err(e) => {
-                failure = Some(format!(
-                    "reading the URL list failed: {e}; the URLs before it were fetched"
-                ));
-                break;
-            }
-        }
-        if batch.len() == BATCH {
-            // Nobody reads the results any more (`| head`): stop feeding and end quietly.
-            if sink.reader_gone() {
-                batch.clear();
-                break;
-            }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.send_blocking(full).is_err() {
-                break;
-            }
-        }
-    }
-    if !batch.is_empty() && !sink.reader_gone() {
-        let _ = tx.send_blocking(batch);
-    }
+    let (mut report, mut failure) = feed(Lines::new(reader, plan.shard), &tx, &sink);
     drop(tx);
 
-    let mut report = Report::default();
     for w in workers {
         match w.join() {
             Ok(Ok((r, sink_error))) => {
@@ -265,6 +236,66 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
         threads,
         failure,
     })
+}
+
+/// The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
+/// so memory stays bounded by the queue, not by the list. Lines that cannot be URLs get their result
+/// here, as no worker could do more with them. Returns their report and why reading stopped early.
+fn feed(
+    mut list: Lines<Box<dyn io::BufRead>>,
+    tx: &async_channel::Sender<Vec<Line>>,
+    sink: &Sink,
+) -> (Report, Option<String>) {
+    let mut report = Report::default();
+    let mut failure = None;
+    let mut rejected = jsonl::Lines::new(sink.clone());
+    let mut batch = Vec::with_capacity(BATCH);
+    for line in list.by_ref() {
+        match line {
+            Ok(Ok(line)) => batch.push(line),
+            Ok(Err(bad)) => {
+                report.error(&bad.error);
+                rejected.push(&ResultLine {
+                    index: bad.index,
+                    url: &bad.shown,
+                    status: None,
+                    body_bytes: 0,
+                    elapsed_ms: 0.0,
+                    attempts: 0,
+                    error: Some(bad.error.to_string()),
+                    path: None,
+                });
+            }
+            Err(e) => {
+                failure = Some(format!(
+                    "reading the URL list failed: {e}; the URLs before it were fetched"
+                ));
+                break;
+            }
+        }
+        if batch.len() == BATCH {
+            // Nobody reads the results any more (`| head`): stop feeding and end quietly.
+            if sink.reader_gone() {
+                batch.clear();
+                break;
+            }
+            rejected.flush();
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send_blocking(full).is_err() {
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() && !sink.reader_gone() {
+        let _ = tx.send_blocking(batch);
+    }
+    rejected.flush();
+    if let Some(e) = rejected.failed.take() {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            failure.get_or_insert(format!("writing results failed: {e}"));
+        }
+    }
+    (report, failure)
 }
 
 /// What `bench` loads, for the summary's first line.

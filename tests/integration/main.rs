@@ -7,6 +7,7 @@ mod direct;
 mod dns;
 mod fetch;
 mod hostile;
+mod input;
 mod merge;
 mod nginx;
 mod serve;
