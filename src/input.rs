@@ -35,19 +35,40 @@ pub struct BadLine {
     pub error: FetchError,
 }
 
+/// What the list yields, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Url(Line),
+    Bad(BadLine),
+    /// Everything the reader had buffered is consumed: the next entry needs a read, which may wait
+    /// for a slow producer. A caller holding lines back hands them on now.
+    Drained,
+}
+
 pub struct Lines<R> {
     reader: R,
     shard: Option<(u64, u64)>,
     next_index: u64,
-    /// The current line, up to `MAX_LINE` bytes of it.
+    /// The current line, up to `MAX_LINE` bytes of it; it may span several reads.
     raw: Vec<u8>,
     /// Bytes of the current line dropped past `MAX_LINE`, and whether any of them was not whitespace.
     dropped: u64,
     dropped_text: bool,
+    /// `raw` holds a finished line, to be cleared before the next one is read.
+    finished: bool,
     /// No line finished yet: a BOM may still be at the start of `raw`.
     first: bool,
-    /// Everything the reader had buffered was consumed, so the next line needs a read.
+    /// The reader's buffer is empty, so the next `fill_buf` reads from the source.
     drained: bool,
+    /// Bytes were consumed since the last `Entry::Drained`.
+    consumed: bool,
+}
+
+/// How far `read_line` got.
+enum Progress {
+    Line,
+    Drained,
+    End,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -59,34 +80,39 @@ impl<R: BufRead> Lines<R> {
             raw: Vec::with_capacity(256),
             dropped: 0,
             dropped_text: false,
+            finished: false,
             first: true,
             drained: true,
+            consumed: false,
         }
     }
 
-    /// True when the next line cannot come from bytes already buffered: reading it may block (a pipe
-    /// whose producer is slow), so this is when a caller holding lines back should hand them on.
-    pub fn drained(&self) -> bool {
-        self.drained
-    }
-
     /// Reads up to the end of the next physical line into `raw` (at most `MAX_LINE` bytes of it).
-    /// False at the end of the input with nothing read.
-    fn read_line(&mut self) -> io::Result<bool> {
-        self.raw.clear();
-        self.dropped = 0;
-        self.dropped_text = false;
-        let mut any = false;
+    /// Stops early, keeping the part read, when the next read could wait and bytes were consumed
+    /// since the last such stop: a half-written line must not hold back the lines before it.
+    fn read_line(&mut self) -> io::Result<Progress> {
+        if std::mem::take(&mut self.finished) {
+            self.raw.clear();
+            self.dropped = 0;
+            self.dropped_text = false;
+        }
         loop {
+            if self.drained && std::mem::take(&mut self.consumed) {
+                return Ok(Progress::Drained);
+            }
             let buf = match self.reader.fill_buf() {
                 Ok(buf) => buf,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             if buf.is_empty() {
-                return Ok(any);
+                // A last line without its newline is still a line.
+                if self.raw.is_empty() && self.dropped == 0 {
+                    return Ok(Progress::End);
+                }
+                self.finished = true;
+                return Ok(Progress::Line);
             }
-            any = true;
             let end = buf.iter().position(|&b| b == b'\n' || b == b'\r');
             let piece = &buf[..end.unwrap_or(buf.len())];
             let room = MAX_LINE.saturating_sub(self.raw.len());
@@ -96,25 +122,33 @@ impl<R: BufRead> Lines<R> {
                 self.dropped += rest.len() as u64;
                 self.dropped_text |= !rest.iter().all(u8::is_ascii_whitespace);
             }
-            let used = end.map_or(buf.len(), |e| e + 1);
+            // A CR ends the line; so does a CRLF, whose LF is taken along when it is already here
+            // (one arriving later ends an empty line, which is skipped).
+            let used = match end {
+                Some(e) if buf[e] == b'\r' && buf.get(e + 1) == Some(&b'\n') => e + 2,
+                Some(e) => e + 1,
+                None => buf.len(),
+            };
             self.drained = used == buf.len();
+            self.consumed = true;
             self.reader.consume(used);
-            // A CR ends the line; the LF of a CRLF then ends an empty line, which is skipped.
             if end.is_some() {
-                return Ok(true);
+                self.finished = true;
+                return Ok(Progress::Line);
             }
         }
     }
 }
 
 impl<R: BufRead> Iterator for Lines<R> {
-    type Item = io::Result<Result<Line, BadLine>>;
+    type Item = io::Result<Entry>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             match self.read_line() {
-                Ok(false) => return None,
-                Ok(true) => {}
+                Ok(Progress::End) => return None,
+                Ok(Progress::Drained) => return Some(Ok(Entry::Drained)),
+                Ok(Progress::Line) => {}
                 Err(e) => return Some(Err(e)),
             }
             let mut raw = &self.raw[..];
@@ -134,7 +168,7 @@ impl<R: BufRead> Iterator for Lines<R> {
                 }
             }
             let bad = |shown: String, message: String| {
-                Ok(Err(BadLine {
+                Ok(Entry::Bad(BadLine {
                     index,
                     shown,
                     error: FetchError::new(ErrorKind::InvalidUrl, message),
@@ -152,7 +186,7 @@ impl<R: BufRead> Iterator for Lines<R> {
                 ));
             }
             return Some(match std::str::from_utf8(text) {
-                Ok(url) => Ok(Ok(Line {
+                Ok(url) => Ok(Entry::Url(Line {
                     index,
                     url: url.to_string(),
                 })),
@@ -191,36 +225,47 @@ mod tests {
 
     /// (index, url) for good lines; (index, "BAD " + error) for bad ones.
     fn lines_of(bytes: &[u8], shard: Option<(u64, u64)>) -> Vec<(u64, String)> {
-        Lines::new(bytes, shard)
-            .map(|l| match l.unwrap() {
-                Ok(l) => (l.index, l.url),
-                Err(b) => (b.index, format!("BAD {}", b.error)),
-            })
-            .collect()
+        numbered(Lines::new(bytes, shard))
+    }
+
+    fn numbered(list: Lines<impl BufRead>) -> Vec<(u64, String)> {
+        list.filter_map(|l| match l.unwrap() {
+            Entry::Url(l) => Some((l.index, l.url)),
+            Entry::Bad(b) => Some((b.index, format!("BAD {}", b.error))),
+            Entry::Drained => None,
+        })
+        .collect()
     }
 
     fn lines(text: &str, shard: Option<(u64, u64)>) -> Vec<(u64, String)> {
         lines_of(text.as_bytes(), shard)
     }
 
-    /// The same list through a reader that hands out `step` bytes per read, as a slow pipe does.
-    fn lines_in_pieces(bytes: &[u8], step: usize) -> Vec<(u64, String)> {
-        struct Trickle<'a>(&'a [u8], usize);
-        impl io::Read for Trickle<'_> {
-            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-                let n = self.0.len().min(self.1).min(out.len());
-                out[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
+    /// A source that hands out one of `reads` per read, as a pipe from a slow producer does.
+    struct Pipe(Vec<Vec<u8>>);
+
+    impl io::Read for Pipe {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let Some(next) = self.0.first_mut() else {
+                return Ok(0);
+            };
+            let n = next.len().min(out.len());
+            out[..n].copy_from_slice(&next[..n]);
+            next.drain(..n);
+            if next.is_empty() {
+                self.0.remove(0);
             }
+            Ok(n)
         }
-        let reader = io::BufReader::with_capacity(7, Trickle(bytes, step));
-        Lines::new(reader, None)
-            .map(|l| match l.unwrap() {
-                Ok(l) => (l.index, l.url),
-                Err(b) => (b.index, format!("BAD {}", b.error)),
-            })
-            .collect()
+    }
+
+    /// The same list through a reader that hands out `step` bytes per read.
+    fn lines_in_pieces(bytes: &[u8], step: usize) -> Vec<(u64, String)> {
+        let reads = bytes.chunks(step).map(<[u8]>::to_vec).collect();
+        numbered(Lines::new(
+            io::BufReader::with_capacity(7, Pipe(reads)),
+            None,
+        ))
     }
 
     #[test]
@@ -282,13 +327,15 @@ mod tests {
         let got: Vec<_> = Lines::new(&b"http://h/\xff\nhttp://ok/\n"[..], None)
             .map(|l| l.unwrap())
             .collect();
-        let bad = got[0].clone().unwrap_err();
+        let Entry::Bad(bad) = got[0].clone() else {
+            panic!("{got:?}")
+        };
         assert_eq!(bad.index, 0);
         assert_eq!(bad.error.kind, ErrorKind::InvalidUrl);
         assert!(bad.error.message.contains("not valid UTF-8"), "{bad:?}");
         assert!(bad.error.message.contains("0xff at offset 9"), "{bad:?}");
         assert_eq!(bad.shown, "http://h/\u{fffd}");
-        assert_eq!(got[1].clone().unwrap().index, 1);
+        assert!(matches!(&got[1], Entry::Url(l) if l.index == 1), "{got:?}");
     }
 
     #[test]
@@ -309,7 +356,9 @@ mod tests {
         }
         let mut list = Lines::new(text.as_bytes(), None);
         list.next();
-        let bad = list.next().unwrap().unwrap().unwrap_err();
+        let Some(Ok(Entry::Bad(bad))) = list.next() else {
+            panic!("not a bad line")
+        };
         // A short prefix, cut on a character boundary.
         assert!(bad.shown.starts_with("http://h/é"), "{}", bad.shown);
         assert!(bad.shown.ends_with("é…"), "{}", bad.shown);
@@ -336,13 +385,40 @@ mod tests {
     }
 
     #[test]
-    fn drained_says_when_the_next_line_needs_a_read() {
-        let reader = io::BufReader::with_capacity(64, &b"http://a/\nhttp://b/\n"[..]);
-        let mut list = Lines::new(reader, None);
-        assert!(list.drained());
-        list.next();
-        assert!(!list.drained(), "the second line is already buffered");
-        list.next();
-        assert!(list.drained());
+    fn drained_comes_before_every_read_that_could_wait() {
+        let reads = [
+            &b"http://a/\r\n# a comment\n\n"[..],
+            b"http://b/\nhttp://c",
+            b"/\r",
+            b"\n",
+        ];
+        let pipe = Pipe(reads.iter().map(|r| r.to_vec()).collect());
+        let got: Vec<String> = Lines::new(io::BufReader::with_capacity(64, pipe), None)
+            .map(|e| match e.unwrap() {
+                Entry::Url(l) => l.url,
+                Entry::Bad(b) => format!("BAD {}", b.error),
+                Entry::Drained => "drained".into(),
+            })
+            .collect();
+        // The comment and blank line after a/ and the half line c/ must not hold back what
+        // precedes them; lines already buffered go out together.
+        assert_eq!(
+            got,
+            [
+                "http://a/",
+                "drained",
+                "http://b/",
+                "drained",
+                "http://c/",
+                "drained",
+                "drained"
+            ]
+        );
+        // A file read in one piece is drained once, at its end.
+        let got: Vec<Entry> = Lines::new(&b"http://a/\nhttp://b/\n"[..], None)
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2], Entry::Drained);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
-use crate::input::{Line, Lines};
+use crate::input::{Entry, Line, Lines};
 use crate::report::jsonl::{self, ResultLine, Sink};
 use crate::report::summary::Report;
 use crate::serve;
@@ -242,7 +242,7 @@ pub fn run_fetch(plan: FetchPlan) -> io::Result<RunReport> {
 /// so memory stays bounded by the queue, not by the list. Lines that cannot be URLs get their result
 /// here, as no worker could do more with them. Returns their report and why reading stopped early.
 fn feed(
-    mut list: Lines<Box<dyn io::BufRead>>,
+    list: Lines<Box<dyn io::BufRead>>,
     tx: &async_channel::Sender<Vec<Line>>,
     sink: &Sink,
 ) -> (Report, Option<String>) {
@@ -250,10 +250,21 @@ fn feed(
     let mut failure = None;
     let mut rejected = jsonl::Lines::new(sink.clone());
     let mut batch = Vec::with_capacity(BATCH);
-    for line in list.by_ref() {
-        match line {
-            Ok(Ok(line)) => batch.push(line),
-            Ok(Err(bad)) => {
+    for entry in list {
+        // A full batch goes at once. So does a partial one when the next line needs a read: from a
+        // slow producer (`tail -f | ringfetch fetch`) that read may wait for minutes, and the lines
+        // already read must not wait with it. A file or a fast pipe brings thousands of lines per
+        // read, so batches stay full but for one per read.
+        let send = match entry {
+            Ok(Entry::Url(line)) => {
+                batch.push(line);
+                batch.len() == BATCH
+            }
+            Ok(Entry::Drained) => {
+                rejected.flush();
+                !batch.is_empty()
+            }
+            Ok(Entry::Bad(bad)) => {
                 report.error(&bad.error);
                 rejected.push(&ResultLine {
                     index: bad.index,
@@ -265,6 +276,7 @@ fn feed(
                     error: Some(bad.error.to_string()),
                     path: None,
                 });
+                false
             }
             Err(e) => {
                 failure = Some(format!(
@@ -272,8 +284,8 @@ fn feed(
                 ));
                 break;
             }
-        }
-        if batch.len() == BATCH {
+        };
+        if send {
             // Nobody reads the results any more (`| head`): stop feeding and end quietly.
             if sink.reader_gone() {
                 batch.clear();

@@ -192,3 +192,80 @@ fn run_under_peak(cmd: &mut Command, dir: &Path, limit_kib: u64) -> i32 {
         thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Kills and reaps a child the test started, however the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// 1. A producer process writes one URL (and a comment line) into ringfetch's stdin, then sleeps
+///    with the pipe still open.
+/// 2. The URL's result line must reach ringfetch's stdout while the producer still holds stdin
+///    open: lines are admitted as they arrive, not when a batch of 64 is full or at EOF.
+/// 3. The producer ends; ringfetch sees EOF and exits 0.
+#[test]
+fn stdin_lines_are_fetched_as_they_arrive() {
+    let serve = start_serve(&[]);
+    let url = serve.url("/first");
+    let mut producer = Command::new("sh")
+        .args([
+            "-c",
+            "printf '%s\\r\\n# more to come\\n' \"$1\"; exec sleep 30",
+        ])
+        .args(["sh", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the producer");
+    let pipe = producer.stdout.take().expect("stdout was piped");
+    let mut producer = Running(producer);
+    let mut fetch = Command::new(bin())
+        .args(["fetch", "-o", "-"])
+        .stdin(pipe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringfetch");
+    let stdout = fetch.stdout.take().expect("stdout was piped");
+    let mut fetch = Running(fetch);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no result line while the producer kept stdin open")
+        .expect("read ringfetch's stdout");
+    assert!(
+        producer.0.try_wait().expect("poll the producer").is_none(),
+        "the producer ended before the result arrived"
+    );
+    let results = parse_jsonl(&line);
+    assert_eq!(results[0]["index"], 0, "{line}");
+    assert_eq!(results[0]["url"], url, "{line}");
+    assert_response(&results[0], 200, 1024);
+    let _ = producer.0.kill();
+    let _ = producer.0.wait();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = fetch.0.try_wait().expect("poll ringfetch") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ringfetch did not end after its stdin closed"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(rx.recv().is_err(), "more than one result line");
+}
