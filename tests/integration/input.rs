@@ -269,3 +269,45 @@ fn stdin_lines_are_fetched_as_they_arrive() {
     assert_eq!(status.code(), Some(0));
     assert!(rx.recv().is_err(), "more than one result line");
 }
+
+#[test]
+fn lowercase_head_is_sent_as_head_and_framed_as_head() {
+    // An unknown method gets a body; HEAD does not. A lowercase `head` sent as given would be
+    // answered with a body that a HEAD-framed connection then reads as the next response.
+    let server = Hostile::replies(|r| {
+        if r.method == "HEAD" {
+            Reply::Send(response("HTTP/1.1 200 OK", &["Content-Length: 100"], b""))
+        } else {
+            Reply::Send(ok(&[b'x'; 100]))
+        }
+    });
+    let list: Vec<String> = (0..4).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(
+        &list,
+        &["-X", "head", "-p", "4", "-c", "4", "--conns-per-host", "1"],
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..4 {
+        assert_response(out.result(i), 200, 0);
+    }
+    let methods: Vec<String> = server.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["HEAD"; 4]);
+}
+
+#[test]
+fn framing_headers_without_a_body_and_control_characters_are_usage_errors() {
+    let server = Hostile::replies(|_| Reply::Send(ok(b"hi")));
+    for (header, says) in [
+        ("Content-Length: 5", "--body"),
+        ("Transfer-Encoding: chunked", "--body"),
+        ("X-A: a\x01b", "control characters"),
+        ("X-A: a\rb", "control characters"),
+    ] {
+        let out = run_fetch(&[server.url("/")], &["-H", header, "--timeout", "2"]);
+        assert_eq!(out.code, 2, "{header:?}: {}", out.describe());
+        assert!(out.stderr.contains(says), "{header:?}: {}", out.stderr);
+        assert!(out.results.is_empty(), "{}", out.describe());
+    }
+    server.settle();
+    assert_eq!(server.connections(), 0, "a usage error fetches nothing");
+}
