@@ -311,3 +311,20 @@ fn framing_headers_without_a_body_and_control_characters_are_usage_errors() {
     server.settle();
     assert_eq!(server.connections(), 0, "a usage error fetches nothing");
 }
+
+#[test]
+fn a_response_with_hundreds_of_header_lines_and_a_zero_padded_length_is_read() {
+    let cookies: Vec<String> = (0..300).map(|i| format!("Set-Cookie: c{i}=1")).collect();
+    let mut headers: Vec<&str> = cookies.iter().map(String::as_str).collect();
+    // Last, so the body is framed right only if all 300 lines before it were parsed.
+    headers.push("Content-Length: 000000000000000000000005");
+    let reply = response("HTTP/1.1 200 OK", &headers, b"hello");
+    let server = Hostile::replies(move |_| Reply::Send(reply.clone()));
+    let list: Vec<String> = (0..4).map(|i| server.url(&format!("/{i}"))).collect();
+    let out = run_fetch(&list, &["-p", "4", "-c", "4", "--conns-per-host", "1"]);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for i in 0..4 {
+        assert_response(out.result(i), 200, 5);
+    }
+    assert_eq!(server.connections(), 1, "{}", out.describe());
+}
