@@ -10,9 +10,9 @@ use std::io::{self, BufRead};
 
 use crate::error::{ErrorKind, FetchError};
 
-/// Longest line read as a URL. Servers refuse request targets far shorter (nginx 8 KiB, most CDNs
-/// 16–32 KiB), so a longer line is a broken list (a missing newline, a binary file), not a URL. The
-/// cap also bounds what one line can cost in memory: the rest of the line is read and dropped.
+/// Longest line read as a URL. Servers refuse request targets far shorter (nginx's default is 8 KiB),
+/// so a longer line is a broken list (a missing newline, a binary file), not a URL. The cap also
+/// bounds what one line can cost in memory: the rest of the line is read and dropped.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// How much of an unusable line its result shows.
