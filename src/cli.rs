@@ -90,7 +90,9 @@ pub struct HttpArgs {
     #[arg(long, value_name = "N")]
     pub refill_at: Option<usize>,
 
-    /// HTTP method.
+    /// HTTP method. The standard ones (GET HEAD POST PUT DELETE OPTIONS PATCH TRACE) are sent in
+    /// capitals whatever the case given (-X head sends HEAD); others are sent as given, as methods
+    /// are case-sensitive.
     #[arg(
         short = 'X',
         long = "request",
@@ -101,7 +103,8 @@ pub struct HttpArgs {
 
     /// Extra request header, 'Name: value'; repeat for more. Replaces a default of the same name
     /// (User-Agent, Accept, Host); 'Name:' with no value removes it, as in curl (-H 'User-Agent:' -H
-    /// 'Accept:' sends the bare request wrk sends).
+    /// 'Accept:' sends the bare request wrk sends). Content-Length and Transfer-Encoding need --body;
+    /// control characters other than tab are refused.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
 

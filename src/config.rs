@@ -466,3 +466,93 @@ fn serve_tls_self_signed(
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
     tls::server_config(vec![made.cert.der().clone()], key).map_err(usage)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// The request side of `ringfetch fetch ARGS`, as `fetch` and `bench` both build it.
+    fn request(args: &[&str]) -> Result<HttpPlan, UsageError> {
+        let cli = Cli::try_parse_from(["ringfetch", "fetch"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Fetch(f) => http(&f.http),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn refused(args: &[&str], says: &str) {
+        match request(args) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => assert!(e.0.contains(says), "{args:?}: {}", e.0),
+        }
+    }
+
+    #[test]
+    fn framing_headers_need_a_body() {
+        // Without a body they would frame the next pipelined request as this one's body.
+        refused(&["-H", "Content-Length: 5"], "without --body");
+        refused(&["-H", "content-length:12"], "--body DATA");
+        refused(&["-H", "Transfer-Encoding: chunked"], "without --body");
+        refused(
+            &["-X", "POST", "-H", "Transfer-Encoding: gzip"],
+            "drop the header",
+        );
+        // With --body the body sets its own length, as before.
+        refused(&["--body", "x", "-H", "Content-Length: 1"], "--body sets");
+        // A zero length frames an empty body correctly, and 'Name:' removes the header.
+        assert!(request(&["-H", "Content-Length: 0"]).is_ok());
+        assert!(request(&["-X", "POST", "-H", "Content-Length:"]).is_ok());
+    }
+
+    #[test]
+    fn control_characters_in_headers_are_refused() {
+        for bad in [
+            "X-A: a\rb",
+            "X-A: a\nb",
+            "X-A: a\0b",
+            "X-A: a\x01b",
+            "X-A: a\x7fb",
+            "X-A: ends in a break\r\n",
+            "X-\x1bA: b",
+            "\nX-A: b",
+        ] {
+            refused(&["-H", bad], "control characters");
+        }
+        let plan = request(&["-H", "X-A: a\tb"]).expect("a tab is allowed");
+        let head = String::from_utf8(plan.template.render("/", "h")).unwrap();
+        assert!(head.contains("\r\nX-A: a\tb\r\n"), "{head:?}");
+    }
+
+    #[test]
+    fn lowercase_standard_methods_are_sent_in_capitals() {
+        for (given, sent) in [
+            ("head", "HEAD"),
+            ("Get", "GET"),
+            ("post", "POST"),
+            ("pUt", "PUT"),
+            ("delete", "DELETE"),
+            ("options", "OPTIONS"),
+            ("patch", "PATCH"),
+            ("trace", "TRACE"),
+            // Unknown methods are case-sensitive and go as given.
+            ("purge", "purge"),
+            ("PROPFIND", "PROPFIND"),
+        ] {
+            let plan = request(&["-X", given]).unwrap();
+            let head = String::from_utf8(plan.template.render("/", "h")).unwrap();
+            assert!(
+                head.starts_with(&format!("{sent} / HTTP/1.1\r\n")),
+                "{head}"
+            );
+        }
+        // HEAD framing (no body in the response) follows the method actually sent.
+        assert!(request(&["-X", "head"]).unwrap().template.head);
+        assert!(!request(&["-X", "purge"]).unwrap().template.head);
+        assert!(request(&["-X", "delete"]).unwrap().template.idempotent);
+        refused(&["-X", "connect"], "CONNECT");
+    }
+}

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use crate::config::HttpPlan;
 use crate::config::{BenchPlan, EnginePlan, FetchPlan, Input, Output, Stop};
 use crate::error::{Failure, UsageError};
-use crate::input::{Line, Lines};
-use crate::report::jsonl::{Sink, Target};
+use crate::input::{Entry, Line, Lines};
+use crate::report::jsonl::{self, ResultLine, Sink, Target};
+use crate::report::resume::Done;
 use crate::report::summary::Report;
 use crate::runtime::{self, RingSetup};
 use crate::serve;
@@ -217,52 +218,15 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         async move { shard.clone().run(rx).await }
     })?;
 
-    // The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
-    // so memory stays bounded by the queue, not by the list.
-    let mut failure = None;
     let stdin = matches!(plan.input, Input::Stdin);
     let reader: Box<dyn io::BufRead> = match plan.input {
         Input::Stdin => Box::new(BufReader::with_capacity(256 * 1024, io::stdin())),
         Input::File(f) => Box::new(BufReader::with_capacity(256 * 1024, f)),
     };
-    let mut batch = Vec::with_capacity(BATCH);
-    // URLs read from the list but never handed to a worker (the run was interrupted).
-    let mut unsent = 0u64;
-    let mut lines = Lines::new(reader, plan.shard);
-    let done = plan.resume.clone();
-    for line in lines.by_ref() {
-        match line {
-            // --resume: its result is in the file already.
-            Ok(line) if done.as_ref().is_some_and(|d| d.contains(line.index)) => continue,
-            Ok(line) => batch.push(line),
-            Err(e) => {
-                failure = Some(format!(
-                    "reading the URL list failed: {e}; the URLs before it were fetched"
-                ));
-                break;
-            }
-        }
-        if batch.len() == BATCH {
-            // Nobody reads the results any more (`| head`): stop feeding and end quietly.
-            if sink.reader_gone() {
-                batch.clear();
-                break;
-            }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if let Err(closed) = tx.send_blocking(full) {
-                unsent += closed.0.len() as u64;
-                break;
-            }
-        }
-    }
-    if !batch.is_empty() && !sink.reader_gone() {
-        if let Err(closed) = tx.send_blocking(batch) {
-            unsent += closed.0.len() as u64;
-        }
-    }
+    let mut list = Lines::new(reader, plan.shard);
+    let (mut report, mut failure, mut unsent) = feed(&mut list, plan.resume.as_deref(), &tx, &sink);
     drop(tx);
 
-    let mut report = Report::default();
     for w in workers {
         match w.join() {
             Ok(Ok(r)) => report.merge(&r),
@@ -273,7 +237,9 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let stopped = interrupt.level() != interrupt::Level::Running;
     if stopped && !stdin {
         // The rest of the list is not fetched either: count it, so the summary can say how much.
-        unsent += lines.filter(Result::is_ok).count() as u64;
+        unsent += list
+            .filter(|e| matches!(e, Ok(Entry::Url(_) | Entry::Bad(_))))
+            .count() as u64;
     }
     sink.flush();
     if sink.reader_gone() {
@@ -294,6 +260,83 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
             rest_uncounted: stdin,
         }),
     })
+}
+
+/// The main thread reads the list and feeds the workers; `send_blocking` waits while they are busy,
+/// so memory stays bounded by the queue, not by the list. Lines that cannot be URLs get their result
+/// here, as no worker could do more with them; with `--resume`, lines whose result is kept are skipped.
+/// Returns their report, why reading stopped early, and the URLs read but never handed to a worker
+/// (the run was interrupted).
+fn feed(
+    list: &mut Lines<Box<dyn io::BufRead>>,
+    done: Option<&Done>,
+    tx: &async_channel::Sender<Vec<Line>>,
+    sink: &Sink,
+) -> (Report, Option<String>, u64) {
+    let mut report = Report::default();
+    let mut failure = None;
+    let mut unsent = 0u64;
+    let mut rejected = jsonl::Lines::new(sink.clone());
+    let mut batch = Vec::with_capacity(BATCH);
+    let kept = |index: u64| done.is_some_and(|d| d.contains(index));
+    for entry in list.by_ref() {
+        // A full batch goes at once. So does a partial one when the next line needs a read: from a
+        // slow producer (`tail -f | ringfetch fetch`) that read may wait for minutes, and the lines
+        // already read must not wait with it. A file or a fast pipe brings thousands of lines per
+        // read, so batches stay full but for one per read.
+        let send = match entry {
+            Ok(Entry::Url(line)) if kept(line.index) => false,
+            Ok(Entry::Url(line)) => {
+                batch.push(line);
+                batch.len() == BATCH
+            }
+            Ok(Entry::Drained) => {
+                rejected.flush();
+                !batch.is_empty()
+            }
+            Ok(Entry::Bad(bad)) if kept(bad.index) => false,
+            Ok(Entry::Bad(bad)) => {
+                report.error(&bad.error);
+                rejected.push(&ResultLine {
+                    index: bad.index,
+                    url: &bad.shown,
+                    status: None,
+                    body_bytes: 0,
+                    elapsed_ms: 0.0,
+                    attempts: 0,
+                    error: Some(bad.error.to_string()),
+                    path: None,
+                });
+                false
+            }
+            Err(e) => {
+                failure = Some(format!(
+                    "reading the URL list failed: {e}; the URLs before it were fetched"
+                ));
+                break;
+            }
+        };
+        if send {
+            // Nobody reads the results any more (`| head`): stop feeding and end quietly.
+            if sink.reader_gone() {
+                batch.clear();
+                break;
+            }
+            rejected.flush();
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if let Err(closed) = tx.send_blocking(full) {
+                unsent += closed.0.len() as u64;
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() && !sink.reader_gone() {
+        if let Err(closed) = tx.send_blocking(batch) {
+            unsent += closed.0.len() as u64;
+        }
+    }
+    rejected.flush();
+    (report, failure, unsent)
 }
 
 /// What `bench` loads, for the summary's first line.

@@ -43,6 +43,16 @@ impl RequestTemplate {
                 "-X CONNECT opens a tunnel and is not supported; use GET, HEAD, POST, ...".into(),
             ));
         }
+        // Methods are case-sensitive (RFC 9110 §9.1): a server answers `head` as an unknown method,
+        // with a body, which a response framed as HEAD's would leave on the connection. Nobody means
+        // a lowercase standard method, so it is sent in capitals; other methods go as given.
+        let method = match STANDARD_METHODS
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(method))
+        {
+            Some(standard) => standard,
+            None => method,
+        };
         let mut host_override = None;
         let mut user = Vec::new();
         let has = |name: &str, lines: &[(String, String)]| {
@@ -52,6 +62,16 @@ impl RequestTemplate {
         // Headers given as 'Name:' (no value): sent neither by the user nor as one of our defaults.
         let mut removed: Vec<String> = Vec::new();
         for raw in headers {
+            // Checked before trimming, which would quietly drop a CR or LF at either end. Only tab
+            // is allowed (RFC 9110 §5.5); CR and LF would end the header early, and NUL or the other
+            // controls are refused by servers or read differently by the proxies on the way.
+            if raw.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(UsageError(format!(
+                    "-H '{}': header names and values cannot contain control characters (CR, LF, \
+                     NUL, ...); only tab is allowed. Percent-encode or drop them",
+                    raw.escape_debug()
+                )));
+            }
             let (name, value) = raw.split_once(':').ok_or_else(|| {
                 UsageError(format!(
                     "-H '{raw}' is not a header; expected 'Name: value', e.g. -H 'Accept: text/html'"
@@ -62,12 +82,6 @@ impl RequestTemplate {
             if name.is_empty() || !name.bytes().all(is_token_byte) {
                 return Err(UsageError(format!(
                     "-H '{raw}': '{name}' is not a valid header name"
-                )));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(UsageError(format!(
-                    "-H '{}': header values cannot contain line breaks",
-                    raw.escape_debug()
                 )));
             }
             if value.is_empty() {
@@ -97,7 +111,6 @@ impl RequestTemplate {
         if !has("accept", &lines) {
             user.push(("Accept".to_string(), "*/*".to_string()));
         }
-        let upper = method.to_ascii_uppercase();
         if let Some(body) = body {
             if has("content-length", &lines) || has("transfer-encoding", &lines) {
                 return Err(UsageError(
@@ -106,9 +119,18 @@ impl RequestTemplate {
                 ));
             }
             user.push(("Content-Length".to_string(), body.len().to_string()));
-        } else if matches!(upper.as_str(), "POST" | "PUT" | "PATCH")
-            && !has("content-length", &lines)
-        {
+        } else if let Some((name, value)) = lines.iter().find(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding")
+                || (n.eq_ignore_ascii_case("content-length") && v.bytes().any(|b| b != b'0'))
+        }) {
+            // RFC 9112 §6: these say how long the body is. Without a body to match, the server takes
+            // the next pipelined request, or waits for bytes that never come, as this one's body.
+            return Err(UsageError(format!(
+                "-H '{name}: {value}' without --body: no body is sent, so the server would read the \
+                 next request as this one's body; give the body with --body DATA or --body @FILE \
+                 (which sets Content-Length itself), or drop the header"
+            )));
+        } else if matches!(method, "POST" | "PUT" | "PATCH") && !has("content-length", &lines) {
             // Servers reject body-carrying methods without a length (411).
             user.push(("Content-Length".to_string(), "0".to_string()));
         }
@@ -125,10 +147,10 @@ impl RequestTemplate {
         tail.extend_from_slice(body.unwrap_or_default());
         Ok(RequestTemplate {
             idempotent: matches!(
-                upper.as_str(),
+                method,
                 "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
             ),
-            head: upper == "HEAD",
+            head: method == "HEAD",
             closes: lines.iter().any(|(n, v)| {
                 n.eq_ignore_ascii_case("connection")
                     && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
@@ -157,6 +179,11 @@ impl RequestTemplate {
         out
     }
 }
+
+/// RFC 9110 §9.3 and RFC 5789 (PATCH): sent in capitals whatever the case given. CONNECT is refused.
+const STANDARD_METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+];
 
 /// RFC 9110 §5.6.2 tchar.
 fn is_token_byte(b: u8) -> bool {

@@ -8,6 +8,7 @@ mod dns;
 mod fetch;
 mod hostile;
 mod hosts;
+mod input;
 mod interrupt;
 mod merge;
 mod nginx;
