@@ -32,8 +32,8 @@ use ringfetch::report::resume;
 /// 2-core machine, two at a time (CI's `--test-threads 2`).
 const DEFAULT_ITERS: u64 = 500_000;
 const DEFAULT_SEED: u64 = 20_261_204;
-/// Inputs stay below the decoders' 4 KiB and 64 KiB limits, where behaviour legitimately depends on
-/// how the bytes were split (a limit is checked while waiting for more, not on bytes already here).
+/// Inputs stay below the chunked decoder's 4 KiB and 64 KiB limits, which are checked only while it
+/// waits for more bytes, so that they depend on the split (`chunk_size_line_limit_depends_on_the_split`).
 const MAX_INPUT: usize = 4000;
 /// Failing inputs written per target in `FUZZ_KEEP_GOING` mode; the rest are only counted.
 const MAX_WRITTEN: usize = 20;
