@@ -14,9 +14,11 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringfetch::error::{ErrorKind, FetchError};
@@ -30,7 +32,7 @@ use ringfetch::report::resume;
 
 /// Mutants per target in a default run: all five targets take a few seconds in a release build on a
 /// 2-core machine, two at a time (CI's `--test-threads 2`).
-const DEFAULT_ITERS: u64 = 500_000;
+const DEFAULT_ITERS: u64 = 300_000;
 const DEFAULT_SEED: u64 = 20_261_204;
 /// Inputs stay below the chunked decoder's 4 KiB and 64 KiB limits, which are checked only while it
 /// waits for more bytes, so that they depend on the split (`chunk_size_line_limit_depends_on_the_split`).
@@ -163,6 +165,7 @@ fn run(target: &str, check: fn(&[u8]) -> Checked) {
         .map(|(_, d)| &d[..])
         .collect();
     let started = Instant::now();
+    let watchdog = Watchdog::start(target, config.seed, &seeds);
     let mut executions = corpus.len() + regressions.len();
     for iter in config.from..config.from.saturating_add(config.iters) {
         if failures.count > 0 && !config.keep_going {
@@ -172,8 +175,8 @@ fn run(target: &str, check: fn(&[u8]) -> Checked) {
         if iter % 64 == 0 && config.budget.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
-        let mut rng = Rng::new(config.seed ^ iter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let input = mutate(&mut rng, &seeds);
+        let input = mutant(config.seed, iter, &seeds);
+        watchdog.current.store(iter + 1, Ordering::Relaxed);
         executions += 1;
         if let Err(why) = execute(check, &input) {
             failures.record(iter, &input, &why);
@@ -192,6 +195,74 @@ fn run(target: &str, check: fn(&[u8]) -> Checked) {
         failures.count,
         config.seed
     );
+}
+
+/// Iteration `iter` of the run with this seed: each has its own generator, so one can be rerun alone.
+fn mutant(seed: u64, iter: u64, seeds: &[&[u8]]) -> Vec<u8> {
+    let mut rng = Rng::new(seed ^ iter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    mutate(&mut rng, seeds)
+}
+
+/// An execution that takes this long is a decoder looping inside one call, which the call budget of
+/// the checks cannot see.
+const HANG: Duration = Duration::from_secs(10);
+
+/// Watches the mutants from another thread: when one iteration runs for `HANG`, it regenerates that
+/// input, saves it like any failure and ends the process (the looping thread cannot be stopped).
+struct Watchdog {
+    /// The iteration under way, plus one (0: none yet).
+    current: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start(target: &str, seed: u64, seeds: &[&[u8]]) -> Watchdog {
+        let current = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (target, seeds) = (
+            target.to_string(),
+            seeds.iter().map(|s| s.to_vec()).collect::<Vec<_>>(),
+        );
+        let thread = {
+            let (current, stop) = (current.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let tick = Duration::from_millis(200);
+                let (mut last, mut since) = (0, Instant::now());
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    let now = current.load(Ordering::Relaxed);
+                    if now != last {
+                        (last, since) = (now, Instant::now());
+                    } else if now > 0 && since.elapsed() >= HANG && !stop.load(Ordering::Relaxed) {
+                        let iter = now - 1;
+                        let seeds: Vec<&[u8]> = seeds.iter().map(|s| &s[..]).collect();
+                        let _ = writeln!(
+                            io::stderr(),
+                            "fuzz {target}: FAILED at seed {seed}, iteration {iter}: still running after {HANG:?}"
+                        );
+                        save(&target, seed, iter, &mutant(seed, iter, &seeds));
+                        std::process::exit(101);
+                    }
+                }
+            })
+        };
+        Watchdog {
+            current,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Runs one check, turning a panic into a failure like a broken invariant.
@@ -228,24 +299,39 @@ impl<'t> Failures<'t> {
     fn record(&mut self, iter: u64, input: &[u8], why: &str) {
         self.count += 1;
         let (target, seed) = (self.target, self.seed);
-        eprintln!("fuzz {target}: FAILED at seed {seed}, iteration {iter}: {why}");
-        if self.count > MAX_WRITTEN {
-            return;
-        }
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-        let dir = target_dir.join("fuzz-failures");
-        let path = dir.join(format!("{target}-{seed}-{iter}.bin"));
-        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, input)) {
-            Ok(()) => eprintln!(
-                "fuzz {target}: input written to {}; replay it with\n  FUZZ_INPUT={} cargo test --release --test fuzz -- --exact {target}\n  or FUZZ_SEED={seed} FUZZ_FROM={iter} FUZZ_ITERS=1 cargo test --release --test fuzz -- --exact {target}",
-                path.display(),
-                path.display()
-            ),
-            Err(e) => eprintln!("fuzz {target}: cannot write {}: {e}", path.display()),
+        let _ = writeln!(
+            io::stderr(),
+            "fuzz {target}: FAILED at seed {seed}, iteration {iter}: {why}"
+        );
+        if self.count <= MAX_WRITTEN {
+            save(target, seed, iter, input);
         }
     }
+}
+
+/// Writes a failing input to `target/fuzz-failures/` and says how to replay it.
+fn save(target: &str, seed: u64, iter: u64, input: &[u8]) {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target_dir.join("fuzz-failures");
+    let path = dir.join(format!("{target}-{seed}-{iter}.bin"));
+    let replay = "cargo test --release --test fuzz -- --exact";
+    // Straight to stderr, past the test harness's capture: the watchdog ends the process, and what
+    // was captured would be lost.
+    let _ = match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, input)) {
+        Ok(()) => writeln!(
+            io::stderr(),
+            "fuzz {target}: input written to {path}; replay it with\n  FUZZ_INPUT={path} {replay} \
+             {target}\n  or FUZZ_SEED={seed} FUZZ_FROM={iter} FUZZ_ITERS=1 {replay} {target}",
+            path = path.display(),
+        ),
+        Err(e) => writeln!(
+            io::stderr(),
+            "fuzz {target}: cannot write {}: {e}",
+            path.display()
+        ),
+    };
 }
 
 /// The files of a corpus directory, by name (none when it does not exist).
@@ -1397,13 +1483,13 @@ fn list_entries(
     Ok(entries)
 }
 
-/// Whether `data` holds a run of digits between 2^24 and 2^32 (a costly index for `keep`).
+/// Whether `data` holds a run of digits between 2^20 and 2^32 (a costly index for `keep`).
 fn large_number(data: &[u8]) -> bool {
     data.split(|b| !b.is_ascii_digit()).any(|digits| {
         let value = std::str::from_utf8(digits)
             .ok()
             .and_then(|d| d.parse::<u64>().ok());
-        value.is_some_and(|v| (1 << 24..1 << 32).contains(&v))
+        value.is_some_and(|v| (1 << 20..1 << 32).contains(&v))
     })
 }
 
