@@ -67,8 +67,8 @@ fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: boo
     };
     if !to_file {
         eprintln!(
-            "ringfetch: {not_fetched} URLs not fetched{rest}; results went to stdout or nowhere, so \
-             only a run with -o FILE can be continued with --resume"
+            "ringfetch: {not_fetched} URLs have no result line{rest}; results went to stdout or nowhere, \
+             so only a run with -o FILE can be continued with --resume"
         );
         return;
     }
@@ -77,7 +77,7 @@ fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: boo
         args.push("--resume".into());
     }
     eprintln!(
-        "ringfetch: {not_fetched} URLs not fetched{rest}; continue with: {}",
+        "ringfetch: {not_fetched} URLs have no result line{rest}; continue with: {}",
         args.join(" ")
     );
 }

@@ -249,7 +249,8 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     if let Some(f) = sink.failure() {
         failure.get_or_insert(f);
     }
-    report.not_fetched += unsent;
+    // URLs fetched whose lines could not be written are as good as not fetched: --resume refetches.
+    report.not_fetched += unsent + sink.lost();
     Ok(RunReport {
         report,
         elapsed: started.elapsed(),

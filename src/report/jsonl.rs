@@ -3,7 +3,7 @@
 //! once per URL.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,8 @@ pub struct Sink {
     gone: Arc<AtomicBool>,
     /// A write failed: the run stops (see `failure`).
     failed: Arc<AtomicBool>,
+    /// Result lines that could not be written (from the failed write on): their URLs have no line.
+    lost: Arc<AtomicU64>,
 }
 
 /// Where the bytes go.
@@ -169,7 +171,18 @@ impl Sink {
             }),
             gone: Arc::new(AtomicBool::new(false)),
             failed: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Result lines that could not be written; `--resume` fetches their URLs again.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn lose(&self, lines: &[u8]) {
+        let n = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.lost.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn reader_gone(&self) -> bool {
@@ -195,7 +208,7 @@ impl Sink {
     fn write(&self, bytes: &[u8]) {
         let Some(mut out) = self.lock() else { return };
         if out.failure.is_some() {
-            return;
+            return self.lose(bytes);
         }
         out.pending.extend_from_slice(bytes);
         if out.pending.len() >= WRITE_AT {
@@ -270,6 +283,7 @@ impl Sink {
                             .rposition(|&b| b == b'\n')
                             .map_or(0, |i| i + 1);
                         *written += whole as u64;
+                        self.lose(&pending[whole..]);
                         let cut = f.set_len(*written).is_ok();
                         format!(
                             "cannot write results to {}: {e}; {}, make room and continue with --resume",
@@ -308,7 +322,11 @@ impl Lines {
     }
 
     pub fn push(&mut self, line: &ResultLine<'_>) {
-        if !self.sink.enabled() || self.sink.failed() {
+        if !self.sink.enabled() {
+            return;
+        }
+        if self.sink.failed() {
+            self.sink.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
         line.write_json(&mut self.buf);

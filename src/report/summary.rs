@@ -375,7 +375,7 @@ impl Summary {
         );
         let _ = writeln!(s, "  {:<12}{:.0}/s", "throughput", self.rps);
         if let (Some(true), Some(n)) = (self.interrupted, self.not_fetched) {
-            let _ = writeln!(s, "  {:<12}{n} URLs not fetched", "interrupted");
+            let _ = writeln!(s, "  {:<12}{n} URLs without a result line", "interrupted");
         }
         let rows = [
             ("latency", Some(&self.latency_us)),

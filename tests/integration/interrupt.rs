@@ -335,9 +335,11 @@ fn a_full_disk_stops_the_run_and_keeps_whole_lines() {
     );
     let summary = parse_summary(&run.stdout);
     assert_eq!(summary["interrupted"], true, "{summary}");
-    // It stopped early instead of fetching the whole list for nothing.
-    assert!(
-        summary["not_fetched"].as_u64().unwrap_or(0) > 0,
+    // It stopped early instead of fetching the whole list for nothing, and it counts every URL left
+    // without a line, those fetched but not written included.
+    assert_eq!(
+        summary["not_fetched"].as_u64(),
+        Some((n - results.len()) as u64),
         "{summary}"
     );
 }
