@@ -34,15 +34,16 @@ use ringfetch::report::resume;
 /// 2-core machine, two at a time (CI's `--test-threads 2`).
 const DEFAULT_ITERS: u64 = 300_000;
 const DEFAULT_SEED: u64 = 20_261_204;
-/// Inputs stay below the chunked decoder's 4 KiB and 64 KiB limits, which are checked only while it
-/// waits for more bytes, so that they depend on the split (`chunk_size_line_limit_depends_on_the_split`).
+/// Mutants stay below the chunked decoder's 4 KiB and 64 KiB limits, so that most of them reach the
+/// bodies; `chunk_size_line_limit_depends_on_the_split` checks the limits themselves.
 const MAX_INPUT: usize = 4000;
 /// Failing inputs written per target in `FUZZ_KEEP_GOING` mode; the rest are only counted.
 const MAX_WRITTEN: usize = 20;
 
 /// Regression inputs of known, unfixed bugs: skipped by the target's replay, each replayed by its
-/// own `#[ignore]`d test below, which names the bug.
-const KNOWN_BUGS: &[&str] = &["list/keep-not-utf8.jsonl", "chunked/size-line-over-4k.bin"];
+/// own `#[ignore]`d test, which names the bug. None today: the two found so far are fixed and their
+/// inputs replayed by the targets and by the tests below.
+const KNOWN_BUGS: &[&str] = &[];
 
 #[test]
 fn response() {
@@ -69,24 +70,22 @@ fn list() {
     run("list", check_list);
 }
 
-/// Bug: `report::resume::keep` keeps a result line with bytes that are not UTF-8 inside a field it
-/// does not read (`url`): its `Line` skips other fields with `IgnoredAny`, which serde_json does not
-/// check for UTF-8, so the rewritten result file holds a line that is not JSON (RFC 8259 §8.1) and
-/// that strict readers reject. Found by the `list` target (seed 20261204, iteration 182).
+/// Fixed bug: `report::resume::keep` kept a result line with bytes that are not UTF-8 inside a field
+/// it does not read (`url`): its `Line` skips other fields with `IgnoredAny`, which serde_json does not
+/// check for UTF-8, so the rewritten result file held a line that is not JSON (RFC 8259 §8.1). Found
+/// by the `list` target (seed 20261204, iteration 182).
 #[test]
-#[ignore = "bug: resume::keep keeps result lines that are not UTF-8"]
 fn keep_copies_lines_that_are_not_utf8() {
     replay("list", "keep-not-utf8.jsonl", |data| {
         check_list_with(data, Utf8::Strict)
     });
 }
 
-/// Bug: `ChunkedDecoder` checks its 4 KiB chunk-size line limit (MAX_SIZE_LINE) only while it
-/// waits for the line's end, so a 5000-byte size line is accepted when it arrives in one read and
-/// refused when it trickles in; the trailer limit (MAX_TRAILERS, 64 KiB) has the same shape. Found
+/// Fixed bug: `ChunkedDecoder` checked its 4 KiB chunk-size line limit (MAX_SIZE_LINE) only while it
+/// waited for the line's end, so a 5000-byte size line was accepted when it arrived in one read and
+/// refused when it trickled in; the trailer limit (MAX_TRAILERS, 64 KiB) had the same shape. Found
 /// while writing the `chunked` target, whose mutants stay under 4000 bytes and so never reach it.
 #[test]
-#[ignore = "bug: the chunk-size line limit depends on how the bytes were split"]
 fn chunk_size_line_limit_depends_on_the_split() {
     replay("chunked", "size-line-over-4k.bin", check_chunked);
 }

@@ -12,14 +12,22 @@ const MAX_TRAILERS: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Expecting `hex-size [;ext] CRLF`.
-    Size,
+    /// Expecting `hex-size [;ext] CRLF`; `scanned` bytes of it were already searched for its end.
+    /// The line is parsed once it has ended: httparse starts over on every call, so a peer that
+    /// trickles a long line would otherwise cost quadratic time.
+    Size {
+        scanned: usize,
+    },
     /// Inside chunk data, with this many bytes still to come.
     Data(u64),
     /// Chunk data ended; expecting its CRLF.
     DataEnd,
     /// After the last chunk: trailer fields, then an empty line.
-    Trailers,
+    /// After the last chunk; `scanned` bytes were already searched for the section's end, so a peer
+    /// that trickles its trailers costs linear time, not quadratic.
+    Trailers {
+        scanned: usize,
+    },
     Done,
 }
 
@@ -40,7 +48,9 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder { state: State::Size }
+        ChunkedDecoder {
+            state: State::Size { scanned: 0 },
+        }
     }
 }
 
@@ -52,7 +62,7 @@ impl ChunkedDecoder {
         loop {
             let rest = &buf[pos..];
             match self.state {
-                State::Size => {
+                State::Size { scanned } => {
                     if rest.is_empty() {
                         return Ok((pos, ChunkStep::NeedMore));
                     }
@@ -60,20 +70,31 @@ impl ChunkedDecoder {
                     if !rest[0].is_ascii_hexdigit() {
                         return Err(bad_chunk(rest));
                     }
+                    let from = scanned.min(rest.len());
+                    if !rest[from..].contains(&b'\n') {
+                        if rest.len() > MAX_SIZE_LINE {
+                            return Err(size_line_too_long());
+                        }
+                        self.state = State::Size {
+                            scanned: rest.len(),
+                        };
+                        return Ok((pos, ChunkStep::NeedMore));
+                    }
                     match httparse::parse_chunk_size(rest) {
+                        // The limits hold however the line arrives, whole or a byte at a time.
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_SIZE_LINE => {
+                            return Err(size_line_too_long())
+                        }
                         Ok(httparse::Status::Complete((used, 0))) => {
                             pos += used;
-                            self.state = State::Trailers;
+                            self.state = State::Trailers { scanned: 0 };
                         }
                         Ok(httparse::Status::Complete((used, size))) => {
                             pos += used;
                             self.state = State::Data(size);
                         }
                         Ok(httparse::Status::Partial) if rest.len() > MAX_SIZE_LINE => {
-                            return Err(FetchError::new(
-                                ErrorKind::Protocol,
-                                "chunk-size line longer than 4 KiB; the server's chunked encoding is broken",
-                            ))
+                            return Err(size_line_too_long())
                         }
                         Ok(httparse::Status::Partial) => return Ok((pos, ChunkStep::NeedMore)),
                         Err(_) => return Err(bad_chunk(rest)),
@@ -96,11 +117,11 @@ impl ChunkedDecoder {
                     [] | [b'\r'] => return Ok((pos, ChunkStep::NeedMore)),
                     [b'\r', b'\n', ..] => {
                         pos += 2;
-                        self.state = State::Size;
+                        self.state = State::Size { scanned: 0 };
                     }
                     [b'\n', ..] => {
                         pos += 1;
-                        self.state = State::Size;
+                        self.state = State::Size { scanned: 0 };
                     }
                     _ => {
                         return Err(FetchError::new(
@@ -112,25 +133,31 @@ impl ChunkedDecoder {
                         ))
                     }
                 },
-                State::Trailers => {
+                State::Trailers { scanned } => {
                     let end = match rest {
                         [] | [b'\r'] => None,
                         [b'\r', b'\n', ..] => Some(2),
                         [b'\n', ..] => Some(1),
-                        _ => end_of_block(rest),
+                        _ => {
+                            // The end is a newline followed by an empty line: its first byte may
+                            // be among the last ones searched before.
+                            let from = scanned.saturating_sub(3).min(rest.len());
+                            end_of_block(&rest[from..]).map(|e| e + from)
+                        }
                     };
                     match end {
+                        Some(n) if n > MAX_TRAILERS => return Err(trailers_too_large()),
                         Some(n) => {
                             self.state = State::Done;
                             return Ok((pos + n, ChunkStep::Done));
                         }
-                        None if rest.len() > MAX_TRAILERS => {
-                            return Err(FetchError::new(
-                                ErrorKind::Protocol,
-                                "chunked trailer section larger than 64 KiB",
-                            ))
+                        None if rest.len() > MAX_TRAILERS => return Err(trailers_too_large()),
+                        None => {
+                            self.state = State::Trailers {
+                                scanned: rest.len(),
+                            };
+                            return Ok((pos, ChunkStep::NeedMore));
                         }
-                        None => return Ok((pos, ChunkStep::NeedMore)),
                     }
                 }
                 State::Done => return Ok((pos, ChunkStep::Done)),
@@ -161,6 +188,20 @@ fn bad_chunk(rest: &[u8]) -> FetchError {
             "invalid chunk size line \"{}\"; the server's chunked encoding is broken",
             super::snippet(&rest[..line_end], 40)
         ),
+    )
+}
+
+fn size_line_too_long() -> FetchError {
+    FetchError::new(
+        ErrorKind::Protocol,
+        "chunk-size line longer than 4 KiB; the server's chunked encoding is broken",
+    )
+}
+
+fn trailers_too_large() -> FetchError {
+    FetchError::new(
+        ErrorKind::Protocol,
+        "chunked trailer section larger than 64 KiB",
     )
 }
 

@@ -69,8 +69,13 @@ pub fn keep(from: impl BufRead, mut to: impl Write) -> io::Result<(Done, Kept)> 
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Line>(&line) {
-            Ok(l) if l.index < MAX_INDEX && l.status.is_some() && l.error.is_none() => {
+        // serde does not check the strings it skips: a line that is not UTF-8 (not one ringfetch
+        // wrote) would otherwise be kept, and the file would hold a line that is not JSON.
+        let parsed = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Line>(text).ok());
+        match parsed {
+            Some(l) if l.index < MAX_INDEX && l.status.is_some() && l.error.is_none() => {
                 if done.insert(l.index) {
                     to.write_all(&line)?;
                     to.write_all(b"\n")?;
@@ -79,7 +84,7 @@ pub fn keep(from: impl BufRead, mut to: impl Write) -> io::Result<(Done, Kept)> 
                     kept.foreign += 1;
                 }
             }
-            Ok(l) if l.index < MAX_INDEX => kept.retried += 1,
+            Some(l) if l.index < MAX_INDEX => kept.retried += 1,
             _ => kept.foreign += 1,
         }
     }
