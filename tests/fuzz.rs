@@ -607,6 +607,22 @@ fn deliveries<'a>(data: &'a [u8], choices: &mut Rng) -> [Vec<&'a [u8]>; 3] {
 
 /// A decoder may take this many calls for `len` bytes delivered in pieces: each call consumes bytes,
 /// says it needs more (once per piece), or ends a response that needed no bytes.
+/// Counts one more decode call and fails once there were more than progress allows.
+fn progress(calls: &mut usize, len: usize, what: &str) -> Checked {
+    *calls += 1;
+    let calls = *calls;
+    ensure(calls <= call_budget(len), || {
+        format!("{calls} decode calls for {len} bytes: the {what} does not progress")
+    })
+}
+
+/// A decoder consumed no more than it was given.
+fn within(used: usize, given: usize) -> Checked {
+    ensure(used <= given, || {
+        format!("consumed {used} of {given} bytes")
+    })
+}
+
 fn call_budget(len: usize) -> usize {
     4 * len + 16
 }
@@ -704,10 +720,7 @@ fn decode_responses(
     for delivery in deliveries {
         buf.extend_from_slice(delivery);
         loop {
-            calls += 1;
-            ensure(calls <= call_budget(len), || {
-                format!("{calls} decode calls for {len} bytes: the decoder does not progress")
-            })?;
+            progress(&mut calls, len, "decoder")?;
             let head_request = heads >> (done % 64) & 1 == 1;
             let (used, step) = match decoder.decode(&buf, head_request) {
                 Ok(decoded) => decoded,
@@ -718,9 +731,7 @@ fn decode_responses(
                     })
                 }
             };
-            ensure(used <= buf.len(), || {
-                format!("consumed {used} of {} bytes", buf.len())
-            })?;
+            within(used, buf.len())?;
             match step {
                 Step::NeedMore => {
                     buf.drain(..used);
@@ -861,10 +872,7 @@ fn decode_chunked(deliveries: &[&[u8]], len: usize) -> Result<ChunkedTrace, Stri
     for delivery in deliveries {
         buf.extend_from_slice(delivery);
         loop {
-            calls += 1;
-            ensure(calls <= call_budget(len), || {
-                format!("{calls} decode calls for {len} bytes: the decoder does not progress")
-            })?;
+            progress(&mut calls, len, "decoder")?;
             let (used, step) = match decoder.decode(&buf) {
                 Ok(decoded) => decoded,
                 Err(e) => {
@@ -872,9 +880,7 @@ fn decode_chunked(deliveries: &[&[u8]], len: usize) -> Result<ChunkedTrace, Stri
                     return Ok(trace);
                 }
             };
-            ensure(used <= buf.len(), || {
-                format!("consumed {used} of {} bytes", buf.len())
-            })?;
+            within(used, buf.len())?;
             consumed += used;
             match step {
                 ChunkStep::NeedMore => {
@@ -1041,14 +1047,9 @@ fn drive(setup: &Setup, deliveries: &[&[u8]], len: usize) -> Result<ConnectionTr
     'feed: for delivery in deliveries {
         buf.extend_from_slice(delivery);
         loop {
-            calls += 1;
-            ensure(calls <= call_budget(len), || {
-                format!("{calls} decode calls for {len} bytes: the connection does not progress")
-            })?;
+            progress(&mut calls, len, "connection")?;
             let (used, event) = c.decode(&buf);
-            ensure(used <= buf.len(), || {
-                format!("consumed {used} of {} bytes", buf.len())
-            })?;
+            within(used, buf.len())?;
             let answering = |t: u32, what: &str| {
                 ensure(t == next && t < sent, || {
                     format!("{what} for ticket {t}, expected {next} ({sent} sent)")
@@ -1263,14 +1264,9 @@ fn decode_requests(deliveries: &[&[u8]], len: usize) -> Result<RequestTrace, Str
     for delivery in deliveries {
         buf.extend_from_slice(delivery);
         loop {
-            calls += 1;
-            ensure(calls <= call_budget(len), || {
-                format!("{calls} decode calls for {len} bytes: the decoder does not progress")
-            })?;
+            progress(&mut calls, len, "decoder")?;
             let (used, step) = decoder.decode(&buf);
-            ensure(used <= buf.len(), || {
-                format!("consumed {used} of {} bytes", buf.len())
-            })?;
+            within(used, buf.len())?;
             consumed += used;
             since += used as u64;
             ensure(!must_close || step == server::Step::Closed, || {

@@ -15,9 +15,6 @@ const CHUNKED_EXT_TRAILERS: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chun
 0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
 const CHUNKED_BODY: &[u8] = b"helloabcdefghijklmnopqrstuvwxyz";
 
-/// Keeps every URL on one connection, one worker, so connection reuse is observable.
-const ONE_CONN: [&str; 4] = ["--conns-per-host", "1", "-t", "1"];
-
 fn args<'a>(lists: &[&[&'a str]]) -> Vec<&'a str> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }

@@ -56,14 +56,7 @@ fn a_body_that_cannot_be_saved_is_a_local_error_and_the_connection_carries_on() 
     ];
     let out = run_fetch(
         &list,
-        &[
-            "--conns-per-host",
-            "1",
-            "-t",
-            "1",
-            "--save-dir",
-            arg(&small.0),
-        ],
+        &[&ONE_CONN[..], &["--save-dir", arg(&small.0)]].concat(),
     );
     assert_eq!(out.code, 1, "{}", out.describe());
     let r = out.result(1);

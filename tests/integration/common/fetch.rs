@@ -225,3 +225,6 @@ pub fn entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Keeps every URL on one connection, one worker, so connection reuse is observable.
+pub const ONE_CONN: [&str; 4] = ["--conns-per-host", "1", "-t", "1"];
