@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::summary::{Report, Summary, UrlCounts};
 use crate::error::{describe, ErrorKind, UsageError};
+use crate::units::MAX_DURATION;
 
 /// The merged summary of `files`. Runs are taken to have run side by side: the elapsed time is the
 /// longest one's, so `rps` is the combined rate.
@@ -20,6 +21,7 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
     let mut elapsed = 0.0f64;
     let mut threads = 0usize;
     let mut urls: Vec<String> = Vec::new();
+    let (mut fetch_end, mut interrupted) = (false, false);
     for path in files {
         let v = read_summary(path)?;
         let num = |key: &str| v[key].as_u64().unwrap_or(0);
@@ -90,11 +92,28 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
                 }
             }
         }
+        one.not_fetched = num("not_fetched");
+        fetch_end |= v.get("not_fetched").is_some();
+        interrupted |= v["interrupted"].as_bool().unwrap_or(false);
         report.merge(&one);
-        elapsed = elapsed.max(v["elapsed_s"].as_f64().unwrap_or(0.0));
+        let run = v["elapsed_s"].as_f64().unwrap_or(0.0);
+        if !(0.0..=MAX_DURATION.as_secs_f64()).contains(&run) {
+            return Err(UsageError(format!(
+                "{}: elapsed_s {run} is not the length of a run in seconds; is it a ringfetch summary?",
+                path.display()
+            )));
+        }
+        elapsed = elapsed.max(run);
         threads += v["threads"].as_u64().unwrap_or(0) as usize;
     }
-    Ok(Summary::new(&report, Duration::from_secs_f64(elapsed), threads).with_urls(&report, &urls))
+    let merged =
+        Summary::new(&report, Duration::from_secs_f64(elapsed), threads).with_urls(&report, &urls);
+    // The shards of one fetch: interrupted when any was, and every URL any left without a line.
+    Ok(if fetch_end {
+        merged.with_fetch_end(&report, interrupted)
+    } else {
+        merged
+    })
 }
 
 /// The last JSON object in the file: a summary may follow other output.

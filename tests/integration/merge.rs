@@ -68,6 +68,9 @@ fn four_shards_merge_into_one_run() {
     assert_eq!(merged["requests"], 400, "{merged}");
     assert_eq!(merged["status"]["200"], 400, "{merged}");
     assert_eq!(error_total(&merged), 0);
+    // The shards of a fetch: how they ended carries over.
+    assert_eq!(merged["interrupted"], false, "{merged}");
+    assert_eq!(merged["not_fetched"], 0, "{merged}");
     let parts: Vec<Value> = summaries
         .iter()
         .map(|p| parse_summary(&fs::read_to_string(p).unwrap()))
@@ -134,4 +137,21 @@ fn shard_auto_reads_the_indexed_job_environment() {
     let done = run_child(cmd, Some(Vec::new()));
     assert_eq!(done.code, 2, "{}", done.stderr);
     assert!(done.stderr.contains("DISTRIBUTED.md"), "{}", done.stderr);
+}
+
+#[test]
+fn a_summary_that_is_not_a_run_is_refused_not_a_panic() {
+    let dir = tempdir();
+    let path = dir.path().join("odd.json");
+    // A run of 1e300 seconds: Duration::from_secs_f64 would panic on it.
+    fs::write(
+        &path,
+        r#"{"requests":1,"elapsed_s":1e300,"threads":1,"latency_histogram":[[100,1]]}"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("merge").arg(&path);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("elapsed_s"), "{}", done.stderr);
 }
