@@ -151,17 +151,21 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         Some(_) => usize::MAX / plan.http.depth.max(1),
         None => budget,
     };
+    let mut budget = budget;
     let direct = direct.map(|max_slots| {
-        let (settings, workers) = transport::DirectSettings::plan(
+        let (settings, workers, capacity) = transport::DirectSettings::plan(
             max_slots,
             threads,
             wanted.min(budget),
+            limit.soft,
             false,
             setup.single_issuer,
             plan.http.source_addrs.clone(),
             plan.http.ring_buffers,
         );
         threads = workers;
+        // Fewer workers than the connections need (a very low open-file limit): -c is clamped below.
+        budget = budget.min(capacity);
         settings
     });
     let setup = RingSetup {
@@ -463,19 +467,25 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
         }
         None => connections,
     };
+    let mut capacity = connections;
     let direct = direct.map(|max_slots| {
-        let (settings, workers) = transport::DirectSettings::plan(
+        let (settings, workers, holds) = transport::DirectSettings::plan(
             max_slots,
             threads,
             connections,
+            limit.soft,
             plan.hold.is_some(),
             setup.single_issuer,
             sources,
             plan.http.ring_buffers,
         );
         threads = workers;
+        capacity = holds;
         settings
     });
+    // Fewer workers than the connections need (a very low open-file limit): one line, or --strict.
+    let (connections, warning) = limits::clamp(connections, capacity, limit, "connections (-c)");
+    warn_or_refuse(warning, plan.http.strict)?;
     let setup = RingSetup {
         small: direct.is_some() && threads > cpus.len(),
         ..setup

@@ -30,17 +30,21 @@ pub struct DirectSettings {
 
 impl DirectSettings {
     /// The plan for `connections` direct connections over at least `threads` workers, each ring
-    /// holding at most `max_slots`: the settings, and the number of workers it takes.
+    /// holding at most `max_slots`, with `fd_limit` descriptors for the workers themselves: the
+    /// settings, the number of workers it takes, and the connections those workers can hold (fewer
+    /// than asked for when the open-file limit is too low for enough workers; the caller clamps).
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         max_slots: u32,
         threads: usize,
         connections: usize,
+        fd_limit: u64,
         scale: bool,
         single_issuer: bool,
         sources: Vec<IpAddr>,
         buffers: Option<(u16, u32)>,
-    ) -> (DirectSettings, usize) {
-        let threads = workers(threads, connections, max_slots);
+    ) -> (DirectSettings, usize, usize) {
+        let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
         let settings = DirectSettings {
             slots: ring_slots(connections.div_ceil(threads), max_slots),
             scale,
@@ -48,7 +52,7 @@ impl DirectSettings {
             sources: sources.into(),
             buffers,
         };
-        (settings, threads)
+        (settings, threads, capacity)
     }
 
     /// This worker's ring and dialer; the driver task runs until `DirectWorker::finish`.
@@ -173,10 +177,23 @@ fn note(limit: super::limits::FdLimit, wanted: usize, tcp_budget: usize) -> Stri
 
 /// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
 /// connection a slot.
-fn workers(threads: usize, connections: usize, slots: u32) -> usize {
-    let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(1) as usize;
-    threads.max(connections.div_ceil(per_ring))
+fn workers(threads: usize, connections: usize, slots: u32, fd_limit: u64) -> (usize, usize) {
+    // A ring below SLOT_SLACK slots still holds half of them (see `ring_slots`).
+    let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(SLOT_SLACK / 2) as usize;
+    // Never more workers than the open-file limit can start (before, 100 descriptors and -c 1000
+    // planned 1,000 threads, most of whose rings then could not start).
+    let most = (fd_limit.saturating_sub(FDS_RESERVED) / FDS_PER_WORKER).max(threads as u64);
+    let workers = threads
+        .max(connections.div_ceil(per_ring))
+        .min(usize::try_from(most).unwrap_or(usize::MAX));
+    (workers, workers.saturating_mul(per_ring))
 }
+
+/// Descriptors a worker costs besides its connections: its tokio-uring ring, tokio's epoll and its
+/// waker, and its direct ring.
+const FDS_PER_WORKER: u64 = 4;
+/// Descriptors kept for everything else: stdio, the result file, the list, the resolver.
+const FDS_RESERVED: u64 = 32;
 
 /// Slots a worker's ring needs for its share of connections: twice that, as a closed connection's slot
 /// comes back only once its close completes while its successor already connects (the table costs
@@ -232,9 +249,12 @@ mod tests {
 
     #[test]
     fn workers_cover_every_connection() {
-        assert_eq!(workers(2, 100, 20000), 2);
-        assert_eq!(workers(2, 1_000_000, 20000), 51);
-        assert_eq!(workers(4, 25_000, 20000), 4);
+        assert_eq!(workers(2, 100, 20000, 20000), (2, 2 * 19936));
+        assert_eq!(workers(2, 1_000_000, 20000, 20000).0, 51);
+        assert_eq!(workers(4, 25_000, 20000, 20000).0, 4);
+        // A low open-file limit caps the workers, and says how many connections they hold.
+        assert_eq!(workers(2, 1000, 64, 100), (17, 17 * 32));
+        assert_eq!(workers(2, 5000, 960, 1024), (6, 6 * 896));
     }
 
     #[test]

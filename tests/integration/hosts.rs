@@ -134,3 +134,37 @@ fn connects_that_time_out_give_their_descriptors_back() {
         );
     }
 }
+
+#[test]
+fn a_low_open_file_limit_plans_workers_it_can_start_and_clamps_once() {
+    // 100 descriptors and -c 1000: direct descriptors need no descriptor per connection, but every
+    // worker needs a few. Before, this planned 1,000 worker threads, and 4,360 of 5,000 URLs failed
+    // because their worker's ring could not start.
+    let serve = start_serve(&[]);
+    let dir = tempdir();
+    let list: String = (0..2000)
+        .map(|i| format!("http://h{i}.localhost:{}/{i}\n", serve.addr.port()))
+        .collect();
+    fs::write(dir.path().join("list.txt"), list).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).arg("-c").arg(format!(
+        "ulimit -n 100 && exec {} fetch list.txt -o out.jsonl -c 1000 --transport direct",
+        bin().display()
+    ));
+    let run = run_child(cmd, None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let results = parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
+    assert_eq!(results.len(), 2000);
+    for r in &results {
+        assert_response(r, 200, 1024);
+    }
+    assert_eq!(run.stderr.matches("clamped").count(), 1, "{}", run.stderr);
+    let threads: usize = run
+        .stdout
+        .split(" with ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(threads <= 17, "{threads} workers: {}", run.stdout);
+}
