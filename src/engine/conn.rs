@@ -131,7 +131,21 @@ pub(crate) async fn drive<W: Workload>(
             out = sent;
             out.clear();
             if let (Fired::No, Err(e)) = (watch.fired(), written) {
-                rx.put(received.1);
+                let (got, buf) = received;
+                rx.put(buf);
+                // A server may answer before it has read the whole request (413 while a large body
+                // is still being sent) and then close: its answer counts; the failed send only ends
+                // the connection.
+                if matches!(got, Ok(n) if n > 0) {
+                    deliver(
+                        work,
+                        &mut conn,
+                        &mut rx,
+                        &mut batching,
+                        watch,
+                        Instant::now(),
+                    );
+                }
                 conn.fail(FetchError::io("cannot send the request", &e));
                 break;
             }

@@ -934,3 +934,43 @@ fn an_origin_that_ends_every_connection_after_one_answer_is_not_pipelined_to() {
     let sent = server.requests().len();
     assert!(sent < 2 * n, "{sent} requests for {n} URLs");
 }
+
+#[test]
+fn an_early_answer_while_the_body_is_sent_is_that_answer() {
+    // The server reads the head, refuses the body at once (413) and resets the connection while
+    // the client is still sending 64 MiB (more than both socket buffers hold): the URL's result is
+    // the 413, not an io error. (A raw listener: the scripted server reads requests whole.)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed before its head");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        c.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // SO_LINGER 0: close(2) sends a RST, with most of the body unread.
+        let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+    });
+    let dir = tempdir();
+    let body = dir.path().join("big");
+    std::fs::write(&body, vec![b'x'; 64 << 20]).unwrap();
+    let at_body = format!("@{}", arg(&body));
+    let out = run_fetch(
+        &[format!("http://{addr}/upload")],
+        &["-X", "POST", "--body", &at_body, "--timeout", "10"],
+    );
+    server.join().unwrap();
+    let r = out.result(0);
+    assert_eq!(r["status"], 413, "{}", out.describe());
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+}
