@@ -317,6 +317,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::duration)]
     pub warmup: Duration,
 
+    /// Fail the run (exit 3) when the summary meets this condition, for scripts and CI; repeatable.
+    /// METRIC OP VALUE, OP one of > >= < <=: p50, p90, p99, p999, max, mean (p99>50ms), errors (a
+    /// count, errors>0, or a share, errors>0.1%), rps (rps<100k), requests. Each condition met is
+    /// printed with the value that met it.
+    #[arg(long = "fail-if", value_name = "COND", value_parser = clap::value_parser!(crate::report::fail_if::Condition))]
+    pub fail_if: Vec<crate::report::fail_if::Condition>,
+
     /// Latency percentiles to report besides the usual ones, e.g. 50,90,99,99.9,99.99 (JSON:
     /// `percentiles_us`, keyed by the percentile as written).
     #[arg(long, value_name = "LIST", value_parser = units::percentiles)]
@@ -664,6 +671,23 @@ mod tests {
             (s.addr.as_str(), s.threads, s.body_size),
             ("127.0.0.1:0", Some(2), 10)
         );
+    }
+
+    #[test]
+    fn fail_if_repeats_and_is_checked_when_parsed() {
+        assert!(bench(&[]).fail_if.is_empty());
+        let b = bench(&["--fail-if", "p99>50ms", "--fail-if", "errors>0.1%"]);
+        assert_eq!(b.fail_if.len(), 2);
+        assert!(parse(&["bench", "--fail-if", "p98>1ms"]).is_err());
+    }
+
+    #[test]
+    fn resume_and_force_need_an_output_file_and_exclude_each_other() {
+        assert!(!fetch(&[]).resume && !fetch(&[]).force);
+        assert!(fetch(&["-o", "r.jsonl", "--resume"]).resume);
+        assert!(fetch(&["-o", "r.jsonl", "--force"]).force);
+        assert!(parse(&["fetch", "--resume"]).is_err());
+        assert!(parse(&["fetch", "-o", "r.jsonl", "--resume", "--force"]).is_err());
     }
 
     #[test]

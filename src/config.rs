@@ -96,6 +96,8 @@ pub struct BenchPlan {
     pub connect_rate: Option<f64>,
     pub hold: Option<Duration>,
     pub percentiles: Option<crate::units::Percentiles>,
+    /// `--fail-if`: conditions that make the run fail (exit 3).
+    pub fail_if: Vec<crate::report::fail_if::Condition>,
     /// Where to write the latency CSV and the HTML report (created before the run, so a bad path is a
     /// usage error, not a lost run).
     pub latency_csv: Option<(PathBuf, File)>,
@@ -393,6 +395,7 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
         connect_rate: args.connect_rate,
         hold: args.hold,
         percentiles: args.percentiles,
+        fail_if: args.fail_if,
         latency_csv: create(args.latency_csv, "--latency-csv")?,
         report: create(args.report, "--report")?,
     })

@@ -41,6 +41,8 @@ use report::summary::Summary;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERRORS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+/// `bench --fail-if`: a condition on the summary held.
+pub const EXIT_FAIL_IF: u8 = 3;
 
 /// Runs one command line; returns the exit status. Messages go to stderr, results and the summary to
 /// stdout (or where `-o -` moves them).
@@ -126,6 +128,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let mut plan = config::bench(args, cli.verbose)?;
             let json = plan.http.json;
             let points = plan.percentiles.clone();
+            let conditions = std::mem::take(&mut plan.fail_if);
             let mut csv = plan.latency_csv.take();
             let mut html = plan.report.take();
             let bench = engine::run_bench(plan)?;
@@ -150,13 +153,22 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             if let Some(f) = &run.failure {
                 eprintln!("ringfetch: {f}");
             }
-            Ok(
-                if run.failure.is_some() || run.report.requests == 0 || written.is_err() {
-                    EXIT_ERRORS
-                } else {
-                    EXIT_OK
-                },
-            )
+            let met: Vec<String> = conditions
+                .iter()
+                .filter_map(|c| c.check(&summary))
+                .collect();
+            for m in &met {
+                eprintln!("ringfetch: {m}");
+            }
+            Ok(if run.failure.is_some() || written.is_err() {
+                EXIT_ERRORS
+            } else if !met.is_empty() {
+                EXIT_FAIL_IF
+            } else if run.report.requests == 0 {
+                EXIT_ERRORS
+            } else {
+                EXIT_OK
+            })
         }
         Command::Merge(args) => merge(args),
         Command::Serve(args) => {

@@ -514,3 +514,49 @@ fn hold_keeps_every_connection_open_and_answered() {
     let rate = s["connect_rate"].as_f64().expect("connect_rate");
     assert!(rate > 0.0 && rate < 6000.0, "paced at 3000/s: {s}");
 }
+
+#[test]
+fn fail_if_exits_3_naming_each_condition_met_and_0_when_none_is() {
+    let serve = start_serve(&[]);
+    let run = |conditions: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "bench",
+            &serve.url("/"),
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "--json",
+        ]);
+        for c in conditions {
+            cmd.args(["--fail-if", c]);
+        }
+        run_child(cmd, None)
+    };
+    // None met: the run passes.
+    let ok = run(&["errors>0", "p99>60s", "rps<1"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(!ok.stderr.contains("--fail-if"), "{}", ok.stderr);
+    // Two of three met: exit 3, each named with its value.
+    let failed = run(&["requests>=2000", "p50>0ms", "errors>0.1%"]);
+    assert_eq!(failed.code, 3, "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("--fail-if requests>=2000: 2000 responses"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("--fail-if p50>0ms: p50 is"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("errors>0.1%"), "{}", failed.stderr);
+    // A condition that cannot be read is a usage error.
+    let bad = run(&["p98>1ms"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
