@@ -27,3 +27,46 @@ pub(crate) fn snippet(bytes: &[u8], max: usize) -> String {
     }
     out
 }
+
+/// Why a Content-Length field cannot frame a message (RFC 9112 §6.3 rule 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadLength {
+    /// A value that is not 1*DIGIT (a sign, a space inside, empty, or past u64).
+    Invalid,
+    /// Values that differ, in one field's list or across several fields.
+    Conflicting,
+}
+
+/// Folds one Content-Length field value into the length seen so far, for responses and requests
+/// alike (RFC 9110 §8.6, RFC 9112 §6.3 rule 5): a list of identical values is one value; anything
+/// else cannot frame the message.
+pub(crate) fn fold_content_length(value: &[u8], length: &mut Option<u64>) -> Result<(), BadLength> {
+    for part in value.split(|&b| b == b',') {
+        let n = parse_length(part.trim_ascii()).ok_or(BadLength::Invalid)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(BadLength::Conflicting);
+        }
+        *length = Some(n);
+    }
+    Ok(())
+}
+
+/// `1*DIGIT`, leading zeros included; no sign, no spaces, no overflow.
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Leading zeros are still 1*DIGIT (RFC 9110 §8.6); only the digits after them can overflow, and
+    // past u64::MAX's 20 they surely do.
+    let start = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    let digits = &digits[start..];
+    if digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::chunked::{end_of_block, ChunkStep, ChunkedDecoder};
-use super::snippet;
+use super::{fold_content_length, snippet, BadLength};
 use crate::error::{ErrorKind, FetchError};
 
 /// A response head larger than this is refused: no real server needs it and it bounds our buffers.
@@ -333,24 +333,19 @@ fn frame(
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 // Rule 5: a list of identical values is one value; anything else is unrecoverable.
-                for part in h.value.split(|&b| b == b',') {
-                    let n = parse_length(part.trim_ascii()).ok_or_else(|| {
-                        FetchError::new(
-                            ErrorKind::Protocol,
-                            format!(
-                                "invalid Content-Length \"{}\"; the response cannot be framed",
-                                snippet(h.value, 40)
-                            ),
-                        )
-                    })?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(FetchError::new(
-                            ErrorKind::Protocol,
-                            "conflicting Content-Length values; the response cannot be framed",
-                        ));
-                    }
-                    length = Some(n);
-                }
+                fold_content_length(h.value, &mut length).map_err(|bad| match bad {
+                    BadLength::Invalid => FetchError::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "invalid Content-Length \"{}\"; the response cannot be framed",
+                            snippet(h.value, 40)
+                        ),
+                    ),
+                    BadLength::Conflicting => FetchError::new(
+                        ErrorKind::Protocol,
+                        "conflicting Content-Length values; the response cannot be framed",
+                    ),
+                })?;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 transfer_encoding = true;
@@ -411,25 +406,6 @@ fn frame(
             keep_alive: false,
             body: BodyKind::UntilClose,
         },
-    })
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // Leading zeros are still 1*DIGIT (RFC 9110 §8.6); only the digits after them can overflow, and
-    // past u64::MAX's 20 they surely do.
-    let start = digits
-        .iter()
-        .position(|&d| d != b'0')
-        .unwrap_or(digits.len());
-    let digits = &digits[start..];
-    if digits.len() > 20 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -658,13 +634,13 @@ mod tests {
                 ok(200, true, b"")
             ]
         );
-        assert_eq!(parse_length(b"0005"), Some(5));
+        assert_eq!(super::super::parse_length(b"0005"), Some(5));
         assert_eq!(
-            parse_length(b"00000000000000000000018446744073709551615"),
+            super::super::parse_length(b"00000000000000000000018446744073709551615"),
             Some(u64::MAX)
         );
-        assert_eq!(parse_length(b"018446744073709551616"), None);
-        assert_eq!(parse_length(b"00 5"), None);
+        assert_eq!(super::super::parse_length(b"018446744073709551616"), None);
+        assert_eq!(super::super::parse_length(b"00 5"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::mem::MaybeUninit;
 
 use super::chunked::end_of_block;
+use super::{fold_content_length, BadLength};
 
 /// A request head larger than this is refused with 431: it bounds what a connection buffers.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -246,13 +247,10 @@ fn frame(request: &httparse::Request<'_, '_>) -> Result<Request, Refusal> {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 // Rule 5: a list of identical values (in one field or across several) is one value;
                 // anything else cannot be framed.
-                for part in h.value.split(|&b| b == b',') {
-                    let n = parse_length(part.trim_ascii()).ok_or(Refusal::InvalidLength)?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(Refusal::ConflictingLengths);
-                    }
-                    length = Some(n);
-                }
+                fold_content_length(h.value, &mut length).map_err(|bad| match bad {
+                    BadLength::Invalid => Refusal::InvalidLength,
+                    BadLength::Conflicting => Refusal::ConflictingLengths,
+                })?;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => transfer_encoding = true,
             // §7.6.1: a comma-separated list of tokens, matched whole and case-insensitively, so
@@ -293,19 +291,6 @@ fn frame(request: &httparse::Request<'_, '_>) -> Result<Request, Refusal> {
         method,
         body,
         persistence,
-    })
-}
-
-/// `1*DIGIT` (§8.6), leading zeros included; no sign, no spaces, no overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -604,10 +589,10 @@ mod tests {
 
     #[test]
     fn length_digits() {
-        assert_eq!(parse_length(b"0"), Some(0));
-        assert_eq!(parse_length(b"007"), Some(7));
-        assert_eq!(parse_length(b""), None);
-        assert_eq!(parse_length(b"1a"), None);
-        assert_eq!(parse_length(b"18446744073709551616"), None);
+        assert_eq!(super::super::parse_length(b"0"), Some(0));
+        assert_eq!(super::super::parse_length(b"007"), Some(7));
+        assert_eq!(super::super::parse_length(b""), None);
+        assert_eq!(super::super::parse_length(b"1a"), None);
+        assert_eq!(super::super::parse_length(b"18446744073709551616"), None);
     }
 }
