@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::batching::ReadBatching;
-use super::deadline::{Fired, Watch, Watchdog};
+use super::deadline::{Fired, Watchdog};
 use crate::error::FetchError;
 use crate::http::client::{Connection, Event, Fate, Outcome, Rules, Start};
 use crate::http::pipeline::InFlight;
@@ -105,6 +105,8 @@ pub(crate) async fn drive<W: Workload>(
                 break;
             }
         };
+        // The one place the deadline is published: after every write and every batch of responses
+        // (nothing awaits between them and here, so the watchdog never sees a stale one).
         watch.set(conn.deadline());
         if conn.in_flight() == 0 {
             rx.release(&env.pool);
@@ -137,14 +139,7 @@ pub(crate) async fn drive<W: Workload>(
                 // is still being sent) and then close: its answer counts; the failed send only ends
                 // the connection.
                 if matches!(got, Ok(n) if n > 0) {
-                    deliver(
-                        work,
-                        &mut conn,
-                        &mut rx,
-                        &mut batching,
-                        watch,
-                        Instant::now(),
-                    );
+                    deliver(work, &mut conn, &mut rx, &mut batching, Instant::now());
                 }
                 conn.fail(FetchError::io("cannot send the request", &e));
                 break;
@@ -180,7 +175,7 @@ pub(crate) async fn drive<W: Workload>(
                 break;
             }
         }
-        if !deliver(work, &mut conn, &mut rx, &mut batching, watch, now) {
+        if !deliver(work, &mut conn, &mut rx, &mut batching, now) {
             break;
         }
         batching.read_done(now);
@@ -241,7 +236,6 @@ fn deliver<W: Workload>(
     conn: &mut Connection<W::Ticket>,
     rx: &mut RecvBuf,
     batching: &mut ReadBatching,
-    watch: &Watch,
     now: Instant,
 ) -> bool {
     loop {
@@ -269,7 +263,6 @@ fn deliver<W: Workload>(
                 rx.consume(used);
                 batching.response_done();
                 work.on_done(done, now);
-                watch.set(conn.deadline());
             }
         }
     }

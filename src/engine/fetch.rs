@@ -339,8 +339,7 @@ impl FetchShard {
 
     /// Drops a URL that was not fetched: no line, no `.part` file; `--resume` fetches it.
     fn forget(&self, key: usize) {
-        let job = self.jobs.borrow_mut().remove(key);
-        job.save.discard();
+        self.remove_job(key);
         self.report.borrow_mut().not_fetched += 1;
         self.after_job();
     }
@@ -521,9 +520,15 @@ impl FetchShard {
         }
     }
 
+    /// Removes a URL that ends without its body: a body being saved leaves no file.
+    fn remove_job(&self, key: usize) -> Job {
+        let mut job = self.jobs.borrow_mut().remove(key);
+        std::mem::replace(&mut job.save, Body::Unsaved).discard();
+        job
+    }
+
     fn finish_failed(&self, key: usize, err: FetchError) {
-        let job = self.jobs.borrow_mut().remove(key);
-        job.save.discard();
+        let job = self.remove_job(key);
         let elapsed = job.sent.elapsed().as_secs_f64() * 1000.0;
         let elapsed = if job.attempts == 0 { 0.0 } else { elapsed };
         self.report_error(
@@ -725,30 +730,26 @@ impl Workload for OriginWork<'_> {
 
     fn on_left(&self, key: usize, fate: Fate, err: &FetchError) {
         let s = self.shard;
+        self.release_slot();
         if s.draining.get() {
             // Unanswered or cut short by the interruption: not fetched, for --resume.
-            self.release_slot();
             return s.forget(key);
         }
-        let why = match fate {
-            Fate::Failed => {
-                self.release_slot();
-                return s.finish_failed(key, err.clone());
+        let decision = match fate {
+            // Its response had begun: never sent again.
+            Fate::Failed => Verdict::GiveUp,
+            Fate::Unanswered(why) => {
+                let jobs = s.jobs.borrow();
+                let job = &jobs[key];
+                verdict(
+                    why,
+                    s.settings.template.idempotent,
+                    job.retries_used,
+                    s.settings.retries,
+                )
             }
-            Fate::Unanswered(why) => why,
-        };
-        let decision = {
-            let jobs = s.jobs.borrow();
-            let job = &jobs[key];
-            verdict(
-                why,
-                s.settings.template.idempotent,
-                job.retries_used,
-                s.settings.retries,
-            )
         };
         if decision == Verdict::GiveUp {
-            self.release_slot();
             return s.finish_failed(key, err.clone());
         }
         {
@@ -765,7 +766,6 @@ impl Workload for OriginWork<'_> {
             job.body_bytes = 0;
             std::mem::replace(&mut job.save, Body::Unsaved).discard();
         }
-        self.release_slot();
         self.origin.queue.borrow_mut().push_front(key);
         s.queued.set(s.queued.get() + 1);
         // The connection that dropped it is still counted; it schedules a replacement as it closes.

@@ -265,7 +265,7 @@ pub async fn connect(
     let mut last = None;
     for addr in addrs {
         match open_socket(dialer, *addr, timeout).await {
-            Ok(Ok(socket)) => {
+            Ok(socket) => {
                 return match tls {
                     None => Ok(Transport::Plain(socket)),
                     Some((config, host)) => {
@@ -275,24 +275,19 @@ pub async fn connect(
                     }
                 }
             }
-            Ok(Err(err)) if err.kind() == io::ErrorKind::TimedOut => {
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
                 last = Some(connect_timeout(*addr, timeout))
             }
-            Ok(Err(err)) => last = Some(FetchError::connect(&addr.to_string(), &err)),
-            Err(_) => last = Some(connect_timeout(*addr, timeout)),
+            Err(err) => last = Some(FetchError::connect(&addr.to_string(), &err)),
         }
     }
     Err(last.unwrap_or_else(|| FetchError::new(ErrorKind::Dns, "no address to connect to")))
 }
 
-/// A connected socket to `addr`, the dialer's kind, within `timeout` (Err(Elapsed) past it; a tcp
-/// connect reports its own timeout, as TimedOut, after giving its descriptor back): direct
-/// connections take their source addresses in turn, each toward a destination of its own family.
-async fn open_socket(
-    dialer: &Dialer,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<io::Result<Socket>, tokio::time::error::Elapsed> {
+/// A connected socket to `addr`, the dialer's kind, within `timeout` (past it, an error of kind
+/// TimedOut; a tcp connect gives its descriptor back first): direct connections take their source
+/// addresses in turn, each toward a destination of its own family.
+async fn open_socket(dialer: &Dialer, addr: SocketAddr, timeout: Duration) -> io::Result<Socket> {
     match dialer {
         Dialer::Direct {
             ring,
@@ -305,11 +300,12 @@ async fn open_socket(
                 sources[k % sources.len()]
             });
             let src = src.filter(|s| s.is_ipv4() == addr.is_ipv4());
-            tokio::time::timeout(timeout, ring.connect(addr, src))
-                .await
-                .map(|r| r.map(Socket::Direct))
+            match tokio::time::timeout(timeout, ring.connect(addr, src)).await {
+                Ok(connected) => connected.map(Socket::Direct),
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            }
         }
-        _ => Ok(tcp::Conn::connect(addr, timeout).await.map(Socket::Tcp)),
+        _ => tcp::Conn::connect(addr, timeout).await.map(Socket::Tcp),
     }
 }
 

@@ -82,6 +82,27 @@ fn memory_follows_concurrency_not_the_number_of_hosts() {
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB for {n} hosts");
 }
 
+/// `fetch` of `urls` with `args` under `ulimit -n limit` (set by a shell, as a user would); returns the
+/// run and its result lines.
+fn fetch_with_open_files(
+    limit: u32,
+    urls: impl Iterator<Item = String>,
+    args: &str,
+) -> (Finished, Vec<serde_json::Value>) {
+    let dir = tempdir();
+    let list: String = urls.map(|u| u + "\n").collect();
+    fs::write(dir.path().join("list.txt"), list).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).arg("-c").arg(format!(
+        "ulimit -n {limit} && exec {} fetch list.txt -o out.jsonl {args}",
+        bin().display()
+    ));
+    let run = run_child(cmd, None);
+    let results =
+        parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default());
+    (run, results)
+}
+
 #[test]
 fn connects_that_time_out_give_their_descriptors_back() {
     // A listener whose accept queue is full drops every SYN: each connect to it hangs until
@@ -111,19 +132,13 @@ fn connects_that_time_out_give_their_descriptors_back() {
     // 600 origins (names under .localhost are loopback, RFC 6761), more than the 300 descriptors
     // the run may have: before, each timed-out connect kept its descriptor for the kernel's ~2 min
     // of SYN retries, and half the URLs failed with "Too many open files".
-    let dir = tempdir();
-    let list: String = (0..600)
-        .map(|i| format!("http://h{i}.localhost:{}/\n", addr.port()))
-        .collect();
-    fs::write(dir.path().join("list.txt"), list).unwrap();
-    let mut cmd = Command::new("sh");
-    cmd.current_dir(dir.path()).arg("-c").arg(format!(
-        "ulimit -n 300 && exec {} fetch list.txt -o out.jsonl --transport tcp --connect-timeout 0.3s --retries 0 -c 1000",
-        bin().display()
-    ));
-    let run = run_child(cmd, None);
+    let urls = (0..600).map(|i| format!("http://h{i}.localhost:{}/", addr.port()));
+    let (run, results) = fetch_with_open_files(
+        300,
+        urls,
+        "--transport tcp --connect-timeout 0.3s --retries 0 -c 1000",
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let results = parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
     assert_eq!(results.len(), 600);
     for r in &results {
         let error = r["error"].as_str().unwrap_or_default();
@@ -141,19 +156,9 @@ fn a_low_open_file_limit_plans_workers_it_can_start_and_clamps_once() {
     // worker needs a few. Before, this planned 1,000 worker threads, and 4,360 of 5,000 URLs failed
     // because their worker's ring could not start.
     let serve = start_serve(&[]);
-    let dir = tempdir();
-    let list: String = (0..2000)
-        .map(|i| format!("http://h{i}.localhost:{}/{i}\n", serve.addr.port()))
-        .collect();
-    fs::write(dir.path().join("list.txt"), list).unwrap();
-    let mut cmd = Command::new("sh");
-    cmd.current_dir(dir.path()).arg("-c").arg(format!(
-        "ulimit -n 100 && exec {} fetch list.txt -o out.jsonl -c 1000 --transport direct",
-        bin().display()
-    ));
-    let run = run_child(cmd, None);
+    let urls = (0..2000).map(|i| format!("http://h{i}.localhost:{}/{i}", serve.addr.port()));
+    let (run, results) = fetch_with_open_files(100, urls, "-c 1000 --transport direct");
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let results = parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
     assert_eq!(results.len(), 2000);
     for r in &results {
         assert_response(r, 200, 1024);
