@@ -191,7 +191,7 @@ pub enum TransportArg {
 /// URLs come one per line from FILE, or from stdin when FILE is absent or '-'. Blank lines and lines
 /// starting with '#' are skipped; a URL's `index` is its 0-based position among the other lines.
 /// With -o, each URL gets one JSON line: index, url, status, body_bytes, elapsed_ms, attempts, error
-/// ("KIND: message", KIND one of invalid-url dns connect tls timeout protocol io too-large) and path
+/// ("KIND: message", KIND one of invalid-url dns connect tls timeout protocol io too-large internal) and path
 /// (with --save-dir).
 ///
 /// Exit status: 0 when every URL got a response (any HTTP status), 1 when some ended in an error

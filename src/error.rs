@@ -16,10 +16,13 @@ pub enum ErrorKind {
     Protocol,
     Io,
     TooLarge,
+    /// A bug in ringfetch: a connection task panicked with this URL on it (the panic's message is on
+    /// stderr). Its other URLs and the run carry on.
+    Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::InvalidUrl,
         ErrorKind::Dns,
         ErrorKind::Connect,
@@ -28,6 +31,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::Io,
         ErrorKind::TooLarge,
+        ErrorKind::Internal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Io => "io",
             ErrorKind::TooLarge => "too-large",
+            ErrorKind::Internal => "internal",
         }
     }
 
@@ -133,7 +138,8 @@ mod tests {
                 "timeout",
                 "protocol",
                 "io",
-                "too-large"
+                "too-large",
+                "internal"
             ]
         );
         for (i, k) in ErrorKind::ALL.iter().enumerate() {

@@ -84,6 +84,22 @@ fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: boo
     );
 }
 
+/// One line when connection tasks panicked (caught, see `engine::panic`): the run went on, but it
+/// must not pass for a clean one. True when there were any.
+fn report_panics() -> bool {
+    let n = engine::panic::caught();
+    if n > 0 {
+        eprintln!(
+            "ringfetch: {n} connection task{} panicked and {} caught: a bug in ringfetch; the requests on \
+             {} ended with `internal` errors. Please report it with the panic messages above",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "was" } else { "were" },
+            if n == 1 { "it" } else { "them" },
+        );
+    }
+    n > 0
+}
+
 /// `arg` as a POSIX shell reads it back.
 fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
@@ -116,11 +132,14 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             if let Some(stop) = run.interrupted {
                 print_continuation(&stop, run.report.not_fetched, to_file);
             }
+            let panicked = report_panics();
             Ok(match run.interrupted {
                 Some(engine::Interrupted {
                     signal: Some(sig), ..
                 }) => (128 + sig) as u8,
-                _ if run.report.error_count() > 0 || run.failure.is_some() => EXIT_ERRORS,
+                _ if run.report.error_count() > 0 || run.failure.is_some() || panicked => {
+                    EXIT_ERRORS
+                }
                 _ => EXIT_OK,
             })
         }
@@ -160,7 +179,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             for m in &met {
                 eprintln!("ringfetch: {m}");
             }
-            Ok(if run.failure.is_some() || written.is_err() {
+            let panicked = report_panics();
+            Ok(if run.failure.is_some() || written.is_err() || panicked {
                 EXIT_ERRORS
             } else if !met.is_empty() {
                 EXIT_FAIL_IF

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::batching::ReadBatching;
-use super::deadline::{Fired, Watchdog};
+use super::deadline::{Fired, Watch, Watchdog};
 use crate::error::FetchError;
 use crate::http::client::{Connection, Event, Fate, Outcome, Rules, Start};
 use crate::http::pipeline::InFlight;
@@ -90,15 +90,38 @@ pub(crate) async fn drive<W: Workload>(
     start: Start,
 ) -> Outcome {
     let registration = env.watchdog.register(io.kill());
-    let watch = &registration.watch;
     let mut conn = Connection::new(env.rules, start);
+    let mut rx = RecvBuf::default();
+    let pumped = pump(env, work, io, &mut conn, &mut rx, &registration.watch);
+    if let Err(bug) = super::panic::catch(pumped).await {
+        conn.panicked(bug);
+    }
+    rx.release(&env.pool);
+    let mut left = conn.finish();
+    while let Some((ticket, fate)) = left.next() {
+        work.on_left(ticket, fate, &left.error);
+    }
+    Outcome {
+        end: left.end,
+        answered: left.answered,
+    }
+}
+
+/// The pump's loop, until the connection has ended (its state says how).
+async fn pump<W: Workload>(
+    env: &Env,
+    work: &W,
+    io: &Transport,
+    conn: &mut Connection<W::Ticket>,
+    rx: &mut RecvBuf,
+    watch: &Watch,
+) {
     // What the socket did not take at once, for `flush`.
     let mut out: Vec<u8> = Vec::new();
-    let mut rx = RecvBuf::default();
     let mut batching = ReadBatching::new(env.rules.depth > 1);
 
     loop {
-        let flush = match write(env, work, io, &mut conn, &mut out) {
+        let flush = match write(env, work, io, conn, &mut out) {
             Ok(flush) => flush,
             Err(e) => {
                 conn.fail(e);
@@ -139,7 +162,7 @@ pub(crate) async fn drive<W: Workload>(
                 // is still being sent) and then close: its answer counts; the failed send only ends
                 // the connection.
                 if matches!(got, Ok(n) if n > 0) {
-                    deliver(work, &mut conn, &mut rx, &mut batching, Instant::now());
+                    deliver(work, conn, rx, &mut batching, Instant::now());
                 }
                 conn.fail(FetchError::io("cannot send the request", &e));
                 break;
@@ -175,21 +198,11 @@ pub(crate) async fn drive<W: Workload>(
                 break;
             }
         }
-        if !deliver(work, &mut conn, &mut rx, &mut batching, now) {
+        if !deliver(work, conn, rx, &mut batching, now) {
             break;
         }
         batching.read_done(now);
         rx.release(&env.pool);
-    }
-
-    rx.release(&env.pool);
-    let mut left = conn.finish();
-    while let Some((ticket, fate)) = left.next() {
-        work.on_left(ticket, fate, &left.error);
-    }
-    Outcome {
-        end: left.end,
-        answered: left.answered,
     }
 }
 

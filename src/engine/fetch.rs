@@ -20,6 +20,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::conn::{self, End, Env, Workload};
 use super::interrupt::{Interrupt, Level, GRACE};
+use super::panic::Point;
 use crate::error::{ErrorKind, FetchError};
 use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{verdict, InFlight, Verdict};
@@ -266,6 +267,10 @@ impl FetchShard {
         self.input_done.set(true);
         self.wake_idle.notify_waiters();
         while !self.jobs.borrow().is_empty() || self.open_conns.get() > 0 {
+            if self.open_conns.get() == 0 && self.queued.get() == 0 {
+                self.fail_orphans();
+                continue;
+            }
             self.settled.notified().await;
         }
         ticker.abort();
@@ -426,7 +431,25 @@ impl FetchShard {
         }
     }
 
+    /// One connection to `origin`, from connect to close, then the bookkeeping that lets the worker go
+    /// on: it runs even when the connection's task panicked (`engine::panic`).
     async fn connection(self: Rc<Self>, origin: Rc<OriginState>) {
+        // A panic inside `drive` is caught there, with its requests; one outside it had none on the
+        // connection, so only the counts below need to stay right.
+        let _ = super::panic::catch(self.connect_and_drive(&origin)).await;
+        origin.conns.set(origin.conns.get() - 1);
+        self.open_conns.set(self.open_conns.get() - 1);
+        self.schedule(&origin);
+        self.release_if_idle(&origin);
+        let next = self.starved.borrow_mut().pop_front();
+        if let Some(starved) = next {
+            starved.starved.set(false);
+            self.schedule(&starved);
+        }
+        self.settled.notify_one();
+    }
+
+    async fn connect_and_drive(self: &Rc<Self>, origin: &Rc<OriginState>) {
         let addrs = origin
             .addrs
             .get_or_init(|| {
@@ -488,16 +511,22 @@ impl FetchShard {
                 }
             }
         }
-        origin.conns.set(origin.conns.get() - 1);
-        self.open_conns.set(self.open_conns.get() - 1);
-        self.schedule(&origin);
-        self.release_if_idle(&origin);
-        let next = self.starved.borrow_mut().pop_front();
-        if let Some(starved) = next {
-            starved.starved.set(false);
-            self.schedule(&starved);
+    }
+
+    /// Jobs that no connection holds and no queue names, once every connection has ended: lost to a
+    /// panic that escaped the pump's own catch. Each still gets its line.
+    fn fail_orphans(&self) {
+        let keys: Vec<usize> = self.jobs.borrow().iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.finish_failed(
+                key,
+                FetchError::new(
+                    ErrorKind::Internal,
+                    "its connection task panicked (a bug in ringfetch, please report it with the \
+                     message printed on stderr)",
+                ),
+            );
         }
-        self.settled.notify_one();
     }
 
     /// Frees an origin with nothing queued and no connection, so that memory follows the requests in
@@ -659,7 +688,10 @@ impl Workload for OriginWork<'_> {
     }
 
     fn on_head(&self, key: usize, head: &Head) {
-        self.shard.jobs.borrow_mut()[key].status = Some(head.status);
+        let mut jobs = self.shard.jobs.borrow_mut();
+        let job = &mut jobs[key];
+        super::panic::injected(Point::Head, &job.path);
+        job.status = Some(head.status);
     }
 
     fn on_body(&self, key: usize, data: &[u8]) -> Result<(), FetchError> {
@@ -730,6 +762,9 @@ impl Workload for OriginWork<'_> {
 
     fn on_left(&self, key: usize, fate: Fate, err: &FetchError) {
         let s = self.shard;
+        if err.kind == ErrorKind::Internal {
+            super::panic::injected(Point::Left, &s.jobs.borrow()[key].path);
+        }
         self.release_slot();
         if s.draining.get() {
             // Unanswered or cut short by the interruption: not fetched, for --resume.

@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod hold;
 pub mod interrupt;
 pub mod limits;
+pub mod panic;
 pub mod progress;
 pub mod transport;
 
@@ -131,6 +132,7 @@ fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
 }
 
 pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
+    panic::arm();
     let (setup, limit) = start(&plan.engine, &plan.http)?;
     let mut threads = plan.engine.threads;
     // A connection holds its socket, and with --save-dir the file of the body it is receiving.
@@ -353,6 +355,7 @@ pub struct BenchRun {
 }
 
 pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
+    panic::arm();
     let (setup, limit) = start(&plan.engine, &plan.http)?;
     let mut cpus = plan.engine.cpus.clone();
     let mut targets = plan.targets.clone();

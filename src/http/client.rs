@@ -26,6 +26,9 @@
 //!     connection, is the server ending the connection (a keep-alive limit, an HTTP/1.0 server): the
 //!     requests behind are bystanders, and an origin that does it after its first response is not
 //!     pipelined to again (`Start::Single`): `ended_*`.
+//! 11. A panic while the connection was pumped (a bug of ours) ends it: the oldest request fails as
+//!     `internal` and is not sent again (it may be what panics), the ones behind it are bystanders:
+//!     `panicked_*`.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -324,6 +327,14 @@ impl<T: Copy> Connection<T> {
         self.state = State::Ended(End::Failed);
     }
 
+    /// The pump panicked (rule 11): whatever state the panic left, the connection ends here, failed.
+    pub fn panicked(&mut self, err: FetchError) {
+        debug_assert_eq!(err.kind, ErrorKind::Internal);
+        self.error = Some(err);
+        self.state = State::Ended(End::Failed);
+        self.response = Response::Begun;
+    }
+
     /// The oldest request's deadline passed (rule 9).
     pub fn time_out(&mut self) {
         let limit = self.rules.timeout.as_secs_f64();
@@ -368,8 +379,9 @@ impl<T: Copy> Connection<T> {
                     Response::Begun => Fate::Failed,
                     Response::Awaited => Fate::Unanswered(Unanswered::Failed),
                 },
-                // Only a response that broke our own limit leaves the ones behind it blameless.
-                if error.kind == ErrorKind::TooLarge {
+                // Only a response that broke our own limit, or our own bug, leaves the ones behind it
+                // blameless.
+                if matches!(error.kind, ErrorKind::TooLarge | ErrorKind::Internal) {
                     Unanswered::Bystander
                 } else {
                     Unanswered::Failed
@@ -797,6 +809,43 @@ mod tests {
             (Some(End::Failed), Some(ErrorKind::Protocol))
         );
         assert_eq!(t.left, vec![(0, Fate::Failed), (1, failed)]);
+    }
+
+    #[test]
+    fn panicked_pump_fails_the_oldest_alone() {
+        let bystander = Fate::Unanswered(Unanswered::Bystander);
+        let bug = || FetchError::new(ErrorKind::Internal, "a connection task panicked");
+        // Before any byte, inside a head, and after a whole response: a panic overrides whatever state
+        // it left.
+        for (wire, answered) in [
+            (&b""[..], 0u32),
+            (b"HTTP/1.1 200 OK\r\nContent-Le", 0),
+            (OK, 1),
+        ] {
+            let mut c = with_requests(RULES, false, 3, &[]);
+            let mut buf = wire;
+            loop {
+                let (used, event) = c.decode(buf);
+                buf = &buf[used..];
+                if event == Event::NeedMore {
+                    break;
+                }
+            }
+            c.panicked(bug());
+            let t = finish(c, vec![]);
+            assert_eq!(
+                (t.end, t.error),
+                (Some(End::Failed), Some(ErrorKind::Internal))
+            );
+            let mut want = vec![(answered, Fate::Failed)];
+            want.extend((answered + 1..3).map(|i| (i, bystander)));
+            assert_eq!(t.left, want, "after {wire:?}");
+        }
+        let mut c = with_requests(RULES, false, 1, &[]);
+        c.stop();
+        c.panicked(bug());
+        let t = finish(c, vec![]);
+        assert_eq!(t.left, vec![(0, Fate::Failed)]);
     }
 
     #[test]

@@ -473,3 +473,46 @@ fn closed_stdout_stops_the_run_quietly() {
         "kept fetching after the reader left: {fetched} requests"
     );
 }
+
+/// A panic in a connection task (a bug; here the test hook `RINGFETCH_TEST_PANIC` makes one) costs the
+/// requests on that connection only: each gets an `internal` line, the run goes on, exits 1 and says
+/// so. Before, the panic left those URLs without a line and the run waiting forever. With `left:`, a
+/// second panic escapes the pump: the worker's sweep still gives the requests it stranded their lines.
+#[test]
+fn a_panic_in_a_connection_task_costs_its_requests_only() {
+    let serve = start_serve(&[]);
+    let mut list = urls(&serve, 1000);
+    list[500] = serve.url("/boom");
+    for (hook, most_lost) in [("head:/boom", 1), ("left:/boom", 16)] {
+        let dir = tempdir();
+        let (input, output) = (dir.path().join("urls"), dir.path().join("out.jsonl"));
+        fs::write(&input, lines(&list)).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("fetch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["-p", "16", "-c", "64", "-t", "1"])
+            .env("RINGFETCH_TEST_PANIC", hook)
+            .env("RUST_BACKTRACE", "0");
+        let run = run_child(cmd, None);
+        let results = parse_jsonl(&fs::read_to_string(&output).unwrap());
+        let what = format!("{hook}: exit {}\n{}", run.code, tail(&run.stderr));
+        assert_eq!(run.code, 1, "{what}");
+        assert!(run.stderr.contains("caught: a bug in ringfetch"), "{what}");
+        let indexes: BTreeSet<u64> = results
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!((results.len(), indexes.len()), (1000, 1000), "{what}");
+        let lost: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
+        assert!(
+            !lost.is_empty() && lost.len() <= most_lost,
+            "{what}\n{lost:?}"
+        );
+        for r in &lost {
+            assert_error(r, "internal");
+        }
+        assert!(lost.iter().any(|r| r["index"] == 500), "{what}\n{lost:?}");
+    }
+}
