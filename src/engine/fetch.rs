@@ -479,8 +479,8 @@ impl FetchShard {
                 origin.limit.set(self.settings.conns_per_host);
                 let start = origin.start.get();
                 let work = OriginWork {
-                    shard: &self,
-                    origin: &origin,
+                    shard: self,
+                    origin,
                 };
                 let ended = conn::drive(&self.env, &work, &io, start).await;
                 origin
