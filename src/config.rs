@@ -143,6 +143,27 @@ fn at_least_one(value: usize, flag: &str) -> Result<usize, UsageError> {
     Ok(value)
 }
 
+/// Most connections or requests in flight one process is asked for: ten times the million this engine
+/// holds (docs/SCALE.md); past it -c is a typo, and planning for it would allocate gigabytes.
+const MOST_CONCURRENCY: usize = 10_000_000;
+/// Largest body the built-in server sends: it is built once in memory.
+const MOST_BODY_SIZE: u64 = 1 << 30;
+/// Most retries of one URL.
+const MOST_RETRIES: u32 = 1000;
+
+/// `value` of `flag`, refused past `max` with what the bound is for.
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    max: T,
+    flag: &str,
+    what: &str,
+) -> Result<T, UsageError> {
+    if value > max {
+        return Err(usage(format!("{flag} {value}: at most {max} {what}")));
+    }
+    Ok(value)
+}
+
 pub fn engine(threads: Option<usize>, verbose: bool) -> Result<EnginePlan, UsageError> {
     let cpus = sys::allowed_cpus()
         .map_err(|e| usage(format!("cannot read this process's CPU affinity: {e}")))?;
@@ -223,7 +244,20 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
     let http = http(&args.http)?;
     let engine = engine(args.http.threads, verbose)?;
     let concurrency = at_least_one(args.concurrency, "-c")?;
+    let concurrency = at_most(concurrency, MOST_CONCURRENCY, "-c", "requests in flight")?;
     let conns_per_host = at_least_one(args.conns_per_host, "--conns-per-host")?;
+    let conns_per_host = at_most(
+        conns_per_host,
+        MOST_CONCURRENCY,
+        "--conns-per-host",
+        "connections",
+    )?;
+    at_most(
+        args.retries,
+        MOST_RETRIES,
+        "--retries",
+        "retries of one URL",
+    )?;
     let input = match &args.file {
         None => Input::Stdin,
         Some(p) if p.as_os_str() == "-" => Input::Stdin,
@@ -340,6 +374,13 @@ pub fn bench(mut args: BenchArgs, verbose: bool) -> Result<BenchPlan, UsageError
     let http = http(&args.http)?;
     let engine = engine(args.http.threads, verbose)?;
     let connections = at_least_one(args.connections, "-c")?;
+    let connections = at_most(connections, MOST_CONCURRENCY, "-c", "connections")?;
+    at_most(
+        args.body_size,
+        MOST_BODY_SIZE,
+        "--body-size",
+        "bytes (the built-in server holds its body in memory)",
+    )?;
     let mut targets = Vec::new();
     for url in &args.urls {
         targets.push(Target::parse(url).map_err(|e| usage(e.message))?);
@@ -417,6 +458,20 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
     if args.listeners == 0 {
         return Err(usage("--listeners 0: must be at least 1"));
     }
+    at_most(args.listeners, 1024, "--listeners", "ports")?;
+    if addr.port() != 0 && u32::from(addr.port()) + u32::from(args.listeners) > 65536 {
+        return Err(usage(format!(
+            "--listeners {} from port {}: past port 65535; start lower",
+            args.listeners,
+            addr.port()
+        )));
+    }
+    at_most(
+        args.body_size,
+        MOST_BODY_SIZE,
+        "--body-size",
+        "bytes (each thread holds the body in memory)",
+    )?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(serve_tls_from_files(cert, key)?),
         _ if args.tls_self_signed => {

@@ -233,7 +233,7 @@ impl FetchShard {
             limits,
             env,
             dialer: RefCell::new(net::Dialer::Tcp),
-            jobs: RefCell::new(Slab::with_capacity(limits.cap * 2)),
+            jobs: RefCell::new(Slab::with_capacity((limits.cap * 2).min(PREALLOCATED_JOBS))),
             origins: RefCell::new(HashMap::new()),
             starts: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
@@ -603,6 +603,10 @@ impl FetchShard {
         }
     }
 }
+
+/// Jobs a worker allocates room for at start; past it the slab grows as the run needs (a -c of
+/// millions would otherwise take gigabytes before the first URL).
+const PREALLOCATED_JOBS: usize = 16384;
 
 /// Freed origins whose next connection starts other than `Start::Open`, remembered at most.
 const STARTS_KEPT: usize = 4096;

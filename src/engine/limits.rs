@@ -3,10 +3,17 @@
 //! line, with the fix. No URL ever fails with EMFILE.
 
 /// Descriptors the process needs besides connections: stdio, the URL list, the output file, and per
-/// worker its ring, tokio's epoll and waker, with slack for the resolver.
+/// worker its rings, epolls and waker, with slack for the resolver.
 pub fn reserved_fds(workers: usize) -> u64 {
-    32 + 4 * workers as u64
+    FDS_RESERVED + FDS_PER_WORKER * workers as u64
 }
+
+/// Descriptors a worker costs besides its connections, counted in /proc/PID/fd of a running fetch:
+/// tokio-uring's ring and the direct transport's (2), tokio's epoll and tokio-uring's (2), tokio's
+/// waker eventfd (1).
+pub const FDS_PER_WORKER: u64 = 5;
+/// Descriptors kept for everything else: stdio, the result file, the list, the resolver.
+pub const FDS_RESERVED: u64 = 32;
 
 /// The result of raising the limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,13 +198,13 @@ mod tests {
             hard: 256,
         };
         let budget = connection_budget(limit, 2, 1);
-        assert_eq!(budget, 256 - 40);
-        assert_eq!(connection_budget(limit, 2, 2), (256 - 40) / 2);
+        assert_eq!(budget, 256 - 42);
+        assert_eq!(connection_budget(limit, 2, 2), (256 - 42) / 2);
         assert_eq!(clamp(100, budget, limit, "-c").0, 100);
         let (n, line) = clamp(1024, budget, limit, "-c");
         assert_eq!(n, budget);
         let line = line.unwrap();
-        assert!(line.contains("clamped from 1024 to 216"), "{line}");
+        assert!(line.contains("clamped from 1024 to 214"), "{line}");
         assert!(
             line.contains("ulimit -Hn") && line.contains("LimitNOFILE"),
             "{line}"

@@ -96,6 +96,21 @@ fn warn_or_refuse(warning: Option<String>, strict: bool) -> Result<(), UsageErro
     }
 }
 
+/// The one line about the open-file limit: the clamp's warning when there is one (it says the more
+/// useful thing: how far -c was cut), else auto's note that direct descriptors were taken.
+fn limit_line(
+    warning: Option<String>,
+    note: Option<String>,
+    strict: bool,
+) -> Result<(), UsageError> {
+    if warning.is_none() {
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+    }
+    warn_or_refuse(warning, strict)
+}
+
 /// The `-v` line about workers, once their number is final.
 fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimit, budget: usize) {
     if verbose {
@@ -140,7 +155,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
     // Requests in flight need this many connections at most (pipelined `-p` deep).
     let wanted = plan.concurrency.div_ceil(plan.http.depth);
-    let direct = transport::choose(
+    let (direct, note) = transport::choose(
         plan.http.transport,
         wanted,
         budget,
@@ -178,7 +193,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let max_in_flight = budget.saturating_mul(plan.http.depth);
     let (concurrency, warning) =
         limits::clamp(plan.concurrency, max_in_flight, limit, "concurrency (-c)");
-    warn_or_refuse(warning, plan.http.strict)?;
+    limit_line(warning, note, plan.http.strict)?;
     describe_workers(
         plan.engine.verbose,
         threads,
@@ -397,7 +412,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     // The built-in server holds the other end of each connection in this same process.
     let fds_per_conn = 1 + u64::from(embedded);
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
-    let direct = transport::choose(
+    let (direct, mut note) = transport::choose(
         plan.http.transport,
         plan.connections,
         budget,
@@ -411,6 +426,9 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
         None => budget,
     };
     let (connections, warning) = limits::clamp(plan.connections, budget, limit, "connections (-c)");
+    if warning.is_some() {
+        note = None;
+    }
     warn_or_refuse(warning, plan.http.strict)?;
     // A load test needs its targets' addresses before the clock starts.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -488,7 +506,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     });
     // Fewer workers than the connections need (a very low open-file limit): one line, or --strict.
     let (connections, warning) = limits::clamp(connections, capacity, limit, "connections (-c)");
-    warn_or_refuse(warning, plan.http.strict)?;
+    limit_line(warning, note, plan.http.strict)?;
     let setup = RingSetup {
         small: direct.is_some() && threads > cpus.len(),
         ..setup

@@ -11,6 +11,8 @@ use crate::error::{Failure, UsageError};
 use crate::net::direct::{self, Ring, RingSize};
 use crate::net::Dialer;
 
+use super::limits::{FDS_PER_WORKER, FDS_RESERVED};
+
 /// Slots kept free in each ring beyond its share of connections: a closed connection's slot returns
 /// only when its close completes, and a re-opened connection must not wait for that.
 const SLOT_SLACK: u32 = 64;
@@ -133,14 +135,15 @@ impl DirectWorker {
 ///
 /// `wanted` connections against `tcp_budget` descriptors: auto takes direct only when tcp would have
 /// to clamp (or source addresses are given) and the kernel has what direct needs. When the limit is
-/// why, ONE line says so, as the clamp would have (`note`).
+/// why, the line that says so comes back with the choice, for the caller to print unless a clamp's
+/// warning says more (one line either way).
 pub fn choose(
     choice: TransportArg,
     wanted: usize,
     tcp_budget: usize,
     sources_given: bool,
     limit: super::limits::FdLimit,
-) -> Result<Option<u32>, Failure> {
+) -> Result<(Option<u32>, Option<String>), Failure> {
     let slots = u32::try_from(limit.soft.min(1 << 20))
         .unwrap_or(u32::MAX)
         .saturating_sub(SLOT_SLACK)
@@ -150,17 +153,14 @@ pub fn choose(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
         )
         .into()),
-        TransportArg::Tcp => Ok(None),
-        TransportArg::Direct => Ok(direct::require().map(|()| Some(slots))?),
+        TransportArg::Tcp => Ok((None, None)),
+        TransportArg::Direct => Ok(direct::require().map(|()| (Some(slots), None))?),
         TransportArg::Auto => {
             let over = wanted > tcp_budget;
             if !(over || sources_given) || direct::available().is_err() {
-                return Ok(None);
+                return Ok((None, None));
             }
-            if over {
-                eprintln!("{}", note(limit, wanted, tcp_budget));
-            }
-            Ok(Some(slots))
+            Ok((Some(slots), over.then(|| note(limit, wanted, tcp_budget))))
         }
     }
 }
@@ -182,18 +182,19 @@ fn workers(threads: usize, connections: usize, slots: u32, fd_limit: u64) -> (us
     let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(SLOT_SLACK / 2) as usize;
     // Never more workers than the open-file limit can start (before, 100 descriptors and -c 1000
     // planned 1,000 threads, most of whose rings then could not start).
-    let most = (fd_limit.saturating_sub(FDS_RESERVED) / FDS_PER_WORKER).max(threads as u64);
+    let most = (fd_limit.saturating_sub(FDS_RESERVED) / FDS_PER_WORKER)
+        .min(MOST_WORKERS)
+        .max(threads as u64);
     let workers = threads
         .max(connections.div_ceil(per_ring))
         .min(usize::try_from(most).unwrap_or(usize::MAX));
     (workers, workers.saturating_mul(per_ring))
 }
 
-/// Descriptors a worker costs besides its connections: its tokio-uring ring, tokio's epoll and its
-/// waker, and its direct ring.
-const FDS_PER_WORKER: u64 = 4;
-/// Descriptors kept for everything else: stdio, the result file, the list, the resolver.
-const FDS_RESERVED: u64 = 32;
+/// Most workers a direct plan starts, whatever -c: 1,024 rings hold ~20 million connections at this
+/// machine's limit of 20,000 slots a ring, past anything one machine's ports and memory carry, and
+/// more threads than that only divide the same CPUs finer.
+const MOST_WORKERS: u64 = 1024;
 
 /// Slots a worker's ring needs for its share of connections: twice that, as a closed connection's slot
 /// comes back only once its close completes while its successor already connects (the table costs
@@ -253,8 +254,10 @@ mod tests {
         assert_eq!(workers(2, 1_000_000, 20000, 20000).0, 51);
         assert_eq!(workers(4, 25_000, 20000, 20000).0, 4);
         // A low open-file limit caps the workers, and says how many connections they hold.
-        assert_eq!(workers(2, 1000, 64, 100), (17, 17 * 32));
+        assert_eq!(workers(2, 1000, 64, 100), (13, 13 * 32));
         assert_eq!(workers(2, 5000, 960, 1024), (6, 6 * 896));
+        // Never past MOST_WORKERS, however many connections -c asks for.
+        assert_eq!(workers(2, usize::MAX / 2, 20000, 1 << 20).0, 1024);
     }
 
     #[test]

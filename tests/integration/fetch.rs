@@ -276,6 +276,10 @@ fn usage_errors_exit_2_and_fetch_nothing() {
         &["--refill-at", "16", "-p", "16"],
         &["-H", "no colon here"],
         &["-X", "CONNECT"],
+        // Counts past their range: a typo, not a plan (-c 10^12 tried to start 4,992 workers).
+        &["-c", "1000000000000"],
+        &["--conns-per-host", "99999999999"],
+        &["--retries", "4000000000"],
     ];
     for args in cases {
         let out = run_fetch(&list, args);
@@ -514,5 +518,29 @@ fn a_panic_in_a_connection_task_costs_its_requests_only() {
             assert_error(r, "internal");
         }
         assert!(lost.iter().any(|r| r["index"] == 500), "{what}\n{lost:?}");
+    }
+}
+
+/// Every count has a range, checked before anything starts: past it, exit 2 with the bound (before,
+/// `bench --body-size 2G` built the body, `serve --listeners` ran past port 65535).
+#[test]
+fn counts_past_their_range_are_usage_errors_in_every_command() {
+    let cases: &[&[&str]] = &[
+        &["bench", "-c", "20000000", "-n", "1"],
+        &["bench", "--body-size", "2G", "-n", "1"],
+        &["serve", "--addr", "127.0.0.1:65500", "--listeners", "100"],
+        &["serve", "--addr", "127.0.0.1:0", "--listeners", "5000"],
+        &["serve", "--addr", "127.0.0.1:0", "--body-size", "2G"],
+    ];
+    for args in cases {
+        let mut cmd = Command::new(bin());
+        cmd.args(*args);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 2, "{args:?}: {}", done.stderr);
+        assert!(
+            done.stderr.contains("at most") || done.stderr.contains("past port"),
+            "{args:?}: {}",
+            done.stderr
+        );
     }
 }
