@@ -24,22 +24,23 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
     let (mut fetch_end, mut interrupted) = (false, false);
     for path in files {
         let v = read_summary(path)?;
-        let num = |key: &str| v[key].as_u64().unwrap_or(0);
+        let count = |value: &Value, what: &str| count(value, what, path);
+        let num = |key: &str| count(&v[key], key);
         let mut one = Report {
-            requests: num("requests"),
-            bytes: num("bytes"),
-            connections_opened: num("connections_opened"),
-            retries: num("retries"),
-            resent: num("resent"),
-            reads: num("reads"),
-            writes: num("writes"),
-            tls_handshakes: num("tls_handshakes"),
-            tls_resumed: num("tls_resumed"),
+            requests: num("requests")?,
+            bytes: num("bytes")?,
+            connections_opened: num("connections_opened")?,
+            retries: num("retries")?,
+            resent: num("resent")?,
+            reads: num("reads")?,
+            writes: num("writes")?,
+            tls_handshakes: num("tls_handshakes")?,
+            tls_resumed: num("tls_resumed")?,
             ..Report::default()
         };
         for kind in ErrorKind::ALL {
             let i = kind.index();
-            one.errors[i] = v["errors"][kind.as_str()].as_u64().unwrap_or(0);
+            one.errors[i] = count(&v["errors"][kind.as_str()], "errors")?;
             one.first_errors[i] = v["error_examples"][kind.as_str()]
                 .as_str()
                 .map(str::to_string);
@@ -47,7 +48,7 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
         if let Some(status) = v["status"].as_object() {
             for (code, n) in status {
                 one.status
-                    .add_n(code.parse().unwrap_or(0), n.as_u64().unwrap_or(0));
+                    .add_n(status_code(code, path)?, count(n, "status")?);
             }
         }
         let buckets: Vec<(u64, u64)> = v["latency_histogram"]
@@ -59,13 +60,16 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
                 ))
             })?
             .iter()
-            .filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
-            .collect();
+            .map(|pair| bucket(pair, path))
+            .collect::<Result<_, _>>()?;
         one.latency.record_buckets(&buckets);
-        one.timeline = v["timeline"]
-            .as_array()
-            .map(|t| t.iter().map(|n| n.as_u64().unwrap_or(0)).collect())
-            .unwrap_or_default();
+        one.timeline = match v["timeline"].as_array() {
+            Some(t) => t
+                .iter()
+                .map(|n| count(n, "timeline"))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         // Per-URL counts line up by URL, whatever order each run listed them in.
         if let Some(list) = v["urls"].as_array() {
             one.per_url = vec![UrlCounts::default(); urls.len()];
@@ -82,17 +86,16 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
                     }
                 };
                 let c = &mut one.per_url[i];
-                c.requests = u["requests"].as_u64().unwrap_or(0);
-                c.errors = u["errors"].as_u64().unwrap_or(0);
+                c.requests = count(&u["requests"], "urls")?;
+                c.errors = count(&u["errors"], "urls")?;
                 if let Some(status) = u["status"].as_object() {
                     for (code, n) in status {
-                        c.status
-                            .push((code.parse().unwrap_or(0), n.as_u64().unwrap_or(0)));
+                        c.status.push((status_code(code, path)?, count(n, "urls")?));
                     }
                 }
             }
         }
-        one.not_fetched = num("not_fetched");
+        one.not_fetched = num("not_fetched")?;
         fetch_end |= v.get("not_fetched").is_some();
         interrupted |= v["interrupted"].as_bool().unwrap_or(false);
         report.merge(&one);
@@ -104,7 +107,7 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
             )));
         }
         elapsed = elapsed.max(run);
-        threads += v["threads"].as_u64().unwrap_or(0) as usize;
+        threads += num("threads")? as usize;
     }
     let merged =
         Summary::new(&report, Duration::from_secs_f64(elapsed), threads).with_urls(&report, &urls);
@@ -114,6 +117,59 @@ pub fn summaries(files: &[PathBuf]) -> Result<Summary, UsageError> {
     } else {
         merged
     })
+}
+
+/// Largest count a summary may hold: 2^53, JSON's exact integers. No run makes 9×10^15 requests, and
+/// the sum of a few thousand such counts cannot overflow.
+const MOST_COUNT: u64 = 1 << 53;
+
+/// A count of a summary: absent (an older ringfetch, or a kind that never happened) is 0; anything
+/// but a whole number up to `MOST_COUNT` is refused, naming the field.
+fn count(value: &Value, what: &str, path: &Path) -> Result<u64, UsageError> {
+    match value {
+        Value::Null => Ok(0),
+        v => v.as_u64().filter(|&n| n <= MOST_COUNT).ok_or_else(|| {
+            UsageError(format!(
+                "{}: {what} holds {v}, not a count a run makes; is it a ringfetch summary?",
+                path.display()
+            ))
+        }),
+    }
+}
+
+/// An HTTP status code as a key of `status`: three digits.
+fn status_code(key: &str, path: &Path) -> Result<u16, UsageError> {
+    key.parse()
+        .ok()
+        .filter(|c| (100..=999).contains(c))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{}: status {key:?} is not an HTTP status code",
+                path.display()
+            ))
+        })
+}
+
+/// One `[microseconds, count]` pair of `latency_histogram`; latencies past the longest run refused.
+fn bucket(pair: &Value, path: &Path) -> Result<(u64, u64), UsageError> {
+    let longest = MAX_DURATION.as_micros() as u64;
+    match pair.as_array().map(Vec::as_slice) {
+        Some([us, n]) => match (
+            us.as_u64().filter(|&us| us <= longest),
+            count(n, "latency_histogram", path),
+        ) {
+            (Some(us), Ok(n)) => Ok((us, n)),
+            _ => Err(bad_bucket(pair, path)),
+        },
+        _ => Err(bad_bucket(pair, path)),
+    }
+}
+
+fn bad_bucket(pair: &Value, path: &Path) -> UsageError {
+    UsageError(format!(
+        "{}: latency_histogram entry {pair} is not [microseconds, count]; is it a ringfetch summary?",
+        path.display()
+    ))
 }
 
 /// The last JSON object in the file: a summary may follow other output.

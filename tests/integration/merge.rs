@@ -143,15 +143,60 @@ fn shard_auto_reads_the_indexed_job_environment() {
 fn a_summary_that_is_not_a_run_is_refused_not_a_panic() {
     let dir = tempdir();
     let path = dir.path().join("odd.json");
-    // A run of 1e300 seconds: Duration::from_secs_f64 would panic on it.
+    let good = r#""elapsed_s":1,"threads":1,"latency_histogram":[[100,1]]"#;
+    // Each a field no run writes, and the word the refusal must name. Before, 1e300 seconds panicked
+    // (Duration::from_secs_f64), and the others were summed as they came: saturated counts, negative
+    // or fractional latencies dropped, a status "abc" counted as 0.
+    let cases = [
+        (
+            r#"{"requests":1,"elapsed_s":1e300,"threads":1,"latency_histogram":[[100,1]]}"#
+                .to_string(),
+            "elapsed_s",
+        ),
+        (
+            format!(r#"{{"requests":18446744073709551615,{good}}}"#),
+            "requests",
+        ),
+        (format!(r#"{{"requests":1,"bytes":-3,{good}}}"#), "bytes"),
+        (
+            r#"{"requests":1,"elapsed_s":1,"latency_histogram":[[100,1],[-1,1]]}"#.to_string(),
+            "latency_histogram",
+        ),
+        (
+            r#"{"requests":1,"elapsed_s":1,"latency_histogram":[[1.5,1]]}"#.to_string(),
+            "latency_histogram",
+        ),
+        (
+            r#"{"requests":1,"elapsed_s":1,"latency_histogram":[[18446744073709551615,1]]}"#
+                .to_string(),
+            "latency_histogram",
+        ),
+        (
+            format!(r#"{{"requests":1,"status":{{"abc":1}},{good}}}"#),
+            "status",
+        ),
+        (
+            format!(r#"{{"requests":1,"timeline":[1,"x"],{good}}}"#),
+            "timeline",
+        ),
+    ];
+    for (text, names) in &cases {
+        fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("merge").arg(&path).arg(&path);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 2, "{text}: {}", done.stderr);
+        assert!(done.stderr.contains(names), "{text}: {}", done.stderr);
+    }
+    // The same shape with real values merges.
     fs::write(
         &path,
-        r#"{"requests":1,"elapsed_s":1e300,"threads":1,"latency_histogram":[[100,1]]}"#,
+        format!(r#"{{"requests":1,"status":{{"200":1}},{good}}}"#),
     )
     .unwrap();
     let mut cmd = Command::new(bin());
-    cmd.arg("merge").arg(&path);
+    cmd.arg("merge").arg(&path).arg(&path);
     let done = run_child(cmd, None);
-    assert_eq!(done.code, 2, "{}", done.stderr);
-    assert!(done.stderr.contains("elapsed_s"), "{}", done.stderr);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(done.stdout.contains(r#""requests":2"#), "{}", done.stdout);
 }
