@@ -245,6 +245,25 @@ pub struct FetchArgs {
     #[arg(long, value_name = "BYTES", value_parser = units::bytes)]
     pub max_body: Option<u64>,
 
+    /// Follow redirects (301 302 303 307 308), as curl -L: a relative Location is resolved against
+    /// the URL it came from; 303, and 301/302 after POST, continue with GET and no body (HEAD stays
+    /// HEAD); 307/308 keep the method and body. -H Authorization, Cookie, Proxy-Authorization and Host
+    /// are not sent to another origin. The line adds `final_url` and `redirects`; `status`, the body
+    /// and --save-dir are the last response's, `elapsed_ms` covers the whole chain. Off by default:
+    /// a 3xx is then the URL's result.
+    #[arg(short = 'L', long)]
+    pub location: bool,
+
+    /// With -L: most redirects followed for one URL; past it the URL ends as `protocol` with the
+    /// chain's last URLs (a loop). [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_redirs: Option<u32>,
+
+    /// -L, and send the -H credentials (Authorization, Cookie, Proxy-Authorization) and Host to every
+    /// origin of the chain, not only the URL's own.
+    #[arg(long)]
+    pub location_trusted: bool,
+
     /// Fetch only the lines whose index % N == K, to split one list over several machines; `auto`
     /// takes K and N from a Kubernetes Indexed Job (docs/DISTRIBUTED.md). `ringfetch merge` joins
     /// the parts.

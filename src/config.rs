@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BenchArgs, FetchArgs, HttpArgs, ServeArgs};
+use crate::engine::fetch::Follow;
 use crate::error::{describe, UsageError};
 use crate::http::pipeline::default_refill_at;
+use crate::http::redirect;
 use crate::http::request::RequestTemplate;
 use crate::net::dns::Resolver;
 use crate::net::tls;
@@ -48,6 +50,9 @@ pub struct HttpPlan {
     /// `--source-addrs`, empty when not given.
     pub source_addrs: Vec<std::net::IpAddr>,
     pub ring_buffers: Option<(u16, u32)>,
+    /// `-H` as given, and `--body`'s bytes: the redirect variants of the request are built from them.
+    pub headers: Vec<String>,
+    pub body: Option<Vec<u8>>,
 }
 
 pub enum Input {
@@ -74,6 +79,8 @@ pub struct FetchPlan {
     pub shard: Option<(u64, u64)>,
     /// `--resume`: the indexes whose results `-o` already holds; they are not fetched again.
     pub resume: Option<Arc<Done>>,
+    /// `-L`: redirects are followed.
+    pub follow: Option<Follow>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +244,8 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
         transport: args.transport,
         source_addrs: args.source_addrs.clone().map(|r| r.0).unwrap_or_default(),
         ring_buffers: args.ring_buffers,
+        headers: args.headers.clone(),
+        body,
     })
 }
 
@@ -281,6 +290,13 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
             ))
         })?;
     }
+    let follow = match (args.location || args.location_trusted, args.max_redirs) {
+        (true, max) => Some(follow(&http, max.unwrap_or(10), args.location_trusted)?),
+        (false, Some(_)) => {
+            return Err(usage("--max-redirs limits -L: add -L to follow redirects"))
+        }
+        (false, None) => None,
+    };
     // Last, once every other check has passed: nothing is created or truncated for a command line
     // that is refused.
     let (output, resume) = output(&args)?;
@@ -300,6 +316,51 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
         },
         shard: args.shard,
         resume,
+        follow,
+    })
+}
+
+/// The requests a redirect chain may send (`engine::fetch::Follow`), from the same -X, -H and --body.
+fn follow(http: &HttpPlan, max: u32, trusted: bool) -> Result<Follow, UsageError> {
+    let given = &http.template;
+    // A GET has no body, so none of the headers that frame one.
+    let bodiless: Vec<String> = http
+        .headers
+        .iter()
+        .filter(|h| {
+            let name = h.split(':').next().unwrap_or("").trim();
+            !["content-length", "transfer-encoding"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+        })
+        .cloned()
+        .collect();
+    let get = RequestTemplate::new("GET", &bodiless)?;
+    let (foreign, foreign_get) = if trusted {
+        (given.clone(), get.clone())
+    } else {
+        let keep = |headers: &[String]| -> Vec<String> {
+            headers
+                .iter()
+                .filter(|h| {
+                    let name = h.split(':').next().unwrap_or("").trim();
+                    !redirect::CREDENTIALS
+                        .iter()
+                        .any(|n| name.eq_ignore_ascii_case(n))
+                })
+                .cloned()
+                .collect()
+        };
+        (
+            RequestTemplate::with_body(&given.method, &keep(&http.headers), http.body.as_deref())?,
+            RequestTemplate::new("GET", &keep(&bodiless))?,
+        )
+    };
+    Ok(Follow {
+        max,
+        get,
+        foreign,
+        foreign_get,
     })
 }
 

@@ -588,7 +588,7 @@ impl Workload for BenchConn<'_> {
         }
     }
 
-    fn on_head(&self, (_, url): (Instant, u32), head: &Head) {
+    fn on_head(&self, (_, url): (Instant, u32), head: &Head, _: &[u8]) {
         let mut r = self.shard.report.borrow_mut();
         r.status.add(head.status);
         if let Some(u) = r.per_url.get_mut(url as usize) {

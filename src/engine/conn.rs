@@ -38,7 +38,9 @@ pub(crate) trait Workload {
     /// close (false).
     async fn idle(&self) -> bool;
 
-    fn on_head(&self, ticket: Self::Ticket, head: &Head);
+    /// The head of the response to `ticket`; `raw` is its bytes (after any interim 1xx heads), for
+    /// the rare workload that needs a header the codec does not keep (`fetch -L`'s Location).
+    fn on_head(&self, ticket: Self::Ticket, head: &Head, raw: &[u8]);
 
     /// Body bytes of the response to `ticket`, in order. An error ends the request and the connection.
     fn on_body(&self, ticket: Self::Ticket, data: &[u8]) -> Result<(), FetchError>;
@@ -261,7 +263,7 @@ fn deliver<W: Workload>(
             }
             Event::Ended => return false,
             Event::Head(ticket, head) => {
-                work.on_head(ticket, &head);
+                work.on_head(ticket, &head, &rx.data()[..used]);
                 rx.consume(used);
             }
             Event::Body(ticket, range) => {

@@ -24,6 +24,7 @@ use super::panic::Point;
 use crate::error::{ErrorKind, FetchError};
 use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{verdict, InFlight, Verdict};
+use crate::http::redirect::{self, Method};
 use crate::http::request::RequestTemplate;
 use crate::http::response::Head;
 use crate::input::Line;
@@ -51,6 +52,35 @@ pub struct FetchSettings {
     pub direct: Option<super::transport::DirectSettings>,
     /// SIGINT, SIGTERM or a failed write of the results asks the run to stop.
     pub interrupt: Arc<Interrupt>,
+    /// `-L`: redirects are followed; None: a 3xx is the URL's result.
+    pub follow: Option<Follow>,
+}
+
+/// `-L`: the requests a redirect chain may send besides the given one, rendered once.
+pub struct Follow {
+    /// Most redirects followed for one URL (`--max-redirs`).
+    pub max: u32,
+    /// GET without a body, after a 303 (or a 301/302 after POST).
+    pub get: RequestTemplate,
+    /// To another origin than the URL's own: without the -H credentials (`redirect::CREDENTIALS`),
+    /// unless --location-trusted; the given method, and GET.
+    pub foreign: RequestTemplate,
+    pub foreign_get: RequestTemplate,
+}
+
+impl FetchSettings {
+    /// What the next request for a URL sends: the given request, or what its redirects made of it.
+    fn template(&self, chain: Option<&Chain>) -> &RequestTemplate {
+        match (chain, &self.follow) {
+            (Some(c), Some(f)) => match (c.method, c.foreign) {
+                (Method::Given, false) => &self.template,
+                (Method::Get, false) => &f.get,
+                (Method::Given, true) => &f.foreign,
+                (Method::Get, true) => &f.foreign_get,
+            },
+            _ => &self.template,
+        }
+    }
 }
 
 /// This worker's limits.
@@ -73,7 +103,47 @@ struct Job {
     body_bytes: u64,
     sent: Instant,
     save: Body,
+    /// Set once the URL redirected (`-L`).
+    chain: Option<Box<Chain>>,
 }
+
+impl Job {
+    fn new(index: u64, url: Box<str>, path: Box<str>) -> Job {
+        Job {
+            index,
+            url,
+            path,
+            attempts: 0,
+            retries_used: 0,
+            status: None,
+            body_bytes: 0,
+            sent: Instant::now(),
+            save: Body::Unsaved,
+            chain: None,
+        }
+    }
+}
+
+/// Where a URL that redirected is now and how it got there. Boxed: URLs that never redirect pay one
+/// pointer for it.
+struct Chain {
+    /// The URL now fetched (the result line's `url` stays the line as given).
+    url: Box<str>,
+    /// The URL's own origin: the -H credentials go only there.
+    first: target::Origin,
+    hops: u32,
+    /// When the first request of the chain was sent: `elapsed_ms` covers the whole chain.
+    started: Instant,
+    method: Method,
+    foreign: bool,
+    /// The URLs before this one, the last few, for the message of a loop.
+    recent: VecDeque<Box<str>>,
+    /// Set by the head of a redirect, taken when its response is complete.
+    location: Option<Box<str>>,
+}
+
+/// URLs of a chain kept for the message of a loop.
+const RECENT_URLS: usize = 3;
 
 /// A body being saved under `--save-dir`.
 enum Body {
@@ -356,20 +426,18 @@ impl FetchShard {
         }
         let target = match Target::parse(&line.url) {
             Ok(t) => t,
-            Err(err) => return self.report_error(line.index, &line.url, None, 0, 0, 0.0, err),
+            Err(err) => {
+                let job = Job::new(line.index, line.url.into_boxed_str(), Box::default());
+                return self.report_error(&job, 0.0, err);
+            }
         };
         let origin = self.origin(&target);
-        let key = self.jobs.borrow_mut().insert(Job {
-            index: line.index,
-            url: line.url.into_boxed_str(),
-            path: target.path.into_boxed_str(),
-            attempts: 0,
-            retries_used: 0,
-            status: None,
-            body_bytes: 0,
-            sent: Instant::now(),
-            save: Body::Unsaved,
-        });
+        let job = Job::new(
+            line.index,
+            line.url.into_boxed_str(),
+            target.path.into_boxed_str(),
+        );
+        let key = self.jobs.borrow_mut().insert(job);
         origin.queue.borrow_mut().push_back(key);
         self.queued.set(self.queued.get() + 1);
         self.schedule(&origin);
@@ -558,42 +626,44 @@ impl FetchShard {
 
     fn finish_failed(&self, key: usize, err: FetchError) {
         let job = self.remove_job(key);
-        let elapsed = job.sent.elapsed().as_secs_f64() * 1000.0;
-        let elapsed = if job.attempts == 0 { 0.0 } else { elapsed };
-        self.report_error(
-            job.index,
-            &job.url,
-            job.status,
-            job.body_bytes,
-            job.attempts,
-            elapsed,
-            err,
-        );
+        let since = job.chain.as_ref().map_or(job.sent, |c| c.started);
+        let elapsed = if job.attempts == 0 {
+            0.0
+        } else {
+            since.elapsed().as_secs_f64() * 1000.0
+        };
+        self.report_error(&job, elapsed, err);
         self.after_job();
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn report_error(
-        &self,
-        index: u64,
-        url: &str,
-        status: Option<u16>,
-        body_bytes: u64,
-        attempts: u32,
-        elapsed_ms: f64,
-        err: FetchError,
-    ) {
+    /// The line of a URL that ended in `err`.
+    fn report_error(&self, job: &Job, elapsed_ms: f64, err: FetchError) {
         self.report.borrow_mut().error(&err);
+        let (final_url, redirects) = self.chain_fields(job);
         self.lines.borrow_mut().push(&ResultLine {
-            index,
-            url,
-            status,
-            body_bytes,
+            index: job.index,
+            url: &job.url,
+            status: job.status,
+            body_bytes: job.body_bytes,
             elapsed_ms: round3(elapsed_ms),
-            attempts,
+            attempts: job.attempts,
             error: Some(err.to_string()),
             path: None,
+            final_url,
+            redirects,
         });
+    }
+
+    /// `final_url` and `redirects` of a result line: with -L only, so lines without it stay as they
+    /// were.
+    fn chain_fields<'a>(&self, job: &'a Job) -> (Option<&'a str>, Option<u32>) {
+        match (&self.settings.follow, &job.chain) {
+            (None, _) => (None, None),
+            (Some(_), Some(c)) => (Some(&c.url), Some(c.hops)),
+            // Never sent (an invalid URL): nothing was followed.
+            (Some(_), None) if job.attempts == 0 => (None, None),
+            (Some(_), None) => (Some(&job.url), Some(0)),
+        }
     }
 
     fn after_job(&self) {
@@ -626,6 +696,63 @@ struct OriginWork<'a> {
 }
 
 impl OriginWork<'_> {
+    /// The response to `key` redirects to `location` (`-L`): the URL's next request goes to its
+    /// origin's queue, like any request, and the chain grows. False when `location` names nothing
+    /// fetchable: then the redirect is the URL's answer.
+    fn follow(&self, key: usize, location: &str) -> bool {
+        let s = self.shard;
+        let Some(follow) = &s.settings.follow else {
+            return false;
+        };
+        let mut jobs = s.jobs.borrow_mut();
+        let job = &mut jobs[key];
+        let Some(chain) = job.chain.as_mut() else {
+            return false;
+        };
+        let next = redirect::resolve(&chain.url, location)
+            .and_then(|url| Target::parse(&url).ok().map(|t| (url, t)));
+        let Some((url, target)) = next else {
+            return false;
+        };
+        self.release_slot();
+        if chain.hops >= follow.max {
+            let mut shown: Vec<&str> = chain.recent.iter().map(|u| &**u).collect();
+            shown.push(&chain.url);
+            let err = FetchError::new(
+                ErrorKind::Protocol,
+                format!(
+                    "more than {} redirects (--max-redirs {}): … → {} → {url}; a loop, or raise --max-redirs",
+                    follow.max,
+                    follow.max,
+                    shown.join(" → ")
+                ),
+            );
+            drop(jobs);
+            s.finish_failed(key, err);
+            return true;
+        }
+        let status = job.status.unwrap_or(0);
+        chain.hops += 1;
+        chain.method = redirect::next_method(status, &s.settings.template.method, chain.method);
+        chain.foreign = target.origin != chain.first;
+        if chain.recent.len() == RECENT_URLS {
+            chain.recent.pop_front();
+        }
+        let before = std::mem::replace(&mut chain.url, url.into_boxed_str());
+        chain.recent.push_back(before);
+        job.path = target.path.as_str().into();
+        job.status = None;
+        job.body_bytes = 0;
+        // Each hop has the network retries of any request.
+        job.retries_used = 0;
+        drop(jobs);
+        let origin = s.origin(&target);
+        origin.queue.borrow_mut().push_back(key);
+        s.queued.set(s.queued.get() + 1);
+        s.schedule(&origin);
+        true
+    }
+
     fn release_slot(&self) {
         let s = self.shard;
         let was_full = s.in_flight.get() >= s.limits.cap;
@@ -647,7 +774,6 @@ impl Workload for OriginWork<'_> {
         now: Instant,
     ) -> usize {
         let s = self.shard;
-        let template = &s.settings.template;
         let max = max.min(s.limits.cap.saturating_sub(s.in_flight.get()));
         let mut queue = self.origin.queue.borrow_mut();
         let mut jobs = s.jobs.borrow_mut();
@@ -657,6 +783,7 @@ impl Workload for OriginWork<'_> {
             let job = &mut jobs[key];
             job.attempts += 1;
             job.sent = now;
+            let template = s.settings.template(job.chain.as_deref());
             template.write(out, &job.path, &self.origin.authority);
             conn.sent(key, now, template.head);
             n += 1;
@@ -691,17 +818,44 @@ impl Workload for OriginWork<'_> {
         }
     }
 
-    fn on_head(&self, key: usize, head: &Head) {
-        let mut jobs = self.shard.jobs.borrow_mut();
+    fn on_head(&self, key: usize, head: &Head, raw: &[u8]) {
+        let s = self.shard;
+        let mut jobs = s.jobs.borrow_mut();
         let job = &mut jobs[key];
         super::panic::injected(Point::Head, &job.path);
         job.status = Some(head.status);
+        if s.settings.follow.is_none() || !redirect::redirects(head.status) {
+            return;
+        }
+        // Without a usable Location the redirect is the URL's answer (RFC 9110 §15.4).
+        let Some(location) = redirect::location(raw) else {
+            return;
+        };
+        let sent = job.sent;
+        let url = &job.url;
+        let chain = job.chain.get_or_insert_with(|| {
+            Box::new(Chain {
+                url: url.clone(),
+                first: self.origin.key.clone(),
+                hops: 0,
+                started: sent,
+                method: Method::Given,
+                foreign: false,
+                recent: VecDeque::new(),
+                location: None,
+            })
+        });
+        chain.location = Some(location.into());
     }
 
     fn on_body(&self, key: usize, data: &[u8]) -> Result<(), FetchError> {
         let s = self.shard;
         let mut jobs = s.jobs.borrow_mut();
         let job = &mut jobs[key];
+        if job.chain.as_ref().is_some_and(|c| c.location.is_some()) {
+            // A redirect's own body: neither counted nor kept; the URL's body is the final one's.
+            return Ok(());
+        }
         job.body_bytes += data.len() as u64;
         if job.body_bytes > s.settings.max_body {
             return Err(FetchError::new(
@@ -720,24 +874,28 @@ impl Workload for OriginWork<'_> {
 
     fn on_done(&self, done: InFlight<usize>, now: Instant) {
         let s = self.shard;
+        let location = s.jobs.borrow_mut()[done.ticket]
+            .chain
+            .as_mut()
+            .and_then(|c| c.location.take());
+        if let Some(location) = location {
+            if self.follow(done.ticket, &location) {
+                return;
+            }
+        }
         let mut job = s.jobs.borrow_mut().remove(done.ticket);
         self.release_slot();
         let latency = now.saturating_duration_since(done.sent);
+        let elapsed = match &job.chain {
+            Some(c) => now.saturating_duration_since(c.started),
+            None => latency,
+        };
         let mut path = None;
         if let Some(dir) = &s.settings.save_dir {
             let fin = dir.join(job.index.to_string());
             let body = std::mem::replace(&mut job.save, Body::Unsaved);
             if let Err(err) = body.keep(dir, job.index, &fin) {
-                let ms = latency.as_secs_f64() * 1000.0;
-                s.report_error(
-                    job.index,
-                    &job.url,
-                    job.status,
-                    job.body_bytes,
-                    job.attempts,
-                    ms,
-                    err,
-                );
+                s.report_error(&job, elapsed.as_secs_f64() * 1000.0, err);
                 s.after_job();
                 return;
             }
@@ -751,15 +909,18 @@ impl Workload for OriginWork<'_> {
             report.latency.record(latency);
         }
         let path_text = path.as_ref().map(|p| p.to_string_lossy());
+        let (final_url, redirects) = s.chain_fields(&job);
         s.lines.borrow_mut().push(&ResultLine {
             index: job.index,
             url: &job.url,
             status: job.status,
             body_bytes: job.body_bytes,
-            elapsed_ms: round3(latency.as_secs_f64() * 1000.0),
+            elapsed_ms: round3(elapsed.as_secs_f64() * 1000.0),
             attempts: job.attempts,
             error: None,
             path: path_text.as_deref(),
+            final_url,
+            redirects,
         });
         s.after_job();
     }

@@ -227,6 +227,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         resolver: plan.http.resolver.clone(),
         direct,
         interrupt: interrupt.clone(),
+        follow: plan.follow,
     });
     let started = Instant::now();
     let workers = runtime::spawn_workers(&setup, &plan.engine.cpus, threads, "fetch", move |i| {
@@ -328,6 +329,8 @@ fn feed(
                     attempts: 0,
                     error: Some(bad.error.to_string()),
                     path: None,
+                    final_url: None,
+                    redirects: None,
                 });
                 false
             }

@@ -21,6 +21,12 @@ pub struct ResultLine<'a> {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<&'a str>,
+    /// `-L`: the URL of the last response (the line's `url` when nothing redirected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_url: Option<&'a str>,
+    /// `-L`: redirects followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirects: Option<u32>,
 }
 
 impl ResultLine<'_> {
@@ -52,6 +58,14 @@ impl ResultLine<'_> {
         if let Some(p) = self.path {
             out.extend_from_slice(b",\"path\":");
             json_string(out, p);
+        }
+        if let Some(u) = self.final_url {
+            out.extend_from_slice(b",\"final_url\":");
+            json_string(out, u);
+        }
+        if let Some(n) = self.redirects {
+            out.extend_from_slice(b",\"redirects\":");
+            out.extend_from_slice(num.format(n).as_bytes());
         }
         out.push(b'}');
     }
@@ -382,6 +396,8 @@ mod tests {
                     attempts: i as u32,
                     error,
                     path,
+                    final_url: (i % 2 == 1).then_some(*url),
+                    redirects: (i % 2 == 1).then_some(i as u32),
                 });
             }
         }
@@ -407,6 +423,8 @@ mod tests {
             attempts: 1,
             error: None,
             path: None,
+            final_url: None,
+            redirects: None,
         };
         assert_eq!(
             serde_json::to_string(&line).unwrap(),

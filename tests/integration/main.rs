@@ -12,6 +12,7 @@ mod input;
 mod interrupt;
 mod merge;
 mod nginx;
+mod redirect;
 mod save;
 mod serve;
 mod tls;
