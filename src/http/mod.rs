@@ -2,10 +2,12 @@
 //! socket or a clock. `request` writes request heads, `response` frames responses (RFC 9112 §6),
 //! `chunked` decodes chunked bodies, `pipeline` keeps the per-connection FIFO and the retry rules.
 //! `server` is the other side, for the built-in server: it frames requests (RFC 9112 §6.3, §9.3).
-//! `redirect` says which responses redirect, where to and with what request (`fetch -L`).
+//! `redirect` says which responses redirect, where to and with what request (`fetch -L`); `decode`
+//! undoes content codings (`fetch --compressed`).
 
 pub mod chunked;
 pub mod client;
+pub mod decode;
 pub mod pipeline;
 pub mod redirect;
 pub mod request;
