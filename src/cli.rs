@@ -259,6 +259,14 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N")]
     pub max_redirs: Option<u32>,
 
+    /// Ask for compressed bodies (Accept-Encoding: gzip, deflate, br, zstd, unless -H gives one) and
+    /// decode what comes back, as curl --compressed: stacked codings too. body_bytes, --save-dir and
+    /// --max-body are about the decoded body (a decompression bomb ends as `too-large`); the line adds
+    /// `encoding` and `wire_bytes`. A corrupt stream, or a coding it cannot decode, is `protocol`.
+    /// Without it nothing is decoded.
+    #[arg(long)]
+    pub compressed: bool,
+
     /// -L, and send the -H credentials (Authorization, Cookie, Proxy-Authorization) and Host to every
     /// origin of the chain, not only the URL's own.
     #[arg(long)]

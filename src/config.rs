@@ -81,6 +81,8 @@ pub struct FetchPlan {
     pub resume: Option<Arc<Done>>,
     /// `-L`: redirects are followed.
     pub follow: Option<Follow>,
+    /// `--compressed`: bodies are decoded.
+    pub compressed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,7 +251,18 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
     })
 }
 
-pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
+pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
+    let asks = |h: &String| {
+        h.split(':')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("accept-encoding"))
+    };
+    if args.compressed && !args.http.headers.iter().any(asks) {
+        args.http.headers.push(format!(
+            "Accept-Encoding: {}",
+            crate::http::decode::ACCEPT_ENCODING
+        ));
+    }
     let http = http(&args.http)?;
     let engine = engine(args.http.threads, verbose)?;
     let concurrency = at_least_one(args.concurrency, "-c")?;
@@ -317,6 +330,7 @@ pub fn fetch(args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError> {
         shard: args.shard,
         resume,
         follow,
+        compressed: args.compressed,
     })
 }
 

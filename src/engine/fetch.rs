@@ -23,6 +23,7 @@ use super::interrupt::{Interrupt, Level, GRACE};
 use super::panic::Point;
 use crate::error::{ErrorKind, FetchError};
 use crate::http::client::{Connection, Fate, Start};
+use crate::http::decode::{self, DecodeError, Decoder};
 use crate::http::pipeline::{verdict, InFlight, Verdict};
 use crate::http::redirect::{self, Method};
 use crate::http::request::RequestTemplate;
@@ -54,6 +55,8 @@ pub struct FetchSettings {
     pub interrupt: Arc<Interrupt>,
     /// `-L`: redirects are followed; None: a 3xx is the URL's result.
     pub follow: Option<Follow>,
+    /// `--compressed`: bodies are decoded (Accept-Encoding is in the template).
+    pub compressed: bool,
 }
 
 /// `-L`: the requests a redirect chain may send besides the given one, rendered once.
@@ -105,6 +108,41 @@ struct Job {
     save: Body,
     /// Set once the URL redirected (`-L`).
     chain: Option<Box<Chain>>,
+    /// `--compressed`: how the current response's body is decoded.
+    decode: Decode,
+    /// `--compressed`: body bytes as they came on the wire (before decoding).
+    wire_bytes: u64,
+}
+
+/// How a body is decoded (`--compressed`).
+enum Decode {
+    /// As it comes: no content coding (or no --compressed).
+    Plain,
+    /// Through these codings, named as the response gave them.
+    Coded(Box<Decoder>, Box<str>),
+    /// A coding we cannot undo: the body fails as `protocol` (curl's rule), an empty one passes.
+    Unknown(Box<str>),
+}
+
+impl Decode {
+    /// The line's `encoding`.
+    fn name(&self) -> &str {
+        match self {
+            Decode::Plain => "identity",
+            Decode::Coded(_, name) | Decode::Unknown(name) => name,
+        }
+    }
+}
+
+fn undecodable(coding: decode::Coding, why: &str) -> FetchError {
+    FetchError::new(
+        ErrorKind::Protocol,
+        format!(
+            "cannot decode the {} body: {why}; the server sent a broken or mislabelled stream \
+             (without --compressed the bytes are kept as sent)",
+            coding.name()
+        ),
+    )
 }
 
 impl Job {
@@ -120,7 +158,77 @@ impl Job {
             sent: Instant::now(),
             save: Body::Unsaved,
             chain: None,
+            decode: Decode::Plain,
+            wire_bytes: 0,
         }
+    }
+
+    /// Counts and keeps `data`, decoded body bytes (or the body as sent): the one place both go.
+    fn take_body(
+        index: u64,
+        body_bytes: &mut u64,
+        save: &mut Body,
+        settings: &FetchSettings,
+        data: &[u8],
+    ) -> Result<(), FetchError> {
+        *body_bytes += data.len() as u64;
+        if *body_bytes > settings.max_body {
+            return Err(FetchError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "body exceeds --max-body {} bytes{}; raise --max-body to accept it",
+                    settings.max_body,
+                    if settings.compressed {
+                        " once decoded"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        if let Some(dir) = &settings.save_dir {
+            save.write(dir, index, data);
+        }
+        Ok(())
+    }
+
+    /// Feeds `data` (or with `last`, the end of the body) through the decoder.
+    fn decode_body(
+        &mut self,
+        settings: &FetchSettings,
+        data: &[u8],
+        last: bool,
+    ) -> Result<(), FetchError> {
+        let Job {
+            index,
+            body_bytes,
+            save,
+            decode,
+            ..
+        } = self;
+        let mut keep = |piece: &[u8]| Job::take_body(*index, body_bytes, save, settings, piece);
+        let res = match decode {
+            Decode::Plain => match last {
+                true => Ok(()),
+                false => return keep(data),
+            },
+            Decode::Unknown(name) if !data.is_empty() => {
+                return Err(FetchError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the body is in content coding `{name}`, which ringfetch cannot decode (it \
+                         knows gzip, deflate, br and zstd); fetch it without --compressed to keep the bytes as sent"
+                    ),
+                ))
+            }
+            Decode::Unknown(_) => Ok(()),
+            Decode::Coded(decoder, _) if last => decoder.finish(&mut keep),
+            Decode::Coded(decoder, _) => decoder.feed(data, &mut keep),
+        };
+        res.map_err(|e| match e {
+            DecodeError::Refused(e) => e,
+            DecodeError::Corrupt(coding, why) => undecodable(coding, &why),
+        })
     }
 }
 
@@ -651,6 +759,9 @@ impl FetchShard {
             path: None,
             final_url,
             redirects,
+            encoding: (self.settings.compressed && job.status.is_some()).then(|| job.decode.name()),
+            wire_bytes: (self.settings.compressed && job.status.is_some())
+                .then_some(job.wire_bytes),
         });
     }
 
@@ -824,6 +935,17 @@ impl Workload for OriginWork<'_> {
         let job = &mut jobs[key];
         super::panic::injected(Point::Head, &job.path);
         job.status = Some(head.status);
+        if s.settings.compressed {
+            job.wire_bytes = 0;
+            job.decode = match decode::codings(raw) {
+                Ok(codings) if codings.is_empty() => Decode::Plain,
+                Ok(codings) => {
+                    let names: Vec<&str> = codings.iter().map(|c| c.name()).collect();
+                    Decode::Coded(Box::new(Decoder::new(&codings)), names.join(", ").into())
+                }
+                Err(name) => Decode::Unknown(name.into()),
+            };
+        }
         if s.settings.follow.is_none() || !redirect::redirects(head.status) {
             return;
         }
@@ -856,20 +978,8 @@ impl Workload for OriginWork<'_> {
             // A redirect's own body: neither counted nor kept; the URL's body is the final one's.
             return Ok(());
         }
-        job.body_bytes += data.len() as u64;
-        if job.body_bytes > s.settings.max_body {
-            return Err(FetchError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "body exceeds --max-body {} bytes; raise --max-body to accept it",
-                    s.settings.max_body
-                ),
-            ));
-        }
-        if let Some(dir) = &s.settings.save_dir {
-            job.save.write(dir, job.index, data);
-        }
-        Ok(())
+        job.wire_bytes += data.len() as u64;
+        job.decode_body(&s.settings, data, false)
     }
 
     fn on_done(&self, done: InFlight<usize>, now: Instant) {
@@ -882,6 +992,11 @@ impl Workload for OriginWork<'_> {
             if self.follow(done.ticket, &location) {
                 return;
             }
+        }
+        let decoded = s.jobs.borrow_mut()[done.ticket].decode_body(&s.settings, &[], true);
+        if let Err(err) = decoded {
+            self.release_slot();
+            return s.finish_failed(done.ticket, err);
         }
         let mut job = s.jobs.borrow_mut().remove(done.ticket);
         self.release_slot();
@@ -921,6 +1036,8 @@ impl Workload for OriginWork<'_> {
             path: path_text.as_deref(),
             final_url,
             redirects,
+            encoding: s.settings.compressed.then(|| job.decode.name()),
+            wire_bytes: s.settings.compressed.then_some(job.wire_bytes),
         });
         s.after_job();
     }

@@ -228,6 +228,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         direct,
         interrupt: interrupt.clone(),
         follow: plan.follow,
+        compressed: plan.compressed,
     });
     let started = Instant::now();
     let workers = runtime::spawn_workers(&setup, &plan.engine.cpus, threads, "fetch", move |i| {
@@ -331,6 +332,8 @@ fn feed(
                     path: None,
                     final_url: None,
                     redirects: None,
+                    encoding: None,
+                    wire_bytes: None,
                 });
                 false
             }

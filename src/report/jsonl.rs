@@ -27,6 +27,12 @@ pub struct ResultLine<'a> {
     /// `-L`: redirects followed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirects: Option<u32>,
+    /// `--compressed`: the response's content codings (`identity` for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'a str>,
+    /// `--compressed`: body bytes as sent, before decoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_bytes: Option<u64>,
 }
 
 impl ResultLine<'_> {
@@ -65,6 +71,14 @@ impl ResultLine<'_> {
         }
         if let Some(n) = self.redirects {
             out.extend_from_slice(b",\"redirects\":");
+            out.extend_from_slice(num.format(n).as_bytes());
+        }
+        if let Some(e) = self.encoding {
+            out.extend_from_slice(b",\"encoding\":");
+            json_string(out, e);
+        }
+        if let Some(n) = self.wire_bytes {
+            out.extend_from_slice(b",\"wire_bytes\":");
             out.extend_from_slice(num.format(n).as_bytes());
         }
         out.push(b'}');
@@ -398,6 +412,8 @@ mod tests {
                     path,
                     final_url: (i % 2 == 1).then_some(*url),
                     redirects: (i % 2 == 1).then_some(i as u32),
+                    encoding: (i % 3 == 1).then_some(*url),
+                    wire_bytes: (i % 3 == 1).then_some(u64::MAX - 1),
                 });
             }
         }
@@ -425,6 +441,8 @@ mod tests {
             path: None,
             final_url: None,
             redirects: None,
+            encoding: None,
+            wire_bytes: None,
         };
         assert_eq!(
             serde_json::to_string(&line).unwrap(),

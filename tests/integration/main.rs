@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod compressed;
 mod direct;
 mod dns;
 mod fetch;
