@@ -41,6 +41,11 @@ impl Nginx {
     }
 
     fn start_on(wire: Wire, files: usize, extra: &str) -> Option<Nginx> {
+        Nginx::start_with(wire, files, extra, "")
+    }
+
+    /// As `start_on`, with `server` directives inside the server block too.
+    fn start_with(wire: Wire, files: usize, extra: &str, server: &str) -> Option<Nginx> {
         if !Path::new(NGINX).exists() {
             println!("skipped: {NGINX} is not installed");
             return None;
@@ -93,6 +98,7 @@ http {{
     server {{
         listen 127.0.0.1:{port}{listen};
         root {root};
+        {server}
     }}
 }}
 ",
@@ -247,4 +253,42 @@ fn nginx_over_https_pipelined_saved_exactly() {
         return;
     };
     fetch_and_verify(&nginx, 3_000);
+}
+
+/// The real web's two habits at once: every URL redirects (`/r/N` → 301 → `/f/N`, an absolute
+/// Location, as nginx writes it) and every body is gzipped (`gzip on` for any type). `-L
+/// --compressed` ends at each file, decoded byte for byte.
+#[test]
+fn nginx_redirects_and_gzip_followed_and_decoded() {
+    let server = "location /r/ { rewrite ^/r/(.*)$ /f/$1 permanent; }";
+    let http = "gzip on;\n    gzip_types *;\n    gzip_min_length 0;";
+    let Some(nginx) = Nginx::start_with(Wire::Http, 2_000, http, server) else {
+        return;
+    };
+    let list: Vec<String> = (0..2_000)
+        .map(|i| format!("http://127.0.0.1:{}/r/{i}", nginx.port))
+        .collect();
+    let save = nginx.save_dir();
+    let args = ["-L", "--compressed", "-p", "16", "--save-dir", arg(&save)];
+    let out = run_fetch(&list, &args);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    for (i, r) in out.by_index() {
+        let expected = content(i as usize);
+        assert_response(r, 200, expected.len() as u64);
+        assert_eq!(r["redirects"], 1, "{r}");
+        assert_eq!(
+            r["final_url"],
+            format!("http://127.0.0.1:{}/f/{i}", nginx.port),
+            "{r}"
+        );
+        assert_eq!(r["encoding"], "gzip", "{r}");
+        // Small files grow in gzip; the larger ones shrink.
+        let wire = r["wire_bytes"].as_u64().unwrap();
+        assert!(
+            wire > 0 && (expected.len() < 2000 || wire < expected.len() as u64),
+            "{r}"
+        );
+        let body = saved(&save, i);
+        assert_eq!(body.as_deref(), Some(expected.as_bytes()), "body of {i}");
+    }
 }
