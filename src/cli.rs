@@ -259,6 +259,12 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N")]
     pub max_redirs: Option<u32>,
 
+    /// No live progress line. It is shown only when stderr is a terminal and --json is not given:
+    /// URLs done (of the list's total, counted beside the run, when the list is a file), the rate,
+    /// bytes, errors by kind and the time left.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
     /// Ask for compressed bodies (Accept-Encoding: gzip, deflate, br, zstd, unless -H gives one) and
     /// decode what comes back, as curl --compressed: stacked codings too. body_bytes, --save-dir and
     /// --max-body are about the decoded body (a decompression bomb ends as `too-large`); the line adds

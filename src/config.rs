@@ -83,6 +83,9 @@ pub struct FetchPlan {
     pub follow: Option<Follow>,
     /// `--compressed`: bodies are decoded.
     pub compressed: bool,
+    /// The list's path when it is a file (the progress line counts it), and `--quiet`.
+    pub list_path: Option<PathBuf>,
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,6 +334,8 @@ pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError
         resume,
         follow,
         compressed: args.compressed,
+        list_path: args.file.filter(|p| p.as_os_str() != "-"),
+        quiet: args.quiet,
     })
 }
 

@@ -395,12 +395,18 @@ pub struct FetchShard {
     /// The requests in flight were ended too (`stop_now`); connects under way give up.
     stopped: Cell<bool>,
     stopping: Notify,
+    /// The live progress line's slot of this worker, when the line is shown.
+    live: Option<(Arc<super::progress::FetchLive>, usize)>,
     pub report: RefCell<Report>,
     lines: RefCell<Lines>,
 }
 
 impl FetchShard {
-    pub fn new(settings: Arc<FetchSettings>, limits: ShardLimits) -> Rc<FetchShard> {
+    pub fn new(
+        settings: Arc<FetchSettings>,
+        limits: ShardLimits,
+        live: Option<(Arc<super::progress::FetchLive>, usize)>,
+    ) -> Rc<FetchShard> {
         let mut env = Env::new(settings.timeout, settings.depth, settings.refill_at);
         env.rules.closes = settings.template.closes;
         env.rules.idempotent = settings.template.idempotent;
@@ -425,6 +431,7 @@ impl FetchShard {
             draining: Cell::new(false),
             stopped: Cell::new(false),
             stopping: Notify::new(),
+            live,
             report: RefCell::new(Report::default()),
             lines: RefCell::new(lines),
         })
@@ -472,6 +479,9 @@ impl FetchShard {
             let now = Instant::now();
             self.env.watchdog.tick(now);
             self.lines.borrow_mut().flush();
+            if let Some((live, i)) = &self.live {
+                live.publish(*i, &self.report.borrow());
+            }
             let sink = &self.settings.sink;
             sink.flush_due();
             let interrupt = &self.settings.interrupt;

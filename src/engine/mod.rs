@@ -231,12 +231,26 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         compressed: plan.compressed,
     });
     let started = Instant::now();
+    let show_progress =
+        !plan.http.json && !plan.quiet && std::io::IsTerminal::is_terminal(&io::stderr());
+    let live = show_progress.then(|| Arc::new(progress::FetchLive::new(threads)));
+    if let (Some(live), Some(path)) = (&live, &plan.list_path) {
+        let kept = plan.resume.as_ref().map_or(0, |d| d.count());
+        live.count_in_background(path.clone(), plan.shard, kept);
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drawer = live.clone().map(|live| {
+        let finished = finished.clone();
+        std::thread::spawn(move || progress::show_fetch(&live, &finished))
+    });
+    let workers_live = live.clone();
     let workers = runtime::spawn_workers(&setup, &plan.engine.cpus, threads, "fetch", move |i| {
         let limits = ShardLimits {
             cap: share(concurrency, threads, i).max(1),
             conn_budget: share(budget, threads, i).max(1),
         };
-        let shard = FetchShard::new(settings.clone(), limits);
+        let slot = workers_live.clone().map(|l| (l, i));
+        let shard = FetchShard::new(settings.clone(), limits, slot);
         let rx = rx.clone();
         async move { shard.clone().run(rx).await }
     })?;
@@ -256,6 +270,10 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
             Ok(Err(e)) => failure = Some(format!("a worker could not start its io_uring: {e}")),
             Err(_) => failure = Some("a worker thread panicked; results are incomplete".into()),
         }
+    }
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(drawer) = drawer {
+        let _ = drawer.join();
     }
     let stopped = interrupt.level() != interrupt::Level::Running;
     if stopped && !stdin {

@@ -19,6 +19,11 @@ pub struct Done {
 }
 
 impl Done {
+    /// Indexes kept.
+    pub fn count(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
     pub fn contains(&self, index: u64) -> bool {
         let word = (index / 64) as usize;
         self.bits

@@ -544,3 +544,39 @@ fn counts_past_their_range_are_usage_errors_in_every_command() {
         );
     }
 }
+
+/// On a terminal, `fetch` draws one live line: URLs done of the list's total (counted beside the
+/// run), the rate and the errors by kind; `--json`, `-q` or a stderr that is not a terminal (every
+/// other test) silence it. `script` gives the run a pseudo-terminal.
+#[test]
+fn fetch_progress_line_only_on_a_terminal() {
+    let serve = start_serve(&["--delay", "40ms"]);
+    let dir = tempdir();
+    let list = dir.path().join("list");
+    let mut text = lines(&urls(&serve, 60));
+    text.push_str("http://127.0.0.1:1/refused\n");
+    fs::write(&list, text).unwrap();
+    let run_on_tty = |extra: &str| {
+        let line = format!(
+            "{} fetch {} -c 4 -t 1 --retries 0 -o {}/out-{} {extra}",
+            bin().display(),
+            list.display(),
+            dir.path().display(),
+            extra.replace(' ', "")
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        run_child(cmd, None).stdout
+    };
+    let text = run_on_tty("");
+    assert!(
+        text.contains("/61 URLs"),
+        "no live line with the total: {text}"
+    );
+    assert!(text.contains("/s"), "{text}");
+    assert!(text.contains("errors: connect 1"), "{text}");
+    for quiet in ["--json", "-q"] {
+        let text = run_on_tty(quiet);
+        assert!(!text.contains(" URLs "), "live line with {quiet}: {text}");
+    }
+}
