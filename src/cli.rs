@@ -259,6 +259,27 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N")]
     pub max_redirs: Option<u32>,
 
+    /// Most requests per second to one origin (scheme, host, port), over all workers, e.g. 50 or
+    /// 0.5: a crawl's politeness. Each origin has its own pace; pacing one never slows the others.
+    #[arg(long, value_name = "RPS", value_parser = units::rate)]
+    pub host_rate: Option<f64>,
+
+    /// Least time between two requests to one origin, e.g. 200ms (with --host-rate, the longer of
+    /// the two).
+    #[arg(long, value_name = "DURATION", value_parser = units::duration)]
+    pub host_delay: Option<Duration>,
+
+    /// Statuses that mean "try later", e.g. 429,503: an idempotent request answered with one is sent
+    /// again after the response's Retry-After (seconds or a date), or else after 1 s, 2 s, 4 s… with
+    /// jitter, at most --retries times (apart from network retries) and never waiting more than
+    /// --retry-max-wait; each try counts in `attempts`. Then the last answer is the result.
+    #[arg(long, value_name = "LIST", value_parser = units::statuses)]
+    pub retry_status: Option<units::Statuses>,
+
+    /// Longest wait before a --retry-status retry, whatever Retry-After asks.
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = units::duration)]
+    pub retry_max_wait: Duration,
+
     /// No live progress line. It is shown only when stderr is a terminal and --json is not given:
     /// URLs done (of the list's total, counted beside the run, when the list is a file), the rate,
     /// bytes, errors by kind and the time left.

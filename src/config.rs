@@ -83,6 +83,10 @@ pub struct FetchPlan {
     pub follow: Option<Follow>,
     /// `--compressed`: bodies are decoded.
     pub compressed: bool,
+    /// `--host-rate`/`--host-delay` as the least time between two requests to one origin.
+    pub host_interval: Option<Duration>,
+    pub retry_status: Vec<u16>,
+    pub retry_max_wait: Duration,
     /// The list's path when it is a file (the progress line counts it), and `--quiet`.
     pub list_path: Option<PathBuf>,
     pub quiet: bool,
@@ -334,6 +338,16 @@ pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError
         resume,
         follow,
         compressed: args.compressed,
+        host_interval: match (args.host_rate, args.host_delay) {
+            (None, None) => None,
+            (rate, delay) => Some(
+                rate.map(|r| Duration::from_secs_f64(1.0 / r))
+                    .unwrap_or_default()
+                    .max(delay.unwrap_or_default()),
+            ),
+        },
+        retry_status: args.retry_status.map(|s| s.0).unwrap_or_default(),
+        retry_max_wait: args.retry_max_wait,
         list_path: args.file.filter(|p| p.as_os_str() != "-"),
         quiet: args.quiet,
     })

@@ -124,6 +124,24 @@ pub fn rate(text: &str) -> Result<f64, String> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Percentiles(pub Vec<(String, f64)>);
 
+/// HTTP status codes, `429,503`; one type so clap takes the list as one value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statuses(pub Vec<u16>);
+
+/// A list of status codes (100 to 599), `429,503`.
+pub fn statuses(text: &str) -> Result<Statuses, String> {
+    text.split(',')
+        .map(|c| match c.trim().parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(code),
+            _ => Err(format!(
+                "'{}' is not an HTTP status code; expected a list such as 429,503",
+                c.trim()
+            )),
+        })
+        .collect::<Result<Vec<u16>, String>>()
+        .map(Statuses)
+}
+
 /// A list of percentiles, `50,99,99.99`: each kept with its text (the JSON key) and as a quantile.
 pub fn percentiles(text: &str) -> Result<Percentiles, String> {
     text.split(',')

@@ -57,6 +57,12 @@ pub struct FetchSettings {
     pub follow: Option<Follow>,
     /// `--compressed`: bodies are decoded (Accept-Encoding is in the template).
     pub compressed: bool,
+    /// `--host-rate`, `--host-delay`: one origin's turns, over all workers.
+    pub pacer: Option<Arc<super::pace::Pacer>>,
+    /// `--retry-status`: statuses that mean "try later" (idempotent requests are sent again after
+    /// `Retry-After` or a backoff, at most `retries` times, apart from network retries).
+    pub retry_status: Box<[u16]>,
+    pub retry_max_wait: Duration,
 }
 
 /// `-L`: the requests a redirect chain may send besides the given one, rendered once.
@@ -112,6 +118,15 @@ struct Job {
     decode: Decode,
     /// `--compressed`: body bytes as they came on the wire (before decoding).
     wire_bytes: u64,
+    /// `--retry-status`: the current response says to try later, with its Retry-After.
+    later: Option<Later>,
+    /// Times sent again after a "try later" status.
+    later_retries: u32,
+}
+
+/// A response whose status is in `--retry-status`.
+struct Later {
+    retry_after: Option<Box<str>>,
 }
 
 /// How a body is decoded (`--compressed`).
@@ -160,6 +175,8 @@ impl Job {
             chain: None,
             decode: Decode::Plain,
             wire_bytes: 0,
+            later: None,
+            later_retries: 0,
         }
     }
 
@@ -357,6 +374,8 @@ struct OriginState {
     limit: Cell<usize>,
     /// Connections waiting in `idle`.
     idle: Cell<usize>,
+    /// `--host-rate`: the origin's next turn, when a request had to wait for it.
+    paced_until: Cell<Option<Instant>>,
     wake: Notify,
     /// How the next connection starts: after a failed one with a single request; for good one
     /// request at a time once the origin ended a connection after its first response.
@@ -379,6 +398,8 @@ pub struct FetchShard {
     starts: RefCell<HashMap<target::Origin, Start>>,
     in_flight: Cell<usize>,
     queued: Cell<usize>,
+    /// Jobs waiting out a "try later" status (`--retry-status`): neither queued nor in flight.
+    waiting: Cell<usize>,
     open_conns: Cell<usize>,
     /// Origins with queued jobs and no connection, waiting for the fd budget.
     starved: RefCell<VecDeque<Rc<OriginState>>>,
@@ -422,6 +443,7 @@ impl FetchShard {
             starts: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
             queued: Cell::new(0),
+            waiting: Cell::new(0),
             open_conns: Cell::new(0),
             starved: RefCell::new(VecDeque::new()),
             input_done: Cell::new(false),
@@ -452,7 +474,7 @@ impl FetchShard {
         self.input_done.set(true);
         self.wake_idle.notify_waiters();
         while !self.jobs.borrow().is_empty() || self.open_conns.get() > 0 {
-            if self.open_conns.get() == 0 && self.queued.get() == 0 {
+            if self.open_conns.get() == 0 && self.queued.get() == 0 && self.waiting.get() == 0 {
                 self.fail_orphans();
                 continue;
             }
@@ -576,6 +598,7 @@ impl FetchShard {
             established: Cell::new(0),
             limit: Cell::new(self.settings.conns_per_host),
             idle: Cell::new(0),
+            paced_until: Cell::new(None),
             wake: Notify::new(),
             start: Cell::new(
                 self.starts
@@ -697,6 +720,53 @@ impl FetchShard {
                 }
             }
         }
+    }
+
+    /// Sends `key` again once the server's "try later" has passed (`--retry-status`): it waits
+    /// apart, neither queued nor in flight, then joins its origin's queue like a new request. An
+    /// interruption drops it for `--resume`.
+    fn try_later(self: &Rc<Self>, key: usize, later: Later) {
+        let (wait, url) = {
+            let mut jobs = self.jobs.borrow_mut();
+            let job = &mut jobs[key];
+            job.later_retries += 1;
+            job.status = None;
+            job.body_bytes = 0;
+            job.wire_bytes = 0;
+            std::mem::replace(&mut job.save, Body::Unsaved).discard();
+            let wait = super::pace::try_later(
+                later.retry_after.as_deref(),
+                job.later_retries,
+                self.settings.retry_max_wait,
+                job.index ^ u64::from(job.attempts) << 40,
+            );
+            let url = job.chain.as_ref().map_or(&job.url, |c| &c.url).clone();
+            (wait, url)
+        };
+        self.waiting.set(self.waiting.get() + 1);
+        let shard = self.clone();
+        tokio_uring::spawn(async move {
+            let until = Instant::now() + wait;
+            // In slices, so that an interruption is noticed within a quarter of a second.
+            while !shard.draining.get() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                tokio::time::sleep((until - now).min(Duration::from_millis(250))).await;
+            }
+            shard.waiting.set(shard.waiting.get() - 1);
+            if shard.draining.get() {
+                return shard.forget(key);
+            }
+            let Ok(target) = Target::parse(&url) else {
+                return shard.forget(key);
+            };
+            let origin = shard.origin(&target);
+            origin.queue.borrow_mut().push_back(key);
+            shard.queued.set(shard.queued.get() + 1);
+            shard.schedule(&origin);
+        });
     }
 
     /// Jobs that no connection holds and no queue names, once every connection has ended: lost to a
@@ -899,7 +969,13 @@ impl Workload for OriginWork<'_> {
         let mut queue = self.origin.queue.borrow_mut();
         let mut jobs = s.jobs.borrow_mut();
         let mut n = 0;
-        while n < max {
+        let pacer = s.settings.pacer.as_deref();
+        while n < max && !queue.is_empty() {
+            if let Some(Err(at)) = pacer.map(|p| p.take(&self.origin.key, now)) {
+                // Not this origin's turn yet: `idle` waits for it.
+                self.origin.paced_until.set(Some(at));
+                break;
+            }
             let Some(key) = queue.pop_front() else { break };
             let job = &mut jobs[key];
             job.attempts += 1;
@@ -923,7 +999,12 @@ impl Workload for OriginWork<'_> {
         let s = self.shard;
         loop {
             let queued = !self.origin.queue.borrow().is_empty();
-            if queued && s.in_flight.get() < s.limits.cap {
+            let paced = self
+                .origin
+                .paced_until
+                .get()
+                .filter(|&at| at > Instant::now());
+            if queued && paced.is_none() && s.in_flight.get() < s.limits.cap {
                 return true;
             }
             if !queued && (s.input_done.get() || s.draining.get() || !s.starved.borrow().is_empty())
@@ -931,9 +1012,11 @@ impl Workload for OriginWork<'_> {
                 return false;
             }
             self.origin.idle.set(self.origin.idle.get() + 1);
+            let turn = paced.unwrap_or_else(Instant::now);
             tokio::select! {
                 _ = self.origin.wake.notified() => {}
                 _ = s.wake_idle.notified() => {}
+                _ = tokio::time::sleep_until(turn.into()), if paced.is_some() => {}
             }
             self.origin.idle.set(self.origin.idle.get() - 1);
         }
@@ -955,6 +1038,15 @@ impl Workload for OriginWork<'_> {
                 }
                 Err(name) => Decode::Unknown(name.into()),
             };
+        }
+        if s.settings.retry_status.contains(&head.status)
+            && job.later_retries < s.settings.retries
+            && s.settings.template(job.chain.as_deref()).idempotent
+        {
+            job.later = Some(Later {
+                retry_after: super::pace::retry_after(raw).map(Into::into),
+            });
+            return;
         }
         if s.settings.follow.is_none() || !redirect::redirects(head.status) {
             return;
@@ -984,8 +1076,9 @@ impl Workload for OriginWork<'_> {
         let s = self.shard;
         let mut jobs = s.jobs.borrow_mut();
         let job = &mut jobs[key];
-        if job.chain.as_ref().is_some_and(|c| c.location.is_some()) {
-            // A redirect's own body: neither counted nor kept; the URL's body is the final one's.
+        if job.later.is_some() || job.chain.as_ref().is_some_and(|c| c.location.is_some()) {
+            // A redirect's or a "try later"'s own body: neither counted nor kept; the URL's body is
+            // the final response's.
             return Ok(());
         }
         job.wire_bytes += data.len() as u64;
@@ -994,6 +1087,11 @@ impl Workload for OriginWork<'_> {
 
     fn on_done(&self, done: InFlight<usize>, now: Instant) {
         let s = self.shard;
+        let later = s.jobs.borrow_mut()[done.ticket].later.take();
+        if let Some(later) = later {
+            self.release_slot();
+            return s.try_later(done.ticket, later);
+        }
         let location = s.jobs.borrow_mut()[done.ticket]
             .chain
             .as_mut()

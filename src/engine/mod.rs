@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod hold;
 pub mod interrupt;
 pub mod limits;
+pub mod pace;
 pub mod panic;
 pub mod progress;
 pub mod transport;
@@ -229,6 +230,11 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         interrupt: interrupt.clone(),
         follow: plan.follow,
         compressed: plan.compressed,
+        pacer: plan
+            .host_interval
+            .map(|every| Arc::new(pace::Pacer::new(every))),
+        retry_status: plan.retry_status.into(),
+        retry_max_wait: plan.retry_max_wait,
     });
     let started = Instant::now();
     let show_progress =

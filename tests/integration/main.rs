@@ -13,6 +13,7 @@ mod input;
 mod interrupt;
 mod merge;
 mod nginx;
+mod polite;
 mod redirect;
 mod save;
 mod serve;
