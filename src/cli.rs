@@ -8,6 +8,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::units;
 
+/// `fetch --hash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashArg {
+    Sha256,
+}
+
 /// Fetch huge URL lists and load-test HTTP/1.1 servers on io_uring.
 ///
 /// ringfetch runs one io_uring event loop per CPU, keeps connections alive, pipelines requests and
@@ -279,6 +285,23 @@ pub struct FetchArgs {
     /// Longest wait before a --retry-status retry, whatever Retry-After asks.
     #[arg(long, value_name = "DURATION", default_value = "60", value_parser = units::duration)]
     pub retry_max_wait: Duration,
+
+    /// Add to each line what its response was and how its last attempt went: content_type and
+    /// content_length (as declared, null when absent), dns_ms (0 once the name is cached), connect_ms,
+    /// tls_ms (null over http), ttfb_ms (request written to response head) and reused (the request
+    /// went on a connection that had carried one before).
+    #[arg(long)]
+    pub meta: bool,
+
+    /// Add this response header to each line, under `headers` (null when absent); repeatable, e.g.
+    /// --include-header server --include-header etag.
+    #[arg(long, value_name = "NAME")]
+    pub include_header: Vec<String>,
+
+    /// Add the hex digest of each body (as kept: decoded with --compressed) to its line, for
+    /// deduplication and checks: `sha256`.
+    #[arg(long, value_name = "ALGORITHM", value_enum)]
+    pub hash: Option<HashArg>,
 
     /// No live progress line. It is shown only when stderr is a terminal and --json is not given:
     /// URLs done (of the list's total, counted beside the run, when the list is a file), the rate,

@@ -83,6 +83,8 @@ pub struct FetchPlan {
     pub follow: Option<Follow>,
     /// `--compressed`: bodies are decoded.
     pub compressed: bool,
+    /// `--meta`, `--include-header`, `--hash`.
+    pub meta: Option<crate::engine::fetch::MetaPlan>,
     /// `--host-rate`/`--host-delay` as the least time between two requests to one origin.
     pub host_interval: Option<Duration>,
     pub retry_status: Vec<u16>,
@@ -347,6 +349,17 @@ pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError
             ),
         },
         retry_status: args.retry_status.map(|s| s.0).unwrap_or_default(),
+        meta: (args.meta || !args.include_header.is_empty() || args.hash.is_some()).then(|| {
+            crate::engine::fetch::MetaPlan {
+                fields: args.meta,
+                headers: args
+                    .include_header
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase().into_boxed_str())
+                    .collect(),
+                sha256: args.hash.is_some(),
+            }
+        }),
         retry_max_wait: args.retry_max_wait,
         list_path: args.file.filter(|p| p.as_os_str() != "-"),
         quiet: args.quiet,

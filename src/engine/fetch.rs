@@ -30,7 +30,7 @@ use crate::http::request::RequestTemplate;
 use crate::http::response::Head;
 use crate::input::Line;
 use crate::net;
-use crate::report::jsonl::{Lines, ResultLine, Sink};
+use crate::report::jsonl::{Headers, Lines, MetaLine, ResultLine, Sink};
 use crate::report::summary::Report;
 use crate::target::{self, Scheme, Target};
 
@@ -63,6 +63,79 @@ pub struct FetchSettings {
     /// `Retry-After` or a backoff, at most `retries` times, apart from network retries).
     pub retry_status: Box<[u16]>,
     pub retry_max_wait: Duration,
+    /// `--meta`, `--include-header`, `--hash`: what each line adds about its response.
+    pub meta: Option<MetaPlan>,
+}
+
+/// What `--meta`, `--include-header` and `--hash sha256` add to each line.
+#[derive(Clone, Debug, Default)]
+pub struct MetaPlan {
+    /// `--meta`: content_type, content_length, the timings and `reused`.
+    pub fields: bool,
+    /// `--include-header`, lowercase.
+    pub headers: Box<[Box<str>]>,
+    /// `--hash sha256`: of the body as kept (decoded with --compressed).
+    pub sha256: bool,
+}
+
+/// One URL's `MetaPlan` answers, for its last response. Boxed on the job: only runs that ask pay.
+#[derive(Default)]
+struct Meta {
+    content_type: Option<Box<str>>,
+    content_length: Option<u64>,
+    headers: Vec<(Box<str>, Option<Box<str>>)>,
+    /// From the write of the request to its response's head.
+    ttfb: Option<Duration>,
+    conn: ConnTimes,
+    reused: bool,
+    sha256: Option<ring::digest::Context>,
+}
+
+/// How the connection a request went on was made: resolving its name (0 once cached), the TCP
+/// connect and, over https, the handshake.
+#[derive(Clone, Copy, Debug, Default)]
+struct ConnTimes {
+    dns: Duration,
+    connect: Duration,
+    tls: Option<Duration>,
+}
+
+impl Meta {
+    /// The head of a new response: what it says, and a new digest for its body.
+    fn head(&mut self, plan: &MetaPlan, raw: &[u8], ttfb: Duration) {
+        self.ttfb = Some(ttfb);
+        let lines = raw.iter().filter(|&&b| b == b'\n').count();
+        let mut fields = vec![httparse::EMPTY_HEADER; lines];
+        let mut rest = raw;
+        let mut response = httparse::Response::new(&mut fields);
+        // The final head: skip interim 1xx ones.
+        while let Ok(httparse::Status::Complete(used)) = response.parse(rest) {
+            if !response.code.is_some_and(|c| (100..200).contains(&c)) {
+                break;
+            }
+            rest = &rest[used..];
+            fields = vec![httparse::EMPTY_HEADER; lines];
+            response = httparse::Response::new(&mut fields);
+        }
+        let value = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| {
+                    String::from_utf8_lossy(h.value)
+                        .trim()
+                        .to_string()
+                        .into_boxed_str()
+                })
+        };
+        self.content_type = value("content-type");
+        self.content_length = value("content-length").and_then(|v| v.parse().ok());
+        self.headers = plan.headers.iter().map(|n| (n.clone(), value(n))).collect();
+        self.sha256 = plan
+            .sha256
+            .then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    }
 }
 
 /// `-L`: the requests a redirect chain may send besides the given one, rendered once.
@@ -122,6 +195,7 @@ struct Job {
     later: Option<Later>,
     /// Times sent again after a "try later" status.
     later_retries: u32,
+    meta: Option<Box<Meta>>,
 }
 
 /// A response whose status is in `--retry-status`.
@@ -177,6 +251,7 @@ impl Job {
             wire_bytes: 0,
             later: None,
             later_retries: 0,
+            meta: None,
         }
     }
 
@@ -185,9 +260,13 @@ impl Job {
         index: u64,
         body_bytes: &mut u64,
         save: &mut Body,
+        meta: &mut Option<Box<Meta>>,
         settings: &FetchSettings,
         data: &[u8],
     ) -> Result<(), FetchError> {
+        if let Some(digest) = meta.as_mut().and_then(|m| m.sha256.as_mut()) {
+            digest.update(data);
+        }
         *body_bytes += data.len() as u64;
         if *body_bytes > settings.max_body {
             return Err(FetchError::new(
@@ -221,9 +300,11 @@ impl Job {
             body_bytes,
             save,
             decode,
+            meta,
             ..
         } = self;
-        let mut keep = |piece: &[u8]| Job::take_body(*index, body_bytes, save, settings, piece);
+        let mut keep =
+            |piece: &[u8]| Job::take_body(*index, body_bytes, save, meta, settings, piece);
         let res = match decode {
             Decode::Plain => match last {
                 true => Ok(()),
@@ -659,6 +740,7 @@ impl FetchShard {
     }
 
     async fn connect_and_drive(self: &Rc<Self>, origin: &Rc<OriginState>) {
+        let resolving = Instant::now();
         let addrs = origin
             .addrs
             .get_or_init(|| {
@@ -667,6 +749,7 @@ impl FetchShard {
                     .resolve(&origin.key.host, origin.key.port)
             })
             .await;
+        let dns = resolving.elapsed();
         let tls = origin.tls_name.as_deref().map(|name| (&self.tls, name));
         // Created before the check, so a stop between them is not missed.
         let stopping = self.stopping.notified();
@@ -674,15 +757,25 @@ impl FetchShard {
             _ if self.stopped.get() => Err(interrupted()),
             Ok(addrs) => {
                 let dialer = self.dialer.borrow().clone();
+                let started = Instant::now();
                 tokio::select! {
-                    c = net::connect(&dialer, addrs, self.settings.connect_timeout, tls) => c,
+                    c = net::connect_timed(&dialer, addrs, self.settings.connect_timeout, tls) => {
+                        c.map(|(io, tcp)| {
+                            let times = ConnTimes {
+                                dns,
+                                connect: tcp,
+                                tls: tls.map(|_| started.elapsed().saturating_sub(tcp)),
+                            };
+                            (io, times)
+                        })
+                    }
                     _ = stopping => Err(interrupted()),
                 }
             }
             Err(e) => Err(e.clone()),
         };
         match connected {
-            Ok(io) => {
+            Ok((io, times)) => {
                 self.report.borrow_mut().connected(io.tls_resumed());
                 origin.established.set(origin.established.get() + 1);
                 origin.limit.set(self.settings.conns_per_host);
@@ -690,6 +783,8 @@ impl FetchShard {
                 let work = OriginWork {
                     shard: self,
                     origin,
+                    times,
+                    sent: Cell::new(0),
                 };
                 let ended = conn::drive(&self.env, &work, &io, start).await;
                 origin
@@ -842,7 +937,37 @@ impl FetchShard {
             encoding: (self.settings.compressed && job.status.is_some()).then(|| job.decode.name()),
             wire_bytes: (self.settings.compressed && job.status.is_some())
                 .then_some(job.wire_bytes),
+            meta: self.meta_line(job, None),
         });
+    }
+
+    /// The `--meta`, `--include-header` and `--hash` fields of `job`'s line, from its last response
+    /// (on a line without one, only what is known: the timings of a connection made).
+    fn meta_line<'a>(&self, job: &'a Job, sha256: Option<&'a str>) -> Option<MetaLine<'a>> {
+        let plan = self.settings.meta.as_ref()?;
+        let meta = job.meta.as_deref();
+        let ms = |d: Duration| round3(d.as_secs_f64() * 1000.0);
+        let answered = job.status.is_some();
+        Some(MetaLine {
+            content_type: plan.fields.then(|| {
+                meta.and_then(|m| m.content_type.as_deref())
+                    .filter(|_| answered)
+            }),
+            content_length: plan
+                .fields
+                .then(|| meta.and_then(|m| m.content_length).filter(|_| answered)),
+            dns_ms: plan.fields.then(|| meta.map(|m| ms(m.conn.dns))),
+            connect_ms: plan.fields.then(|| meta.map(|m| ms(m.conn.connect))),
+            tls_ms: plan.fields.then(|| meta.and_then(|m| m.conn.tls).map(ms)),
+            ttfb_ms: plan
+                .fields
+                .then(|| meta.and_then(|m| m.ttfb).filter(|_| answered).map(ms)),
+            reused: plan.fields.then(|| meta.is_some_and(|m| m.reused)),
+            headers: (!plan.headers.is_empty())
+                .then(|| Headers(meta.map_or(&[][..], |m| &m.headers[..])))
+                .filter(|_| answered),
+            sha256,
+        })
     }
 
     /// `final_url` and `redirects` of a result line: with -L only, so lines without it stay as they
@@ -876,6 +1001,11 @@ fn interrupted() -> FetchError {
     FetchError::new(ErrorKind::Io, "interrupted")
 }
 
+/// Lowercase hexadecimal, for digests.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
@@ -884,6 +1014,10 @@ fn round3(ms: f64) -> f64 {
 struct OriginWork<'a> {
     shard: &'a Rc<FetchShard>,
     origin: &'a Rc<OriginState>,
+    /// How this connection was made (`--meta`).
+    times: ConnTimes,
+    /// Requests written on it so far: the later ones went on a `reused` connection.
+    sent: Cell<u32>,
 }
 
 impl OriginWork<'_> {
@@ -982,6 +1116,12 @@ impl Workload for OriginWork<'_> {
             job.sent = now;
             let template = s.settings.template(job.chain.as_deref());
             template.write(out, &job.path, &self.origin.authority);
+            if s.settings.meta.is_some() {
+                let meta = job.meta.get_or_insert_default();
+                meta.conn = self.times;
+                meta.reused = self.sent.get() > 0;
+            }
+            self.sent.set(self.sent.get() + 1);
             conn.sent(key, now, template.head);
             n += 1;
         }
@@ -1028,6 +1168,10 @@ impl Workload for OriginWork<'_> {
         let job = &mut jobs[key];
         super::panic::injected(Point::Head, &job.path);
         job.status = Some(head.status);
+        if let Some(plan) = &s.settings.meta {
+            let ttfb = job.sent.elapsed();
+            job.meta.get_or_insert_default().head(plan, raw, ttfb);
+        }
         if s.settings.compressed {
             job.wire_bytes = 0;
             job.decode = match decode::codings(raw) {
@@ -1132,6 +1276,11 @@ impl Workload for OriginWork<'_> {
             report.latency.record(latency);
         }
         let path_text = path.as_ref().map(|p| p.to_string_lossy());
+        let sha256 = job
+            .meta
+            .as_mut()
+            .and_then(|m| m.sha256.take())
+            .map(|digest| hex(digest.finish().as_ref()));
         let (final_url, redirects) = s.chain_fields(&job);
         s.lines.borrow_mut().push(&ResultLine {
             index: job.index,
@@ -1146,6 +1295,7 @@ impl Workload for OriginWork<'_> {
             redirects,
             encoding: s.settings.compressed.then(|| job.decode.name()),
             wire_bytes: s.settings.compressed.then_some(job.wire_bytes),
+            meta: s.meta_line(&job, sha256.as_deref()),
         });
         s.after_job();
     }

@@ -235,6 +235,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
             .map(|every| Arc::new(pace::Pacer::new(every))),
         retry_status: plan.retry_status.into(),
         retry_max_wait: plan.retry_max_wait,
+        meta: plan.meta,
     });
     let started = Instant::now();
     let show_progress =
@@ -358,6 +359,7 @@ fn feed(
                     redirects: None,
                     encoding: None,
                     wire_bytes: None,
+                    meta: None,
                 });
                 false
             }

@@ -256,6 +256,20 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
 ) -> Result<Transport, FetchError> {
+    connect_timed(dialer, addrs, timeout, tls)
+        .await
+        .map(|(transport, _)| transport)
+}
+
+/// As `connect`, also saying how long the TCP connect took (the rest, when there is any, was the TLS
+/// handshake): `fetch --meta`'s `connect_ms` and `tls_ms`.
+pub async fn connect_timed(
+    dialer: &Dialer,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+) -> Result<(Transport, Duration), FetchError> {
+    let started = std::time::Instant::now();
     if let Dialer::Unavailable(why) = dialer {
         return Err(FetchError::new(
             ErrorKind::Connect,
@@ -266,14 +280,15 @@ pub async fn connect(
     for addr in addrs {
         match open_socket(dialer, *addr, timeout).await {
             Ok(socket) => {
+                let tcp = started.elapsed();
                 return match tls {
-                    None => Ok(Transport::Plain(socket)),
+                    None => Ok((Transport::Plain(socket), tcp)),
                     Some((config, host)) => {
                         tls::ClientStream::connect(socket, config, host, timeout)
                             .await
-                            .map(|s| Transport::Tls(Box::new(s)))
+                            .map(|s| (Transport::Tls(Box::new(s)), tcp))
                     }
-                }
+                };
             }
             Err(err) if err.kind() == io::ErrorKind::TimedOut => {
                 last = Some(connect_timeout(*addr, timeout))

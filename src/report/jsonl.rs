@@ -33,6 +33,109 @@ pub struct ResultLine<'a> {
     /// `--compressed`: body bytes as sent, before decoding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wire_bytes: Option<u64>,
+    /// `--meta`, `--include-header`, `--hash`: what the response was, and how its attempt went.
+    #[serde(flatten)]
+    pub meta: Option<MetaLine<'a>>,
+}
+
+/// The fields of `--meta` (content_type … reused), `--include-header` (headers) and `--hash`
+/// (sha256), in this order. Times in milliseconds, rounded to microseconds.
+#[derive(Debug, Serialize)]
+pub struct MetaLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ms: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<&'a str>,
+}
+
+/// `--include-header`: each name asked for (lowercase) with the response's value, or null.
+#[derive(Debug)]
+pub struct Headers<'a>(pub &'a [(Box<str>, Option<Box<str>>)]);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl MetaLine<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut num = itoa::Buffer::new();
+        let key = |out: &mut Vec<u8>, k: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        let opt_str = |out: &mut Vec<u8>, v: Option<&str>| match v {
+            Some(v) => json_string(out, v),
+            None => out.extend_from_slice(b"null"),
+        };
+        if let Some(v) = self.content_type {
+            key(out, "content_type");
+            opt_str(out, v);
+        }
+        if let Some(v) = self.content_length {
+            key(out, "content_length");
+            match v {
+                Some(n) => out.extend_from_slice(num.format(n).as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        for (name, v) in [
+            ("dns_ms", self.dns_ms),
+            ("connect_ms", self.connect_ms),
+            ("tls_ms", self.tls_ms),
+            ("ttfb_ms", self.ttfb_ms),
+        ] {
+            if let Some(v) = v {
+                key(out, name);
+                match v {
+                    Some(ms) => milliseconds(out, ms),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+        }
+        if let Some(r) = self.reused {
+            key(out, "reused");
+            out.extend_from_slice(if r { b"true" } else { b"false" });
+        }
+        if let Some(Headers(pairs)) = &self.headers {
+            key(out, "headers");
+            out.push(b'{');
+            for (i, (name, value)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_string(out, name);
+                out.push(b':');
+                opt_str(out, value.as_deref());
+            }
+            out.push(b'}');
+        }
+        if let Some(h) = self.sha256 {
+            key(out, "sha256");
+            json_string(out, h);
+        }
+    }
 }
 
 impl ResultLine<'_> {
@@ -80,6 +183,9 @@ impl ResultLine<'_> {
         if let Some(n) = self.wire_bytes {
             out.extend_from_slice(b",\"wire_bytes\":");
             out.extend_from_slice(num.format(n).as_bytes());
+        }
+        if let Some(meta) = &self.meta {
+            meta.write_json(out);
         }
         out.push(b'}');
     }
@@ -377,6 +483,14 @@ impl Lines {
 mod tests {
     use super::*;
 
+    static HEADERS: std::sync::LazyLock<Vec<(Box<str>, Option<Box<str>>)>> =
+        std::sync::LazyLock::new(|| {
+            vec![
+                ("server".into(), Some("nginx \"1\"".into())),
+                ("x-none".into(), None),
+            ]
+        });
+
     #[test]
     fn same_json_as_serde() {
         let strings = [
@@ -414,6 +528,17 @@ mod tests {
                     redirects: (i % 2 == 1).then_some(i as u32),
                     encoding: (i % 3 == 1).then_some(*url),
                     wire_bytes: (i % 3 == 1).then_some(u64::MAX - 1),
+                    meta: (i % 2 == 0).then(|| MetaLine {
+                        content_type: Some((i % 4 == 0).then_some(*url)),
+                        content_length: Some((i % 4 == 2).then_some(i as u64 * 977)),
+                        dns_ms: Some(Some(ms)),
+                        connect_ms: Some((i % 4 == 0).then_some(0.001)),
+                        tls_ms: Some((i % 4 == 0).then_some(12.5)),
+                        ttfb_ms: Some(None),
+                        reused: Some(i % 4 == 2),
+                        headers: Some(Headers(&HEADERS)),
+                        sha256: Some("e3b0c44298fc1c149afbf4c8996fb924"),
+                    }),
                 });
             }
         }
@@ -443,6 +568,7 @@ mod tests {
             redirects: None,
             encoding: None,
             wire_bytes: None,
+            meta: None,
         };
         assert_eq!(
             serde_json::to_string(&line).unwrap(),

@@ -12,6 +12,7 @@ mod hosts;
 mod input;
 mod interrupt;
 mod merge;
+mod meta;
 mod nginx;
 mod polite;
 mod redirect;
