@@ -62,9 +62,12 @@ pub struct MetaLine<'a> {
     pub sha256: Option<&'a str>,
 }
 
-/// `--include-header`: each name asked for (lowercase) with the response's value, or null.
+/// One `--include-header` name (lowercase) with the response's value, or None.
+pub type HeaderValue = (Box<str>, Option<Box<str>>);
+
+/// `--include-header`: each name asked for with the response's value, or null.
 #[derive(Debug)]
-pub struct Headers<'a>(pub &'a [(Box<str>, Option<Box<str>>)]);
+pub struct Headers<'a>(pub &'a [HeaderValue]);
 
 impl Serialize for Headers<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -483,13 +486,12 @@ impl Lines {
 mod tests {
     use super::*;
 
-    static HEADERS: std::sync::LazyLock<Vec<(Box<str>, Option<Box<str>>)>> =
-        std::sync::LazyLock::new(|| {
-            vec![
-                ("server".into(), Some("nginx \"1\"".into())),
-                ("x-none".into(), None),
-            ]
-        });
+    static HEADERS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        vec![
+            ("server".into(), Some("nginx \"1\"".into())),
+            ("x-none".into(), None),
+        ]
+    });
 
     #[test]
     fn same_json_as_serde() {
