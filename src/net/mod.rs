@@ -13,9 +13,11 @@ pub mod tls;
 
 pub use dns::Host;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,27 +278,94 @@ pub async fn connect_timed(
             format!("this worker's io_uring for direct descriptors could not start ({why}); retry, or use --transport tcp"),
         ));
     }
-    let mut last = None;
-    for addr in addrs {
-        match open_socket(dialer, *addr, timeout).await {
-            Ok(socket) => {
-                let tcp = started.elapsed();
-                return match tls {
-                    None => Ok((Transport::Plain(socket), tcp)),
-                    Some((config, host)) => {
-                        tls::ClientStream::connect(socket, config, host, timeout)
-                            .await
-                            .map(|s| (Transport::Tls(Box::new(s)), tcp))
+    let socket = race(dialer, addrs, timeout).await?;
+    let tcp = started.elapsed();
+    match tls {
+        None => Ok((Transport::Plain(socket), tcp)),
+        Some((config, host)) => tls::ClientStream::connect(socket, config, host, timeout)
+            .await
+            .map(|s| (Transport::Tls(Box::new(s)), tcp)),
+    }
+}
+
+/// RFC 8305 §5 (Happy Eyeballs): the next address is tried this long after the last attempt
+/// started when none has connected yet; a failed attempt starts the next at once.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to the first of `addrs` that answers: attempts start one after another, families
+/// alternating (RFC 8305 §4), each `ATTEMPT_DELAY` after the last while earlier ones still run, so
+/// an address family that drops SYNs costs a quarter of a second, not `--connect-timeout`. The first
+/// connection wins; the others are dropped (a tcp attempt's descriptor closes with it).
+async fn race(
+    dialer: &Dialer,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<Socket, FetchError> {
+    type Attempt<'a> = Pin<Box<dyn Future<Output = (SocketAddr, io::Result<Socket>)> + 'a>>;
+    let order = alternate_families(addrs);
+    let mut running: Vec<Attempt<'_>> = Vec::new();
+    let (mut next, mut last) = (0, None);
+    let mut start_at = tokio::time::Instant::now();
+    loop {
+        if running.is_empty() {
+            if next == order.len() {
+                return Err(last.unwrap_or_else(|| {
+                    FetchError::new(ErrorKind::Dns, "no address to connect to")
+                }));
+            }
+            start_at = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            (i, (addr, res)) = first_ready(&mut running), if !running.is_empty() => {
+                drop(running.swap_remove(i));
+                match res {
+                    Ok(socket) => return Ok(socket),
+                    Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                        last = Some(connect_timeout(addr, timeout))
                     }
-                };
+                    Err(err) => last = Some(FetchError::connect(&addr.to_string(), &err)),
+                }
+                start_at = tokio::time::Instant::now();
             }
-            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                last = Some(connect_timeout(*addr, timeout))
+            _ = tokio::time::sleep_until(start_at), if next < order.len() => {
+                let addr = order[next];
+                next += 1;
+                running.push(Box::pin(async move { (addr, open_socket(dialer, addr, timeout).await) }));
+                start_at = tokio::time::Instant::now() + ATTEMPT_DELAY;
             }
-            Err(err) => last = Some(FetchError::connect(&addr.to_string(), &err)),
         }
     }
-    Err(last.unwrap_or_else(|| FetchError::new(ErrorKind::Dns, "no address to connect to")))
+}
+
+/// The first of `attempts` to finish, with its place.
+async fn first_ready<T>(attempts: &mut [Pin<Box<dyn Future<Output = T> + '_>>]) -> (usize, T) {
+    std::future::poll_fn(|cx| {
+        for (i, attempt) in attempts.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(out) = attempt.as_mut().poll(cx) {
+                return std::task::Poll::Ready((i, out));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// `addrs` with the families alternating, the first address's family first, each family in its
+/// given order (RFC 8305 §4).
+fn alternate_families(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let (mut same, mut other): (Vec<_>, Vec<_>) =
+        addrs.iter().partition(|a| a.is_ipv4() == first.is_ipv4());
+    let mut order = Vec::with_capacity(addrs.len());
+    let (mut a, mut b) = (same.drain(..), other.drain(..));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return order,
+            (x, y) => order.extend(x.into_iter().chain(y).copied()),
+        }
+    }
 }
 
 /// A connected socket to `addr`, the dialer's kind, within `timeout` (past it, an error of kind
@@ -332,4 +401,37 @@ fn connect_timeout(addr: SocketAddr, timeout: Duration) -> FetchError {
             timeout.as_secs_f64()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_alternate_from_the_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let given = [
+            a("[::1]:80"),
+            a("[::2]:80"),
+            a("[::3]:80"),
+            a("127.0.0.1:80"),
+            a("127.0.0.2:80"),
+        ];
+        let order: Vec<String> = alternate_families(&given)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "[::1]:80",
+                "127.0.0.1:80",
+                "[::2]:80",
+                "127.0.0.2:80",
+                "[::3]:80"
+            ]
+        );
+        assert_eq!(alternate_families(&given[3..]), given[3..].to_vec());
+        assert!(alternate_families(&[]).is_empty());
+    }
 }

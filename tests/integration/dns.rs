@@ -706,3 +706,51 @@ fn harness_dns_server_answers_a_records_nxdomain_and_nothing() {
         ]
     );
 }
+
+/// RFC 8305: a name with an IPv6 address that drops SYNs (a listener whose accept queue is full)
+/// and an IPv4 one that answers connects over IPv4 a quarter of a second later, not after
+/// --connect-timeout: the second attempt starts while the first still waits.
+#[test]
+fn a_family_that_drops_syns_costs_a_stagger_not_the_timeout() {
+    let server = Hostile::replies(|_| Reply::Send(ok(b"v4")));
+    let port = server.addr.port();
+    let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    v6.set_only_v6(true).unwrap();
+    let at: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    if v6.bind(&at.into()).is_err() {
+        println!("skipped: cannot bind [::1]:{port}");
+        return;
+    }
+    v6.listen(0).unwrap();
+    let _fillers: Vec<socket2::Socket> = (0..4)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&at.into());
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let url = format!("http://dual.test:{port}/");
+    let pin = format!("dual.test:{port}:[::1],127.0.0.1");
+    for transport in ["tcp", "direct"] {
+        let started = Instant::now();
+        let out = run_fetch(
+            &[url.clone()],
+            &[
+                "--resolve",
+                &pin,
+                "--connect-timeout",
+                "8s",
+                "--transport",
+                transport,
+            ],
+        );
+        let took = started.elapsed();
+        assert_eq!(out.code, 0, "{transport}: {}", out.describe());
+        assert_response(out.result(0), 200, 2);
+        // Tried one after the other, it would wait out the 8 s timeout of [::1] first.
+        assert!(took < Duration::from_secs(5), "{transport}: {took:?}");
+    }
+}
