@@ -737,7 +737,7 @@ fn a_family_that_drops_syns_costs_a_stagger_not_the_timeout() {
     for transport in ["tcp", "direct"] {
         let started = Instant::now();
         let out = run_fetch(
-            &[url.clone()],
+            std::slice::from_ref(&url),
             &[
                 "--resolve",
                 &pin,
