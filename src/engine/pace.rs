@@ -30,16 +30,18 @@ impl Pacer {
     /// Takes `origin`'s turn at `now`, or says when its next turn is.
     pub fn take(&self, origin: &Origin, now: Instant) -> Result<(), Instant> {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&at) = next.get(origin) {
-            if at > now {
-                return Err(at);
-            }
-        }
+        let turn = match next.get(origin) {
+            Some(&at) if at > now => return Err(at),
+            // A turn taken a little late (the waiting task woke after it) does not push the next
+            // one back, or the pace would drift below the rate; one taken after a long idle counts
+            // from now (less half an interval), so an idle origin gets no burst.
+            Some(&at) => at.max(now - self.interval / 2),
+            None => now,
+        };
         if next.len() >= REMEMBERED {
             next.retain(|_, at| *at > now);
         }
-        // From now, not from the last turn: an origin idle for a while gets no burst.
-        next.insert(origin.clone(), now + self.interval);
+        next.insert(origin.clone(), turn + self.interval);
         Ok(())
     }
 }
@@ -111,7 +113,12 @@ mod tests {
         assert_eq!(p.take(&a, t0), Err(t0 + Duration::from_millis(100)));
         // Another origin is not held back.
         assert_eq!(p.take(&b, t0), Ok(()));
-        assert_eq!(p.take(&a, t0 + Duration::from_millis(100)), Ok(()));
+        // Taken 10 ms late, the turn after it is still on the 100 ms grid: no drift.
+        assert_eq!(p.take(&a, t0 + Duration::from_millis(110)), Ok(()));
+        assert_eq!(
+            p.take(&a, t0 + Duration::from_millis(150)),
+            Err(t0 + Duration::from_millis(200))
+        );
         // An origin idle for a long time gets one turn, not a burst.
         let later = t0 + Duration::from_secs(10);
         assert_eq!(p.take(&b, later), Ok(()));
