@@ -104,34 +104,17 @@ impl Meta {
     /// The head of a new response: what it says, and a new digest for its body.
     fn head(&mut self, plan: &MetaPlan, raw: &[u8], ttfb: Duration) {
         self.ttfb = Some(ttfb);
-        let lines = raw.iter().filter(|&&b| b == b'\n').count();
-        let mut fields = vec![httparse::EMPTY_HEADER; lines];
-        let mut rest = raw;
-        let mut response = httparse::Response::new(&mut fields);
-        // The final head: skip interim 1xx ones.
-        while let Ok(httparse::Status::Complete(used)) = response.parse(rest) {
-            if !response.code.is_some_and(|c| (100..200).contains(&c)) {
-                break;
-            }
-            rest = &rest[used..];
-            fields = vec![httparse::EMPTY_HEADER; lines];
-            response = httparse::Response::new(&mut fields);
-        }
-        let value = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| {
-                    String::from_utf8_lossy(h.value)
-                        .trim()
-                        .to_string()
-                        .into_boxed_str()
-                })
-        };
-        self.content_type = value("content-type");
-        self.content_length = value("content-length").and_then(|v| v.parse().ok());
-        self.headers = plan.headers.iter().map(|n| (n.clone(), value(n))).collect();
+        crate::http::with_final_headers(raw, |fields| {
+            let value = |name: &str| -> Option<Box<str>> {
+                fields
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().into())
+            };
+            self.content_type = value("content-type");
+            self.content_length = value("content-length").and_then(|v| v.parse().ok());
+            self.headers = plan.headers.iter().map(|n| (n.clone(), value(n))).collect();
+        });
         self.sha256 = plan
             .sha256
             .then(|| ring::digest::Context::new(&ring::digest::SHA256));

@@ -77,25 +77,12 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// The value of the final head's `Retry-After`, if any (`raw` as `Workload::on_head` gets it).
 pub fn retry_after(raw: &[u8]) -> Option<String> {
-    let mut rest = raw;
-    loop {
-        let lines = rest.iter().filter(|&&b| b == b'\n').count();
-        let mut headers = vec![httparse::EMPTY_HEADER; lines];
-        let mut response = httparse::Response::new(&mut headers);
-        let used = match response.parse(rest) {
-            Ok(httparse::Status::Complete(used)) => used,
-            _ => return None,
-        };
-        if response.code.is_some_and(|c| (100..200).contains(&c)) {
-            rest = &rest[used..];
-            continue;
-        }
-        let h = response
-            .headers
+    crate::http::with_final_headers(raw, |headers| {
+        let h = headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("retry-after"))?;
-        return std::str::from_utf8(h.value).ok().map(str::to_string);
-    }
+        std::str::from_utf8(h.value).ok().map(str::to_string)
+    })?
 }
 
 #[cfg(test)]

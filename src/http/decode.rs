@@ -43,23 +43,10 @@ impl Coding {
 /// (`Content-Encoding: gzip, br` is gzip, then br). `identity` is no coding. Err: a coding this
 /// decoder does not know, by name.
 pub fn codings(raw: &[u8]) -> Result<Vec<Coding>, String> {
-    let mut found = Vec::new();
-    let mut rest = raw;
-    loop {
-        let lines = rest.iter().filter(|&&b| b == b'\n').count();
-        let mut headers = vec![httparse::EMPTY_HEADER; lines];
-        let mut response = httparse::Response::new(&mut headers);
-        let used = match response.parse(rest) {
-            Ok(httparse::Status::Complete(used)) => used,
-            _ => return Ok(found),
-        };
-        if response.code.is_some_and(|c| (100..200).contains(&c)) {
-            rest = &rest[used..];
-            continue;
-        }
+    super::with_final_headers(raw, |headers| {
+        let mut found = Vec::new();
         // Several Content-Encoding lines are one list, in order (RFC 9110 §5.3).
-        for h in response
-            .headers
+        for h in headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("content-encoding"))
         {
@@ -75,8 +62,9 @@ pub fn codings(raw: &[u8]) -> Result<Vec<Coding>, String> {
                 });
             }
         }
-        return Ok(found);
-    }
+        Ok(found)
+    })
+    .unwrap_or(Ok(Vec::new()))
 }
 
 /// Why a body could not be decoded.

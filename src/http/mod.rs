@@ -14,6 +14,32 @@ pub mod request;
 pub mod response;
 pub mod server;
 
+/// Hands the header fields of the final response head in `raw` to `read`: `raw` as
+/// `engine::conn::Workload::on_head` gets it, where interim 1xx heads may come first. None when it
+/// holds no complete head. Parsed again here, only for what a workload asks of a head (a Location,
+/// a Content-Encoding): the codec kept none of it.
+pub(crate) fn with_final_headers<'a, R>(
+    raw: &'a [u8],
+    read: impl FnOnce(&[httparse::Header<'a>]) -> R,
+) -> Option<R> {
+    // As many slots as lines: the codec takes any number of header lines within its limit.
+    let lines = raw.iter().filter(|&&b| b == b'\n').count();
+    let mut rest = raw;
+    loop {
+        let mut fields = vec![httparse::EMPTY_HEADER; lines];
+        let mut response = httparse::Response::new(&mut fields);
+        let used = match response.parse(rest) {
+            Ok(httparse::Status::Complete(used)) => used,
+            _ => return None,
+        };
+        if response.code.is_some_and(|c| (100..200).contains(&c)) {
+            rest = &rest[used..];
+            continue;
+        }
+        return Some(read(response.headers));
+    }
+}
+
 /// Shows at most `max` bytes of `bytes` as escaped text, for error messages about what a peer sent.
 pub(crate) fn snippet(bytes: &[u8], max: usize) -> String {
     let shown = &bytes[..bytes.len().min(max)];

@@ -39,23 +39,8 @@ pub fn next_method(status: u16, method: &str, now: Method) -> Method {
 /// The `Location` of the final response whose head starts `raw` (interim 1xx heads before it are
 /// skipped), when there is exactly one.
 pub fn location(raw: &[u8]) -> Option<&str> {
-    let mut rest = raw;
-    loop {
-        // Only for a redirecting response: the codec parsed the head in place and kept nothing of it.
-        // As many slots as lines, as the codec takes any number of header lines within its limit.
-        let lines = rest.iter().filter(|&&b| b == b'\n').count();
-        let mut headers = vec![httparse::EMPTY_HEADER; lines];
-        let mut response = httparse::Response::new(&mut headers);
-        let used = match response.parse(rest) {
-            Ok(httparse::Status::Complete(used)) => used,
-            _ => return None,
-        };
-        if response.code.is_some_and(|c| (100..200).contains(&c)) {
-            rest = &rest[used..];
-            continue;
-        }
-        let mut found = response
-            .headers
+    super::with_final_headers(raw, |headers| {
+        let mut found = headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("location"));
         let value = found.next()?.value;
@@ -63,8 +48,8 @@ pub fn location(raw: &[u8]) -> Option<&str> {
             return None;
         }
         let value = std::str::from_utf8(value).ok()?.trim();
-        return (!value.is_empty()).then_some(value);
-    }
+        (!value.is_empty()).then_some(value)
+    })?
 }
 
 /// The absolute URL `location` names, relative to `base` (§10.2.2), when it is http or https. The
