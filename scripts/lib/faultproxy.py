@@ -2,13 +2,13 @@
 """A small fault-injecting TCP proxy for scripts/soak.sh.
 
 The kernel here has no netem, so the faults nftables and tbf cannot make come
-from here: each accepted connection is forwarded to UPSTREAM, and a fraction of
-them is spoiled on the way back to the client, after a random number of
-response bytes so the fault lands mid-stream on a keep-alive connection:
+from here: each accepted connection is forwarded to UPSTREAM, and each chunk the
+upstream answers with meets one of these faults with its percentage, so faults
+keep coming in proportion to the traffic even on long keep-alive connections:
 
-  delay     every response chunk held back 20-300 ms (slow server / slow path)
-  reset     SO_LINGER 0 and close: the client sees ECONNRESET
-  truncate  a clean FIN in the middle of a response (a body cut short)
+  delay     the chunk held back 20-300 ms (a slow server or path)
+  reset     part of the chunk, then SO_LINGER 0 and close: the client sees ECONNRESET
+  truncate  part of the chunk, then a clean FIN: a response cut short
 
 Everything else is passed through untouched. Counts of each fault go to
 --stats as one JSON object, rewritten every second and at exit, so the soak can
@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 
+# "passed" counts chunks; the faults count chunks spoiled.
 STATS = {"connections": 0, "delay": 0, "reset": 0, "truncate": 0, "passed": 0, "upstream_failed": 0}
 
 
@@ -65,43 +66,28 @@ async def handle(client_r, client_w, args):
         STATS["upstream_failed"] += 1
         client_w.close()
         return
-    roll = random.uniform(0, 100)
-    if roll < args.reset:
-        fault = "reset"
-    elif roll < args.reset + args.truncate:
-        fault = "truncate"
-    elif roll < args.reset + args.truncate + args.delay:
-        fault = "delay"
-    else:
-        fault = None
-    # Where the fault strikes: somewhere in the first few responses.
-    budget = random.randint(1, 16 * 1024)
     up_task = asyncio.ensure_future(pump_up(client_r, up_w))
-    struck = False
     try:
         while data := await up_r.read(65536):
-            if fault == "delay":
-                if not struck:
-                    STATS["delay"] += 1
-                    struck = True
-                await asyncio.sleep(random.uniform(0.02, 0.3))
-            elif fault in ("reset", "truncate") and len(data) >= budget:
-                client_w.write(data[: budget - 1] if budget > 1 else b"")
-                if budget > 1:
-                    await client_w.drain()
+            roll = random.uniform(0, 100)
+            if roll < args.reset + args.truncate:
+                fault = "reset" if roll < args.reset else "truncate"
                 STATS[fault] += 1
-                struck = True
+                # Cut anywhere in the chunk, also before its first byte.
+                client_w.write(data[: random.randrange(len(data))])
+                await client_w.drain()
                 sock = client_w.get_extra_info("socket")
                 if fault == "reset" and sock is not None:
                     # Linger 0: close sends RST instead of FIN.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 break
-            elif fault in ("reset", "truncate"):
-                budget -= len(data)
+            if roll < args.reset + args.truncate + args.delay:
+                STATS["delay"] += 1
+                await asyncio.sleep(random.uniform(0.02, 0.3))
+            else:
+                STATS["passed"] += 1
             client_w.write(data)
             await client_w.drain()
-        if not struck:
-            STATS["passed"] += 1
     except (ConnectionError, OSError):
         pass
     finally:
@@ -118,9 +104,9 @@ async def main():
     p.add_argument("--listen", type=hostport, required=True)
     p.add_argument("--upstream", type=hostport, required=True)
     p.add_argument("--stats", required=True)
-    p.add_argument("--delay", type=float, default=10)
-    p.add_argument("--reset", type=float, default=5)
-    p.add_argument("--truncate", type=float, default=5)
+    p.add_argument("--delay", type=float, default=2, help="percent of chunks delayed")
+    p.add_argument("--reset", type=float, default=0.5, help="percent of chunks cut by a reset")
+    p.add_argument("--truncate", type=float, default=0.5, help="percent of chunks cut by a FIN")
     args = p.parse_args()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,4 +14,5 @@ mod merge;
 mod nginx;
 mod save;
 mod serve;
+mod soak;
 mod tls;
