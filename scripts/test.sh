@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# The soak test (tests/integration/soak.rs) builds a network namespace with nftables rules and tc.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${need_apt[*]} for the interoperability tests"

@@ -18,4 +18,5 @@ mod polite;
 mod redirect;
 mod save;
 mod serve;
+mod soak;
 mod tls;
