@@ -3,7 +3,7 @@
 //! so that the run fetches exactly the indexes left and the file ends with one line per index. The
 //! kept indexes are a bitset (a bit per line of the list: 1.25 MB for ten million), not the lines.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -100,17 +100,16 @@ pub fn keep(from: impl BufRead, mut to: impl Write) -> io::Result<(Done, Kept)> 
 /// Rewrites the result file at `path` to the lines worth keeping (through a new file renamed into
 /// place, so an interruption here leaves the old file whole) and returns the indexes kept.
 pub fn resume_file(path: &std::path::Path) -> io::Result<(Done, Kept)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => return Err(e),
     };
-    // A last line without its newline is torn: drop it before anything reads it as a result.
-    let ends_whole = bytes.is_empty() || bytes.ends_with(b"\n");
-    let whole = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => &bytes[..0],
-    };
+    // A last line without its newline is torn: only the bytes up to the last newline are read as
+    // results. Found from the end, so the file is streamed, never held (a million lines is 150 MB).
+    let len = file.metadata()?.len();
+    let whole = whole_lines(&mut file, len)?;
+    file.seek(io::SeekFrom::Start(0))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -123,11 +122,29 @@ pub fn resume_file(path: &std::path::Path) -> io::Result<(Done, Kept)> {
             .truncate(true)
             .open(&tmp)?,
     );
-    let (done, mut kept) = keep(whole, &mut out)?;
-    kept.torn = !ends_whole;
+    let from = io::BufReader::with_capacity(1 << 20, file.take(whole));
+    let (done, mut kept) = keep(from, &mut out)?;
+    kept.torn = whole < len;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok((done, kept))
+}
+
+/// The length of `file`'s first `len` bytes up to and including its last newline.
+fn whole_lines(file: &mut std::fs::File, len: u64) -> io::Result<u64> {
+    let mut block = vec![0u8; 64 * 1024];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let part = &mut block[..(end - start) as usize];
+        file.seek(io::SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
