@@ -313,7 +313,10 @@ pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError
         })?;
     }
     let follow = match (args.location || args.location_trusted, args.max_redirs) {
-        (true, max) => Some(follow(&http, max.unwrap_or(10), args.location_trusted)?),
+        (true, max) => {
+            let max = at_most(max.unwrap_or(10), 1000, "--max-redirs", "redirects")?;
+            Some(follow(&http, max, args.location_trusted)?)
+        }
         (false, Some(_)) => {
             return Err(usage("--max-redirs limits -L: add -L to follow redirects"))
         }

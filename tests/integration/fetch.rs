@@ -280,6 +280,8 @@ fn usage_errors_exit_2_and_fetch_nothing() {
         &["-c", "1000000000000"],
         &["--conns-per-host", "99999999999"],
         &["--retries", "4000000000"],
+        &["-L", "--max-redirs", "5000"],
+        &["--retry-status", "429,x"],
     ];
     for args in cases {
         let out = run_fetch(&list, args);
