@@ -254,7 +254,8 @@ impl Conn {
 
     /// Ends our sending side (FIN); the receiving side stays open.
     pub fn shutdown_write(&self) {
-        self.ring.shutdown(&self.sh, self.slot, self.gen, libc::SHUT_WR);
+        self.ring
+            .shutdown(&self.sh, self.slot, self.gen, libc::SHUT_WR);
     }
 
     /// `bench --hold`: hands the open connection to the ring, which keeps it (and nothing else: its

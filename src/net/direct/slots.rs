@@ -525,7 +525,10 @@ mod tests {
             State::Draining,
             State::Closing,
         ] {
-            assert_eq!(s.is_closing(), matches!(s, State::Draining | State::Closing));
+            assert_eq!(
+                s.is_closing(),
+                matches!(s, State::Draining | State::Closing)
+            );
         }
     }
 
