@@ -362,17 +362,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / per_second
 }
 
-/// `fetch` of `urls` with `args`, run by a shell that reports the CPU time it used (`times`): the
-/// results, and (CPU seconds, wall seconds).
-fn fetch_with_cpu(urls: &[String], args: &[&str]) -> (Finished, Vec<serde_json::Value>, f64, f64) {
+/// `fetch` of `urls` from standard input, which stays open for `open_for` after the list (so the run
+/// lasts that long: a connection whose origin has no URL left waits idle, unread, for more), with
+/// `args`, run by a shell that reports the CPU time the fetch used (`times`): the run, its results,
+/// and (CPU seconds, wall seconds).
+fn fetch_with_cpu(
+    urls: &[String],
+    open_for: Duration,
+    args: &[&str],
+) -> (Finished, Vec<serde_json::Value>, f64, f64) {
     let dir = tempdir();
     std::fs::write(dir.path().join("urls.txt"), lines(urls)).unwrap();
     let mut cmd = Command::new("sh");
     cmd.current_dir(dir.path())
         .arg("-c")
-        .arg(r#""$0" "$@"; code=$?; times >&2; exit $code"#)
+        .arg(format!(
+            r#"(cat urls.txt; sleep {}) | "$0" "$@"; code=$?; times >&2; exit $code"#,
+            open_for.as_secs_f64()
+        ))
         .arg(bin())
-        .args(["fetch", "urls.txt", "-o", "out.jsonl"])
+        .args(["fetch", "-", "-o", "out.jsonl"])
         .args(args);
     let done = run_child(cmd, None);
     let results =
@@ -407,11 +416,12 @@ fn slow_numbered_server(delay: Duration) -> Hostile {
     })
 }
 
-/// One connection flooded with bytes nobody asked for, after its response, sits unread in the pool
-/// of connections while 128 requests go to another server on the same worker (`-t 1`). Its multishot
-/// receive would take every buffer of the worker's shared pool (before: 8 of 128 healthy URLs timed
-/// out while the others re-armed into ENOBUFS 15.8 million times); it stops at its share, so all 128
-/// are fetched and the worker does not spin.
+/// One connection flooded with bytes nobody asked for, after its response, waits idle and unread for
+/// more URLs of its origin (the list comes from a pipe that stays open) while 128 requests go to
+/// another server on the same worker (`-t 1`). Its multishot receive would take every buffer of the
+/// worker's shared pool (before: 8 of 128 healthy URLs timed out while the others re-armed into
+/// ENOBUFS 15.8 million times); it stops at its share, so all 128 are fetched and the worker does
+/// not spin.
 #[test]
 fn one_flooded_connection_leaves_the_pool_to_the_others() {
     let flooder = Hostile::start(|conn| {
@@ -426,6 +436,7 @@ fn one_flooded_connection_leaves_the_pool_to_the_others() {
     urls.extend(list(&healthy, 128));
     let (done, results, cpu, wall) = fetch_with_cpu(
         &urls,
+        Duration::from_secs(6),
         &[
             "--transport",
             "direct",
@@ -438,7 +449,7 @@ fn one_flooded_connection_leaves_the_pool_to_the_others() {
             "--ring-buffers",
             "64x16k",
             "--timeout",
-            "5s",
+            "3s",
             "--retries",
             "0",
             "-v",
@@ -486,6 +497,7 @@ fn an_empty_pool_parks_its_readers_instead_of_spinning() {
     urls.extend(list(&healthy, 16));
     let (done, results, cpu, wall) = fetch_with_cpu(
         &urls,
+        Duration::from_secs(6),
         &[
             "--transport",
             "direct",
@@ -498,7 +510,7 @@ fn an_empty_pool_parks_its_readers_instead_of_spinning() {
             "--ring-buffers",
             "64x16k",
             "--timeout",
-            "2s",
+            "3s",
             "--retries",
             "0",
         ],
@@ -516,22 +528,27 @@ fn an_empty_pool_parks_its_readers_instead_of_spinning() {
     );
 }
 
-/// A raw client that pipelines requests to `addr` without ever reading the responses, for as long as
-/// the server takes them (at most `limit`). The connection stays open while the guard lives.
+/// A raw client that never reads: it asks `addr` for more large responses than the socket buffers
+/// hold, so the server's send stalls, then sends whatever the server will take (bytes its receive
+/// takes into pool buffers that the stalled connection does not read), for at most `limit`. The
+/// connection stays open while the guard lives.
 fn pipeline_without_reading(addr: std::net::SocketAddr, limit: Duration) -> std::net::TcpStream {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to serve");
-    stream.set_nonblocking(true).unwrap();
     let request = b"GET /hoard HTTP/1.1\r\nHost: hoarder\r\n\r\n".repeat(64);
+    stream.write_all(&request).expect("the first requests");
+    // The server answers until its send stalls against our full receive buffer.
+    std::thread::sleep(Duration::from_secs(1));
+    stream.set_nonblocking(true).unwrap();
     let until = std::time::Instant::now() + limit;
     let mut stuck_since = None;
     while std::time::Instant::now() < until {
         match stream.write(&request) {
             Ok(_) => stuck_since = None,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Both socket buffers are full: the server stopped taking requests.
+                // Both socket buffers are full: the server stopped taking bytes.
                 let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_millis(500) {
+                if since.elapsed() > Duration::from_secs(1) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -549,7 +566,14 @@ fn pipeline_without_reading(addr: std::net::SocketAddr, limit: Duration) -> std:
 /// the worker idles.
 #[test]
 fn a_client_that_never_reads_leaves_serve_to_the_others() {
-    let serve = start_serve(&["--transport", "direct", "--threads", "1"]);
+    let serve = start_serve(&[
+        "--transport",
+        "direct",
+        "--threads",
+        "1",
+        "--body-size",
+        "262144",
+    ]);
     let hoarder = pipeline_without_reading(serve.addr, Duration::from_secs(10));
     let before = cpu_seconds(serve.pid());
     let started = std::time::Instant::now();
