@@ -321,6 +321,10 @@ impl Ring {
                         sh.recv.set(capped);
                         self.count(|s| s.capped += 1);
                         self.cancel(sh, Op::Recv, slot, gen);
+                        // Now, not at the end of this turn: the multishot takes more buffers at every
+                        // system call this thread makes until the cancel is in (COOP_TASKRUN runs
+                        // its task work there), and the turn may make several.
+                        self.submit();
                     }
                 } else {
                     self.pool.recycle(bid);

@@ -44,7 +44,7 @@ impl Ring {
         self.stats.set(s);
     }
 
-    fn submit(&self) {
+    pub(super) fn submit(&self) {
         if !self.dirty.replace(false) {
             return;
         }
