@@ -154,9 +154,9 @@ impl Drop for BufPool {
     }
 }
 
-/// A connection's share of a pool of `count` buffers: an eighth, and at least two (one buffer being
-/// read and one being filled), so eight connections that never read leave the rest of the worker's
-/// connections nothing, but one cannot.
+/// A connection's share of a pool of `count` buffers: an eighth, and at least two (one being read, one
+/// being filled). One connection that never reads leaves seven eighths to the others; it takes eight
+/// such connections to empty the pool, and then readers park rather than spin.
 fn share(count: u16) -> usize {
     usize::from(count / 8).max(2)
 }
