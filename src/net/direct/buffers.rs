@@ -28,6 +28,11 @@ pub(super) struct BufPool {
     tail: Cell<u16>,
     /// Buffers the kernel filled that are not back yet.
     pub(super) lent: Cell<u32>,
+    /// Buffers one connection may hold before its receive is cancelled (`Receiving::filled`).
+    pub(super) share: usize,
+    /// A reader is parked on an empty pool (`wait_for_buffers`): the next buffer back wakes `back`.
+    parked: Cell<bool>,
+    pub(super) back: tokio::sync::Notify,
 }
 
 impl BufPool {
@@ -53,6 +58,9 @@ impl BufPool {
             size,
             tail: Cell::new(0),
             lent: Cell::new(0),
+            share: share(count),
+            parked: Cell::new(false),
+            back: tokio::sync::Notify::new(),
         })
     }
 
@@ -98,12 +106,27 @@ impl BufPool {
         tail.store(self.tail.get(), Ordering::Release);
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Gives buffer `bid` back to the kernel, and wakes the readers parked on an empty pool.
     #[inline]
     pub(super) fn recycle(&self, bid: u16) {
         self.lent.set(self.lent.get().saturating_sub(1));
         self.put(bid);
         self.publish();
+        if self.parked.replace(false) {
+            self.back.notify_waiters();
+        }
+    }
+
+    /// Every buffer is lent out (as far as the completions reaped so far tell).
+    #[inline]
+    pub(super) fn is_dry(&self) -> bool {
+        self.lent.get() >= u32::from(self.count)
+    }
+
+    /// A reader is about to wait on `back`: the next `recycle` must wake it.
+    #[inline]
+    pub(super) fn wait_for_buffers(&self) {
+        self.parked.set(true);
     }
 
     /// Buffer `bid`, whole; the completion that named it says how much of it the kernel filled.
@@ -129,6 +152,13 @@ impl Drop for BufPool {
             libc::munmap(self.bufs.cast(), self.bufs_len);
         }
     }
+}
+
+/// A connection's share of a pool of `count` buffers: an eighth, and at least two (one being read, one
+/// being filled). One connection that never reads leaves seven eighths to the others; it takes eight
+/// such connections to empty the pool, and then readers park rather than spin.
+fn share(count: u16) -> usize {
+    usize::from(count / 8).max(2)
 }
 
 fn map(len: usize) -> io::Result<*mut u8> {

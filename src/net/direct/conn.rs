@@ -3,7 +3,7 @@
 //! The driver's side of receive and send (what a completion changes) is here too, beside the code that
 //! waits for it.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::rc::Rc;
 use std::task::Poll;
@@ -46,26 +46,43 @@ impl Conn {
         }
     }
 
-    fn arm_recv(&self) {
-        if self.sh.recv_armed.replace(true) {
-            return;
+    /// Arms the receive if a read needs one: true if a receive is in flight (now or already), false
+    /// if it ended on an empty pool and the pool has still nothing to give.
+    fn arm_recv(&self) -> bool {
+        let now = self.sh.recv.get();
+        if now.in_flight() {
+            return true;
         }
+        let Some(armed) = now.arm(self.ring.pool.is_dry()) else {
+            return false;
+        };
+        self.sh.recv.set(armed);
         self.ring.count(|s| s.rearms += 1);
         self.ring
             .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
                 .build()
                 .user_data(user_data(Op::Recv, self.slot, self.gen))]);
+        true
     }
 
-    /// Waits until received bytes, the end of the stream or an error are there.
+    /// Waits until received bytes, the end of the stream or an error are there. A receive ended by an
+    /// empty pool waits here for a buffer to come back before it re-arms, not in a loop of ENOBUFS.
     pub async fn readable(&self) {
-        poll_fn(|cx| {
+        let mut back = std::pin::pin!(self.ring.pool.back.notified());
+        poll_fn(|cx| loop {
             if !self.sh.rx.borrow().is_empty() || self.sh.inbound.get().at_end() {
                 return Poll::Ready(());
             }
-            self.arm_recv();
+            // The reader's wake-up also ends a parked wait: the watchdog's `interrupt`.
             self.sh.reader.set(Some(cx.waker().clone()));
-            Poll::Pending
+            if self.arm_recv() {
+                return Poll::Pending;
+            }
+            self.ring.pool.wait_for_buffers();
+            if back.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            back.set(self.ring.pool.back.notified());
         })
         .await
     }
@@ -237,7 +254,8 @@ impl Conn {
 
     /// Ends our sending side (FIN); the receiving side stays open.
     pub fn shutdown_write(&self) {
-        self.ring.shutdown(self.slot, self.gen, libc::SHUT_WR);
+        self.ring
+            .shutdown(&self.sh, self.slot, self.gen, libc::SHUT_WR);
     }
 
     /// `bench --hold`: hands the open connection to the ring, which keeps it (and nothing else: its
@@ -249,12 +267,8 @@ impl Conn {
             let mut slots = ring.slots.borrow_mut();
             slots[slot as usize].state = State::Held;
         }
-        if self.sh.recv_armed.get() {
-            ring.push(&[
-                opcode::AsyncCancel::new(user_data(Op::Recv, slot, self.gen))
-                    .build()
-                    .user_data(user_data(Op::Cancel, slot, self.gen)),
-            ]);
+        if self.sh.recv.get().in_flight() {
+            ring.cancel(&self.sh, Op::Recv, slot, self.gen);
         }
         // Dropping `self` sees the Held state and leaves the socket open.
     }
@@ -268,19 +282,24 @@ impl Drop for Conn {
         }
         self.sh.rx_off.set(0);
         let held = self.ring.slots.borrow()[self.slot as usize].state == State::Held;
-        if !held {
+        if held {
+            self.ring.try_free(self.slot);
+        } else {
             self.ring.release(self.slot);
         }
-        self.ring.try_free(self.slot);
     }
 }
 
 impl Ring {
     /// A receive completed: bytes in pool buffer `bid`, the end of the stream, or an error. Without
-    /// F_MORE the multishot has ended and the next read re-arms it.
+    /// F_MORE the multishot has ended and the next read re-arms it. A connection that now holds its
+    /// share of the pool has its receive cancelled (`Receiving::filled`).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn recv_done(
         &self,
+        slot: u32,
+        gen: u32,
         state: State,
         sh: &Shared,
         res: i32,
@@ -288,12 +307,25 @@ impl Ring {
         more: bool,
     ) {
         if !more {
-            sh.recv_armed.set(false);
+            sh.recv.set(sh.recv.get().ended(res));
         }
         match (res, bid) {
             (n, Some(bid)) if n > 0 => {
                 if state == State::Open {
-                    sh.rx.borrow_mut().push_back((bid, n as u32));
+                    let held = {
+                        let mut rx = sh.rx.borrow_mut();
+                        rx.push_back((bid, n as u32));
+                        rx.len()
+                    };
+                    if let Some(capped) = sh.recv.get().filled(held, self.pool.share) {
+                        sh.recv.set(capped);
+                        self.count(|s| s.capped += 1);
+                        self.cancel(sh, Op::Recv, slot, gen);
+                        // Now, not at the end of this turn: the multishot takes more buffers at every
+                        // system call this thread makes until the cancel is in (COOP_TASKRUN runs
+                        // its task work there), and the turn may make several.
+                        self.submit();
+                    }
                 } else {
                     self.pool.recycle(bid);
                 }
@@ -333,18 +365,25 @@ impl Ring {
     }
 
     /// Shuts a connection down (SHUT_RDWR) so whatever waits on it completes: the watchdog's timeout.
+    /// A reader with no receive in flight (parked on an empty pool) would see nothing of the shutdown,
+    /// so it is told the end of the stream at once, as a read after shutdown(2) is.
     fn interrupt(&self, slot: u32, gen: u32) {
-        let live = self
-            .slots
-            .borrow()
-            .get(slot as usize)
-            .is_some_and(|s| s.gen == gen && s.state == State::Open);
-        if live {
-            self.shutdown(slot, gen, libc::SHUT_RDWR);
+        let Some((State::Open, Some(sh))) = self.owner(slot, gen) else {
+            return;
+        };
+        self.shutdown(&sh, slot, gen, libc::SHUT_RDWR);
+        if !sh.recv.get().in_flight() {
+            sh.inbound.set(sh.inbound.get().eof());
+            if let Some(w) = sh.reader.take() {
+                w.wake();
+            }
         }
     }
 
-    fn shutdown(&self, slot: u32, gen: u32, how: i32) {
+    /// A SHUTDOWN on the slot, counted in `others` until its completion (io-wq runs it, possibly
+    /// late: the slot's close waits for it, so it cannot land on the next connection).
+    fn shutdown(&self, sh: &Shared, slot: u32, gen: u32, how: i32) {
+        sh.others.set(sh.others.get() + 1);
         self.push(&[opcode::Shutdown::new(types::Fixed(slot), how)
             .build()
             .user_data(user_data(Op::Shutdown, slot, gen))]);

@@ -120,8 +120,8 @@ impl Ring {
     /// so the kernel posts nothing for the rest of the chain (Connect included): that error ends the
     /// connect.
     #[inline]
-    pub(super) fn connect_done(&self, slot: u32, sh: &Shared, res: i32) {
-        let Some((done, abandoned)) = sh.connect.get().complete(res) else {
+    pub(super) fn connect_done(&self, sh: &Shared, res: i32) {
+        let Some((done, _)) = sh.connect.get().complete(res) else {
             return;
         };
         sh.connect.set(done);
@@ -129,15 +129,12 @@ impl Ring {
         if let Some(w) = sh.connector.take() {
             w.wake();
         }
-        if abandoned {
-            // Nobody waits for this connection (a connect timeout): close what it opened.
-            self.release(slot);
-        }
     }
 }
 
-/// A connect in flight. Dropped before its completion (a connect timeout), it cancels the connect and
-/// the slot is closed when the completion comes.
+/// A connect in flight. Dropped before its completion (a connect timeout), it releases the slot at
+/// once: the connect is cancelled in the ring (not left to the kernel's SYN retries) and the slot,
+/// counted as closing from now, is closed once the cancelled connect has completed.
 struct PendingConnect {
     ring: Rc<Ring>,
     slot: u32,
@@ -178,19 +175,10 @@ impl Drop for PendingConnect {
             return;
         }
         self.sh.connector.take();
-        if let Connecting::Done(_) = self.sh.connect.get() {
-            // Completed, but nobody took the connection.
-            self.ring.release(self.slot);
-            self.ring.try_free(self.slot);
-        } else {
+        if self.sh.connect.get().in_flight() {
             self.sh.connect.set(Connecting::Abandoned);
-            self.ring.push(&[opcode::AsyncCancel::new(user_data(
-                Op::Connect,
-                self.slot,
-                self.gen,
-            ))
-            .build()
-            .user_data(user_data(Op::Cancel, self.slot, self.gen))]);
         }
+        // Cancels the connect if it is still in flight; closes the slot when nothing is.
+        self.ring.release(self.slot);
     }
 }

@@ -44,7 +44,7 @@ impl Ring {
         self.stats.set(s);
     }
 
-    fn submit(&self) {
+    pub(super) fn submit(&self) {
         if !self.dirty.replace(false) {
             return;
         }
@@ -131,14 +131,15 @@ impl Ring {
             return;
         };
         match op {
-            Some(Op::Recv) => self.recv_done(state, &sh, res, bid, cqueue::more(flags)),
+            Some(Op::Recv) => self.recv_done(slot, gen, state, &sh, res, bid, cqueue::more(flags)),
             Some(Op::Send) => self.send_done(&sh, res),
-            Some(Op::Chain | Op::Connect) => self.connect_done(slot, &sh, res),
-            _ => {}
+            Some(Op::Chain | Op::Connect) => self.connect_done(&sh, res),
+            Some(Op::Cancel | Op::Shutdown) => self.other_done(&sh),
+            // A SETSOCKOPT posts only if it failed; nothing waits for it (see `Shared::idle`).
+            Some(Op::SockOpt) | Some(Op::Accept) | Some(Op::Close) | None => {}
         }
-        // Only a closing or held slot can be freed; a completion for an open one (every receive and
-        // send of a live connection) needs no second look at the slot table. An abandoned connect's
-        // release above leaves its slot closing until the close completes, which `closed` handles.
+        // Only a released or held slot changes here; a completion for an open one (every receive and
+        // send of a live connection) needs no second look at the slot table.
         if state != State::Open {
             self.try_free(slot);
         }

@@ -10,13 +10,18 @@
 //! - Connect is one linked chain on an explicit slot: Socket → SetSockOpt(TCP_NODELAY) →
 //!   [SetSockOpt(IP_BIND_ADDRESS_NO_PORT) → Bind] → Connect; only Connect posts on success.
 //! - Receive is one multishot RECV per connection, armed on the first read and kept armed: buffers
-//!   come from the worker's pool only when bytes arrive, so an idle connection owns none. ENOBUFS (the
-//!   pool ran dry) ends the multishot; the next read re-arms it.
+//!   come from the worker's pool only when bytes arrive, so an idle connection owns none. The pool is
+//!   shared, so a connection that holds its share of it unread (a peer flooding a connection nobody
+//!   reads) has its receive cancelled until it has read what it holds; ENOBUFS (the pool ran dry)
+//!   ends the multishot, and the next read re-arms it only once a buffer has come back, so an empty
+//!   pool parks its readers rather than spinning them (`slots::Receiving`).
 //! - Send is SEND with MSG_WAITALL (a short send is retried by the kernel), one in flight per
 //!   connection, from the connection's send buffer, kept until the completion. `send_now` does not
 //!   wait for that completion (it only reports a failure), so a request costs one task wake-up.
-//! - Close cancels the armed receive and closes the slot; the slot is reused only once every operation
-//!   on it has completed, so no late completion can land on the next connection.
+//! - Close cancels the armed receive (and a connect still under way) and closes the slot once every
+//!   operation on it has completed (receive, send, shutdown, cancel): closing a fixed file frees the
+//!   slot for the next connect or accept at once, while an operation still in flight would go on, on
+//!   the old socket or, resolved late, on the next connection's (`slots::State`).
 //!
 //! Everything here is single-threaded (`Rc`, `Cell`): a ring belongs to one worker.
 //!
@@ -115,6 +120,8 @@ pub struct Stats {
     pub enobufs: u64,
     /// Receives armed (once per connection, again after each end).
     pub rearms: u64,
+    /// Receives cancelled because their connection held its share of the pool unread.
+    pub capped: u64,
     /// Pool buffers still lent out when the ring finished (a leak unless 0).
     pub lent: u64,
     /// Slots whose close had not completed when the ring finished (a leak unless 0).
@@ -127,6 +134,7 @@ impl Stats {
         self.completions += o.completions;
         self.enobufs += o.enobufs;
         self.rearms += o.rearms;
+        self.capped += o.capped;
         self.lent += o.lent;
         self.unclosed += o.unclosed;
     }

@@ -14,9 +14,13 @@ use super::connect::Addrs;
 use super::user_data::{current, user_data, Op};
 use super::Ring;
 
-/// Who owns a slot. A slot goes Free → Open (a connect or an accept) → [Held] → Closing (its close
-/// is queued) → Closed (the close completed) → Free, and leaves Closed only once nothing else is in
-/// flight on it (`Ring::try_free`).
+/// Who owns a slot. A slot goes Free → Open (a connect or an accept) → [Held] → Draining (released:
+/// what is still in flight on it is being cancelled) → Closing (nothing else is in flight; its close is
+/// queued) → Free (the close completed). The close waits for every other operation because closing a
+/// fixed file ends the slot, not the socket: an operation still in flight would go on with the socket
+/// while a connect or the kernel's accept put the next connection on the slot. A SHUTDOWN issued then
+/// (io-wq runs it late) would resolve the slot to the next connection and cut it, and the send buffer
+/// the old send still reads would be dropped with the old `Shared`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum State {
     Free,
@@ -24,29 +28,29 @@ pub(super) enum State {
     Open,
     /// `bench --hold`: open and proven, owned by the ring until `close_held`.
     Held,
-    /// Its close is queued or in flight.
+    /// Released: its close waits until nothing else is in flight on it.
+    Draining,
+    /// Its close is queued or in flight, and nothing else is.
     Closing,
-    /// Its close completed; other operations on it may still be in flight.
-    Closed,
 }
 
 impl State {
-    /// A close is queued for an open or held slot; None if one already was (or the slot is free).
+    /// The connection on an open or held slot ends; None if it already did (or the slot is free).
     pub(super) fn release(self) -> Option<State> {
         match self {
-            State::Open | State::Held => Some(State::Closing),
-            State::Closing | State::Closed | State::Free => None,
+            State::Open | State::Held => Some(State::Draining),
+            State::Draining | State::Closing | State::Free => None,
         }
     }
 
-    /// The slot's close completed.
+    /// The slot's close completed: it is free.
     pub(super) fn close_completed(self) -> Option<State> {
-        (self == State::Closing).then_some(State::Closed)
+        (self == State::Closing).then_some(State::Free)
     }
 
     /// Counted in `Ring::closing`: the slot comes free soon.
     pub(super) fn is_closing(self) -> bool {
-        matches!(self, State::Closing | State::Closed)
+        matches!(self, State::Draining | State::Closing)
     }
 }
 
@@ -55,8 +59,8 @@ impl State {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Disposal {
     Keep,
-    /// Closed and idle: the slot is reusable.
-    Free,
+    /// Released and idle: queue its close (Draining → Closing).
+    Close,
     /// Held and idle: the connection stays, its shared state goes (a held connection costs the slot).
     DropShared,
 }
@@ -65,7 +69,7 @@ impl Disposal {
     pub(super) fn of(state: State, idle: bool) -> Disposal {
         match state {
             _ if !idle => Disposal::Keep,
-            State::Closed => Disposal::Free,
+            State::Draining => Disposal::Close,
             State::Held => Disposal::DropShared,
             State::Free | State::Open | State::Closing => Disposal::Keep,
         }
@@ -96,8 +100,8 @@ pub(super) struct Shared {
     pub(super) rx_off: Cell<u32>,
     /// How the receiving side ended, if it did.
     pub(super) inbound: Cell<Inbound>,
-    /// The multishot receive is armed (its last completion, without F_MORE, has not come).
-    pub(super) recv_armed: Cell<bool>,
+    /// The multishot receive: armed or not, and why not.
+    pub(super) recv: Cell<Receiving>,
     pub(super) reader: Cell<Option<Waker>>,
     /// The one send: in flight or not, and its buffer (kept alive here until the completion).
     pub(super) send: Cell<Sending>,
@@ -109,14 +113,73 @@ pub(super) struct Shared {
     pub(super) connector: Cell<Option<Waker>>,
     /// SO_RCVLOWAT's value, read by the kernel when the SETSOCKOPT is issued (see `set_recv_lowat`).
     pub(super) lowat: Cell<i32>,
+    /// Cancels and shutdowns in flight: each posts one completion, which the slot's close waits for.
+    pub(super) others: Cell<u16>,
 }
 
 impl Shared {
-    /// No receive, send or connect in flight. Shutdowns, cancels and SETSOCKOPTs are not counted: the
-    /// generation keeps their late completions from the next connection, and the kernel reads
-    /// SETSOCKOPT's value (in `lowat`) when it issues it, before the close queued after it.
+    /// Nothing in flight on the slot: no receive, send, connect, cancel or shutdown. A SETSOCKOPT is
+    /// not counted (it posts nothing on success): it runs when it is issued, so before the close that
+    /// is queued after it, and the kernel reads its value (in `lowat`) then.
     pub(super) fn idle(&self) -> bool {
-        !self.recv_armed.get() && !self.send.get().in_flight() && !self.connect.get().in_flight()
+        !self.recv.get().in_flight()
+            && !self.send.get().in_flight()
+            && !self.connect.get().in_flight()
+            && self.others.get() == 0
+    }
+}
+
+/// The connection's multishot receive. It takes a pool buffer whenever bytes arrive, whether or not
+/// the connection reads them, so two rules keep one connection from draining the pool that every
+/// connection of the worker shares: a connection holding its share of the pool has its receive
+/// cancelled (`Capped`) and re-armed only when it has read everything it holds; a receive ended by an
+/// empty pool (`Starved`) is re-armed only once a buffer has come back, so an empty pool parks its
+/// readers instead of making them re-arm into ENOBUFS over and over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(super) enum Receiving {
+    /// Not armed: the next read arms it.
+    #[default]
+    Idle,
+    Armed,
+    /// Armed, with a cancel queued: the connection holds its share of the pool.
+    Capped,
+    /// Ended by an empty pool (ENOBUFS).
+    Starved,
+}
+
+impl Receiving {
+    /// Its final completion (without F_MORE) has not come.
+    #[inline]
+    pub(super) fn in_flight(self) -> bool {
+        matches!(self, Receiving::Armed | Receiving::Capped)
+    }
+
+    /// A read found nothing received: Some(Armed) if a receive must be armed for it now, None if one
+    /// is in flight or (starved) the pool has nothing to give.
+    #[inline]
+    pub(super) fn arm(self, pool_dry: bool) -> Option<Receiving> {
+        match self {
+            Receiving::Idle => Some(Receiving::Armed),
+            Receiving::Starved if !pool_dry => Some(Receiving::Armed),
+            Receiving::Starved | Receiving::Armed | Receiving::Capped => None,
+        }
+    }
+
+    /// A buffer arrived and the connection now holds `held` of them: Some(Capped) if that is its
+    /// `share` and the receive must be cancelled.
+    #[inline]
+    pub(super) fn filled(self, held: usize, share: usize) -> Option<Receiving> {
+        (self == Receiving::Armed && held >= share).then_some(Receiving::Capped)
+    }
+
+    /// Its final completion came with `res`.
+    #[inline]
+    pub(super) fn ended(self, res: i32) -> Receiving {
+        if res == -libc::ENOBUFS {
+            Receiving::Starved
+        } else {
+            Receiving::Idle
+        }
     }
 }
 
@@ -253,75 +316,93 @@ impl Ring {
             .saturating_sub(self.free.borrow().len())
     }
 
-    /// A slot's close completed. A held connection closes with no state of its own (so closing a
-    /// million of them allocates nothing) and frees its slot at once.
+    /// A slot's close completed: it is free (nothing else was in flight on it when the close was
+    /// queued, and nothing was issued on it after).
     pub(super) fn closed(&self, slot: u32, gen: u32) {
-        {
-            let mut slots = self.slots.borrow_mut();
-            let Some(s) = slots.get_mut(slot as usize) else {
-                return;
-            };
-            if !current(s.gen, gen) {
-                return;
-            }
-            let Some(closed) = s.state.close_completed() else {
-                return;
-            };
-            s.state = closed;
-        }
-        self.try_free(slot);
-    }
-
-    /// Frees a closed slot once nothing is in flight on it; drops a held connection's shared state
-    /// once its receive has ended.
-    pub(super) fn try_free(&self, slot: u32) {
         let mut slots = self.slots.borrow_mut();
-        let s = &mut slots[slot as usize];
-        let idle = s.shared.as_ref().is_none_or(|sh| sh.idle());
-        match Disposal::of(s.state, idle) {
-            Disposal::Keep => return,
-            Disposal::DropShared => {}
-            Disposal::Free => {
-                if s.state.is_closing() {
-                    self.closing.set(self.closing.get() - 1);
-                }
-                s.state = State::Free;
-                s.gen = s.gen.wrapping_add(1);
-            }
+        let Some(s) = slots.get_mut(slot as usize) else {
+            return;
+        };
+        if !current(s.gen, gen) {
+            return;
         }
-        if let Some(sh) = s.shared.take() {
-            for (bid, _) in sh.rx.borrow_mut().drain(..) {
-                self.pool.recycle(bid);
-            }
-        }
+        let Some(free) = s.state.close_completed() else {
+            return;
+        };
+        s.state = free;
+        s.gen = s.gen.wrapping_add(1);
+        self.closing.set(self.closing.get() - 1);
         // A ring that accepts lets the kernel pick free slots; only a connecting ring keeps the list.
-        if s.state == State::Free && self.listeners.borrow().is_empty() {
+        if self.listeners.borrow().is_empty() {
             self.free.borrow_mut().push(slot);
             self.freed.notify_one();
         }
     }
 
-    /// Ends a slot's connection: cancels its receive and closes the socket (FIN, as close(2) does).
-    pub(super) fn release(&self, slot: u32) {
-        let (gen, armed) = {
+    /// Closes a released slot once nothing is in flight on it; drops a held connection's shared state
+    /// once its receive has ended. The one place that decides when a slot's close is queued.
+    pub(super) fn try_free(&self, slot: u32) {
+        let gen = {
             let mut slots = self.slots.borrow_mut();
             let s = &mut slots[slot as usize];
-            let Some(closing) = s.state.release() else {
+            let idle = s.shared.as_ref().is_none_or(|sh| sh.idle());
+            let disposal = Disposal::of(s.state, idle);
+            if disposal == Disposal::Keep {
                 return;
-            };
-            s.state = closing;
-            self.closing.set(self.closing.get() + 1);
-            let armed = s.shared.as_ref().is_some_and(|sh| sh.recv_armed.get());
-            (s.gen, armed)
+            }
+            if let Some(sh) = s.shared.take() {
+                for (bid, _) in sh.rx.borrow_mut().drain(..) {
+                    self.pool.recycle(bid);
+                }
+            }
+            if disposal == Disposal::DropShared {
+                return;
+            }
+            s.state = State::Closing;
+            s.gen
         };
-        if armed {
-            self.push(&[opcode::AsyncCancel::new(user_data(Op::Recv, slot, gen))
-                .build()
-                .user_data(user_data(Op::Cancel, slot, gen))]);
-        }
         self.push(&[opcode::Close::new(types::Fixed(slot))
             .build()
             .user_data(user_data(Op::Close, slot, gen))]);
+    }
+
+    /// Ends a slot's connection: cancels what is in flight on it (its receive, a connect still under
+    /// way); `try_free` closes the socket (FIN, as close(2) does) once all of it has completed. A send
+    /// in flight is not cancelled: it is the response or the close_notify the peer is owed.
+    pub(super) fn release(&self, slot: u32) {
+        let (gen, sh) = {
+            let mut slots = self.slots.borrow_mut();
+            let s = &mut slots[slot as usize];
+            let Some(draining) = s.state.release() else {
+                return;
+            };
+            s.state = draining;
+            self.closing.set(self.closing.get() + 1);
+            (s.gen, s.shared.clone())
+        };
+        if let Some(sh) = sh {
+            if sh.recv.get().in_flight() {
+                self.cancel(&sh, Op::Recv, slot, gen);
+            }
+            if sh.connect.get().in_flight() {
+                self.cancel(&sh, Op::Connect, slot, gen);
+            }
+        }
+        self.try_free(slot);
+    }
+
+    /// Cancels the operation `op` on the slot (matched by its user_data); counted in `others` until
+    /// the cancel's own completion.
+    pub(super) fn cancel(&self, sh: &Shared, op: Op, slot: u32, gen: u32) {
+        sh.others.set(sh.others.get() + 1);
+        self.push(&[opcode::AsyncCancel::new(user_data(op, slot, gen))
+            .build()
+            .user_data(user_data(Op::Cancel, slot, gen))]);
+    }
+
+    /// A cancel or a shutdown on the slot completed.
+    pub(super) fn other_done(&self, sh: &Shared) {
+        sh.others.set(sh.others.get().saturating_sub(1));
     }
 
     /// Closes every held connection (FIN), at the end of `bench --hold`.
@@ -350,18 +431,23 @@ mod tests {
         Connect,
         Receive,
         Send,
-        Close,
+        Shutdown,
+        /// The cancels `release` queues: of the receive and of the connect.
+        CancelReceive,
+        CancelConnect,
     }
 
-    fn complete(op: Op, state: &mut State, sh: &Shared) {
+    fn complete(op: Op, sh: &Shared) {
         match op {
             Op::Connect => {
                 let (done, _) = sh.connect.get().complete(-libc::ECANCELED).unwrap();
                 sh.connect.set(done);
             }
-            Op::Receive => sh.recv_armed.set(false),
+            Op::Receive => sh.recv.set(sh.recv.get().ended(-libc::ECANCELED)),
             Op::Send => sh.send.set(sh.send.get().complete(-libc::ECANCELED).0),
-            Op::Close => *state = state.close_completed().unwrap(),
+            Op::Shutdown | Op::CancelReceive | Op::CancelConnect => {
+                sh.others.set(sh.others.get() - 1)
+            }
         }
     }
 
@@ -382,53 +468,103 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_reusable_only_once_every_operation_completed() {
-        let ops = [Op::Connect, Op::Receive, Op::Send, Op::Close];
+    fn a_slot_is_closed_and_reused_only_once_every_operation_completed() {
+        let ops = [
+            Op::Connect,
+            Op::Receive,
+            Op::Send,
+            Op::Shutdown,
+            Op::CancelReceive,
+            Op::CancelConnect,
+        ];
         for detached in [false, true] {
             for order in orders(&ops) {
-                // A connection timed out mid-connect with a receive armed and a send in flight,
-                // and was released.
+                // A connection timed out mid-connect with a receive armed, a send in flight and the
+                // watchdog's shutdown under way, and was released (which cancels two of them).
                 let sh = Shared::default();
                 sh.connect.set(Connecting::Abandoned);
-                sh.recv_armed.set(true);
+                sh.recv.set(Receiving::Armed);
                 sh.send.set(if detached {
                     Sending::Detached
                 } else {
                     Sending::Pending
                 });
-                let mut state = State::Open.release().unwrap();
+                sh.others.set(3);
+                let state = State::Open.release().unwrap();
                 for (done, &op) in order.iter().enumerate() {
                     assert_eq!(
                         Disposal::of(state, sh.idle()),
                         Disposal::Keep,
                         "{order:?} at {done}"
                     );
-                    complete(op, &mut state, &sh);
+                    complete(op, &sh);
                 }
-                assert_eq!(Disposal::of(state, sh.idle()), Disposal::Free, "{order:?}");
+                assert_eq!(Disposal::of(state, sh.idle()), Disposal::Close, "{order:?}");
+                // Only the close is in flight now; once it completes the slot is free.
+                assert_eq!(Disposal::of(State::Closing, true), Disposal::Keep);
+                assert_eq!(State::Closing.close_completed(), Some(State::Free));
             }
         }
     }
 
     #[test]
     fn only_an_open_or_held_slot_is_released_and_only_a_closing_one_closes() {
-        assert_eq!(State::Open.release(), Some(State::Closing));
-        assert_eq!(State::Held.release(), Some(State::Closing));
-        for twice in [State::Closing, State::Closed, State::Free] {
+        assert_eq!(State::Open.release(), Some(State::Draining));
+        assert_eq!(State::Held.release(), Some(State::Draining));
+        for twice in [State::Draining, State::Closing, State::Free] {
             assert_eq!(twice.release(), None);
         }
-        assert_eq!(State::Closing.close_completed(), Some(State::Closed));
-        for other in [State::Free, State::Open, State::Held, State::Closed] {
+        assert_eq!(State::Closing.close_completed(), Some(State::Free));
+        for other in [State::Free, State::Open, State::Held, State::Draining] {
             assert_eq!(other.close_completed(), None);
         }
         for s in [
             State::Free,
             State::Open,
             State::Held,
+            State::Draining,
             State::Closing,
-            State::Closed,
         ] {
-            assert_eq!(s.is_closing(), matches!(s, State::Closing | State::Closed));
+            assert_eq!(
+                s.is_closing(),
+                matches!(s, State::Draining | State::Closing)
+            );
+        }
+    }
+
+    #[test]
+    fn a_receive_holding_its_share_is_cancelled_and_rearmed_only_by_a_read() {
+        let share = 4;
+        // Below its share it stays armed; at it, it is cancelled once.
+        assert_eq!(Receiving::Armed.filled(share - 1, share), None);
+        assert_eq!(
+            Receiving::Armed.filled(share, share),
+            Some(Receiving::Capped)
+        );
+        assert_eq!(Receiving::Capped.filled(share + 1, share), None);
+        // A cancelled receive is still in flight until its final completion; no read re-arms it
+        // before that.
+        assert!(Receiving::Capped.in_flight());
+        assert_eq!(Receiving::Capped.arm(false), None);
+        let ended = Receiving::Capped.ended(-libc::ECANCELED);
+        assert_eq!(ended, Receiving::Idle);
+        assert!(!ended.in_flight());
+        // The next read (which comes only once the connection consumed what it held) re-arms it.
+        assert_eq!(ended.arm(true), Some(Receiving::Armed));
+        assert_eq!(Receiving::Armed.arm(false), None);
+    }
+
+    #[test]
+    fn a_receive_ended_by_an_empty_pool_waits_for_a_buffer_back() {
+        let starved = Receiving::Armed.ended(-libc::ENOBUFS);
+        assert_eq!(starved, Receiving::Starved);
+        assert!(!starved.in_flight());
+        // Re-arming into a pool that is still dry would end at once: the reader parks instead.
+        assert_eq!(starved.arm(true), None);
+        assert_eq!(starved.arm(false), Some(Receiving::Armed));
+        // Any other end (the peer's FIN, an error, a cancel) is re-armed by the next read.
+        for res in [0, -libc::ECONNRESET, -libc::ECANCELED] {
+            assert_eq!(Receiving::Armed.ended(res), Receiving::Idle);
         }
     }
 

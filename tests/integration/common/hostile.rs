@@ -266,6 +266,20 @@ impl Conn {
         self.stream()?.write_all(bytes)
     }
 
+    /// Writes bytes nobody asked for, 64 KiB at a time, until the client stops taking them (the
+    /// write timeout), closes, or `limit` passes: a peer that floods a connection its client does
+    /// not read.
+    pub fn flood(&mut self, limit: Duration) -> io::Result<()> {
+        let chunk = vec![b'z'; 64 * 1024];
+        let deadline = Instant::now() + limit;
+        let stream = self.stream()?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        while Instant::now() < deadline {
+            stream.write_all(&chunk)?;
+        }
+        Ok(())
+    }
+
     /// One byte per write, `pause` apart: every split point of the response gets exercised.
     pub fn trickle(&mut self, bytes: &[u8], pause: Duration) -> io::Result<()> {
         for b in bytes {

@@ -36,6 +36,11 @@ pub enum Wire {
 }
 
 impl Serve {
+    /// The server's process id (to read its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         match self.cert {
             None => format!("http://{}{path}", self.addr),
