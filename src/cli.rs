@@ -334,6 +334,17 @@ pub struct FetchArgs {
 /// With no URL, starts the built-in server on 127.0.0.1 and benchmarks that (half the allowed CPUs
 /// serve, the other half load). Latency is measured per request, from the write of its batch to the
 /// last byte of its response.
+///
+/// Every connection is accounted for: the summary counts those answered, those connected but never
+/// answered (a server at its open-file limit leaves them in its backlog), those never connected,
+/// and the requests still in flight when the run ended (docs/JSON.md). The run always ends: at -d,
+/// or for --hold once its connections are proved (or --connect-timeout + --timeout pass without a
+/// proof) and held.
+///
+/// Exit status: 0 the run got responses and no --fail-if condition held; 3 a --fail-if condition
+/// held (each printed on stderr); 1 no response at all, a worker could not run, or --report or
+/// --latency-csv could not be written (1 for these last two wins over 3); 2 a usage error, nothing
+/// sent. SIGINT/SIGTERM end bench without a summary (130/143).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment, args_override_self = true)]
 pub struct BenchArgs {
@@ -396,8 +407,9 @@ pub struct BenchArgs {
 
     /// Fail the run (exit 3) when the summary meets this condition, for scripts and CI; repeatable.
     /// METRIC OP VALUE, OP one of > >= < <=: p50, p90, p99, p999, max, mean (p99>50ms), errors (a
-    /// count, errors>0, or a share, errors>0.1%), rps (rps<100k), requests. Each condition met is
-    /// printed with the value that met it.
+    /// count, errors>0, or a share, errors>0.1%), rps (rps<100k), requests, unanswered (connections
+    /// never answered, connected or not: unanswered>0, or a share of -c, unanswered>1%). Each
+    /// condition met is printed with the value that met it.
     #[arg(long = "fail-if", value_name = "COND", value_parser = clap::value_parser!(crate::report::fail_if::Condition))]
     pub fail_if: Vec<crate::report::fail_if::Condition>,
 
@@ -756,6 +768,8 @@ mod tests {
         let b = bench(&["--fail-if", "p99>50ms", "--fail-if", "errors>0.1%"]);
         assert_eq!(b.fail_if.len(), 2);
         assert!(parse(&["bench", "--fail-if", "p98>1ms"]).is_err());
+        assert_eq!(bench(&["--fail-if", "unanswered>0"]).fail_if.len(), 1);
+        assert!(parse(&["bench", "--fail-if", "unanswered>some"]).is_err());
     }
 
     #[test]

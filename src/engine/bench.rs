@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use super::conn::{self, End, Env, Workload};
 use super::hold::{self, Held, Hold};
 use crate::config::Stop;
-use crate::error::FetchError;
+use crate::error::{ErrorKind, FetchError};
 use crate::http::client::{Connection, Fate, Start};
 use crate::http::pipeline::{InFlight, Unanswered};
 use crate::http::response::Head;
 use crate::net;
-use crate::report::summary::{Report, UrlCounts};
+use crate::report::summary::{Report, Tally, UrlCounts};
 
 /// One origin of a bench: where to connect and its URLs' requests, each with the URL's index in the
 /// run's list (for per-URL counts).
@@ -187,11 +187,19 @@ impl BenchShard {
         live: std::sync::Arc<super::progress::Live>,
         worker: usize,
     ) -> BenchOutcome {
+        // A ramp: this worker's k-th connection starts k / (its share of --connect-rate) in.
+        let ramp = settings
+            .connect_rate
+            .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
         let load = match (settings.hold, rate) {
             (Some(duration), rate) => Load::Hold(Rc::new(Hold::new(
                 duration,
                 connections.len(),
                 rate.map(|_| Schedule::new(Budget::new(stop))),
+                hold::Opening {
+                    ramp: ramp.map_or(Duration::ZERO, |step| step * connections.len() as u32),
+                    stall: settings.connect_timeout + settings.timeout,
+                },
             ))),
             (None, Some(_)) => Load::Open(Schedule::new(Budget::new(stop))),
             (None, None) => Load::Closed(Budget::new(stop)),
@@ -218,10 +226,6 @@ impl BenchShard {
         shard.reset_report();
         let started = Instant::now();
         shard.measured.set(started);
-        // A ramp: this worker's k-th connection starts k / (its share of --connect-rate) in.
-        let ramp = settings
-            .connect_rate
-            .map(|r| Duration::from_secs_f64(settings.threads as f64 / r));
         // The loops end with -d (the schedule too: -d at R/s is R·d requests, however late the ticker
         // notices); a hold ends when its own clock says.
         let end = match (&shard.load, stop) {
@@ -313,7 +317,7 @@ impl BenchShard {
             }
             let over = match &shard.load {
                 Load::Closed(_) | Load::Open(_) => end.is_some_and(|end| now >= end),
-                Load::Hold(hold) => hold.over(now),
+                Load::Hold(hold) => hold.over(now, &shard.report),
             };
             if over {
                 shard.end_run();
@@ -383,20 +387,37 @@ impl BenchShard {
             // Held connections are opened by `hold::launch`, once each.
             Load::Hold(_) => return,
         };
-        if !shard.wait_until(start_at).await {
-            return;
-        }
-        let mut backoff = Duration::from_millis(1);
         let work = BenchConn::new(&shard, &target, id, pace);
+        if shard.wait_until(start_at).await {
+            Self::connect_and_load(&shard, &target, connect_timeout, &work, budget, schedule).await;
+        }
+        // Every way out of the loop above passes here, so each connection is counted once.
+        work.standing
+            .get()
+            .count(&mut shard.report.borrow_mut(), false);
+    }
+
+    /// The loop of `connection`: ends when the run does or nothing is left to send.
+    async fn connect_and_load(
+        shard: &Rc<Self>,
+        target: &BenchTarget,
+        connect_timeout: Duration,
+        work: &BenchConn<'_>,
+        budget: &Budget,
+        schedule: Option<&Schedule>,
+    ) {
+        let mut backoff = Duration::from_millis(1);
         while !shard.stopped.get() && (!budget.spent() || schedule.is_some_and(Schedule::has_due)) {
-            let Some(connected) = shard.open(&target, connect_timeout).await else {
+            work.standing.set(work.standing.get().connecting());
+            let Some(connected) = shard.open(target, connect_timeout).await else {
                 return;
             };
             match connected {
                 Ok(io) => {
                     shard.report.borrow_mut().connected(io.tls_resumed());
+                    work.standing.set(work.standing.get().connected());
                     backoff = Duration::from_millis(1);
-                    if conn::drive(&shard.env, &work, &io, Start::Open).await.end == End::Stopped {
+                    if conn::drive(&shard.env, work, &io, Start::Open).await.end == End::Stopped {
                         return;
                     }
                 }
@@ -404,11 +425,86 @@ impl BenchShard {
                     // A refused or failing connect is one failed request; back off so a dead server
                     // is not hammered in a tight loop.
                     budget.take(1);
+                    work.standing.set(work.standing.get().failed(err.kind));
                     shard.report.borrow_mut().error(&err);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
+        }
+    }
+}
+
+/// How far one of the run's connections got, over all its reconnections. Each ends the run counted
+/// in exactly one of `Tally`'s buckets (`count`), so a connection the server never answered is
+/// reported as such instead of vanishing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Standing {
+    /// Not tried yet (its start in the ramp, or its turn in `--hold`'s opening, has not come).
+    NotStarted,
+    /// Trying to connect; the kind of the last failed attempt, if any.
+    Connecting(Option<ErrorKind>),
+    /// Connected, no request written yet.
+    Connected,
+    /// A request written, no response yet; the kind of the failure that ended its last connection.
+    Asked(Option<ErrorKind>),
+    /// A response arrived: from here nothing changes it.
+    Answered,
+}
+
+impl Standing {
+    /// A connect begins (the first, or again after a failure).
+    pub(super) fn connecting(self) -> Standing {
+        match self {
+            Standing::NotStarted => Standing::Connecting(None),
+            other => other,
+        }
+    }
+
+    pub(super) fn connected(self) -> Standing {
+        match self {
+            Standing::NotStarted | Standing::Connecting(_) => Standing::Connected,
+            other => other,
+        }
+    }
+
+    fn sent(self) -> Standing {
+        match self {
+            Standing::Answered => Standing::Answered,
+            Standing::Asked(why) => Standing::Asked(why),
+            _ => Standing::Asked(None),
+        }
+    }
+
+    /// A connect, or a connection with a request on it, failed with `kind`: the latest reason wins,
+    /// the stage reached stays (a connection that never asked anything is not unanswered).
+    pub(super) fn failed(self, kind: ErrorKind) -> Standing {
+        match self {
+            Standing::NotStarted | Standing::Connecting(_) => Standing::Connecting(Some(kind)),
+            Standing::Asked(_) => Standing::Asked(Some(kind)),
+            Standing::Connected | Standing::Answered => self,
+        }
+    }
+
+    /// Counts this connection in `report`'s tally, at its end. `held`: under `--hold` every
+    /// connection is meant to be opened, so one never tried is a shortfall, not an unused one.
+    pub(super) fn count(self, report: &mut Report, held: bool) {
+        let tally = report.tally.get_or_insert_with(Tally::default);
+        let add = |map: &mut std::collections::BTreeMap<&'static str, u64>, why: &'static str| {
+            *map.entry(why).or_default() += 1;
+        };
+        match self {
+            Standing::NotStarted if held => add(&mut tally.unconnected, "not-started"),
+            Standing::NotStarted | Standing::Connected => tally.unused += 1,
+            Standing::Connecting(why) => add(
+                &mut tally.unconnected,
+                why.map_or("connecting", ErrorKind::as_str),
+            ),
+            Standing::Asked(why) => add(
+                &mut tally.unanswered,
+                why.map_or("waiting", ErrorKind::as_str),
+            ),
+            Standing::Answered => tally.answered += 1,
         }
     }
 }
@@ -449,6 +545,7 @@ impl BenchShard {
     fn reset_report(&self) {
         let mut report = self.report.borrow_mut();
         *report = Report::default();
+        report.tally = Some(Tally::default());
         report.open_loop = self.load.schedule().is_some();
         if self.urls > 1 {
             report.per_url = vec![UrlCounts::default(); self.urls];
@@ -470,6 +567,8 @@ pub(super) struct BenchConn<'a> {
     cursor: Cell<usize>,
     rng: Cell<u64>,
     pace: Pace<'a>,
+    /// How far this connection got over the run, for the tally at its end.
+    pub(super) standing: Cell<Standing>,
 }
 
 impl<'a> BenchConn<'a> {
@@ -487,6 +586,7 @@ impl<'a> BenchConn<'a> {
             // Any odd seed gives a full-period xorshift; distinct per connection.
             rng: Cell::new((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             pace,
+            standing: Cell::new(Standing::NotStarted),
         }
     }
 
@@ -501,6 +601,7 @@ impl<'a> BenchConn<'a> {
         let (url, request) = self.pick();
         out.extend_from_slice(request);
         conn.sent((due, *url), now, self.shard.head_request);
+        self.standing.set(self.standing.get().sent());
     }
 
     /// Appends up to `max` of the requests that fell due, oldest first.
@@ -603,6 +704,7 @@ impl Workload for BenchConn<'_> {
 
     fn on_done(&self, done: InFlight<(Instant, u32)>, now: Instant) {
         let (due, url) = done.ticket;
+        self.standing.set(Standing::Answered);
         match &self.pace {
             Pace::Closed(_) | Pace::Open(_) => {}
             Pace::Held(held) => held.answered(&self.shard.report),
@@ -636,12 +738,18 @@ impl Workload for BenchConn<'_> {
             Fate::Unanswered(Unanswered::Bystander) => false,
         };
         if charged {
+            self.standing.set(self.standing.get().failed(err.kind));
             let mut r = s.report.borrow_mut();
             r.error(err);
             if let Some(u) = r.per_url.get_mut(url as usize) {
                 u.errors += 1;
             }
             return;
+        }
+        // Written and still unanswered when the run ended: the server may have served it, so it is
+        // reported beside the responses rather than dropped.
+        if s.stopped.get() {
+            s.report.borrow_mut().in_flight_at_end += 1;
         }
         // Never answered through no fault of its own: it goes back into the budget (a hold has none).
         match &self.pace {

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::bench::{BenchConn, BenchSettings, BenchShard, BenchTarget, Pace, Schedule};
+use super::bench::{BenchConn, BenchSettings, BenchShard, BenchTarget, Pace, Schedule, Standing};
 use super::conn;
 use crate::http::client::{Connection, Start};
 use crate::report::summary::{HoldReport, Report};
@@ -27,12 +27,30 @@ pub(super) struct Hold {
     peak: Cell<usize>,
     phase: Cell<Phase>,
     started: Instant,
+    /// When the opening gives up on connections not yet proved (`Opening`).
+    opening: Opening,
+    /// The last proof, or the start: the opening's stall clock runs from here.
+    proved_at: Cell<Instant>,
     rss_before: u64,
     kernel_before: u64,
     /// Connection tasks still running, and a wake-up each time one settles or ends (the launcher
     /// paces itself on `settled`).
     tasks: Cell<usize>,
     progress: tokio::sync::Notify,
+}
+
+/// How long the opening may take. A server that stops answering (its open-file limit reached, its
+/// backlog full) must not keep the run opening forever: connections launch a few hundred at a time
+/// and each stuck one takes a whole --timeout to fail, so 2,000 of them took minutes. The opening
+/// ends once no connection has been proved for `stall` (as long as one may take to connect and
+/// answer) after the ramp's last scheduled start; the hold then begins with what is up, and the
+/// connections never tried are counted as `not-started`.
+#[derive(Clone, Copy)]
+pub(super) struct Opening {
+    /// The ramp's length (`--connect-rate`), zero without one.
+    pub ramp: Duration,
+    /// --connect-timeout + --timeout.
+    pub stall: Duration,
 }
 
 /// Where a worker's hold stands.
@@ -62,7 +80,13 @@ pub(super) struct Held<'a> {
 }
 
 impl Hold {
-    pub(super) fn new(duration: Duration, connections: usize, rate: Option<Schedule>) -> Hold {
+    pub(super) fn new(
+        duration: Duration,
+        connections: usize,
+        rate: Option<Schedule>,
+        opening: Opening,
+    ) -> Hold {
+        let now = Instant::now();
         Hold {
             duration,
             rate,
@@ -71,7 +95,9 @@ impl Hold {
             live: Cell::new(0),
             peak: Cell::new(0),
             phase: Cell::new(Phase::Opening),
-            started: Instant::now(),
+            started: now,
+            opening,
+            proved_at: Cell::new(now),
             rss_before: crate::sys::rss_kib().unwrap_or(0),
             kernel_before: crate::sys::tcp_kernel_bytes().unwrap_or(0),
             tasks: Cell::new(0),
@@ -79,12 +105,23 @@ impl Hold {
         }
     }
 
-    /// Whether the hold has run its course (it starts only once every connection has settled).
-    pub(super) fn over(&self, now: Instant) -> bool {
+    /// Whether the hold has run its course. It starts once every connection has settled, or once the
+    /// opening has stalled (`Opening`): then it starts here.
+    pub(super) fn over(&self, now: Instant, report: &RefCell<Report>) -> bool {
         match self.phase.get() {
-            Phase::Opening => false,
+            Phase::Opening => {
+                let from = self.proved_at.get().max(self.started + self.opening.ramp);
+                if now >= from + self.opening.stall {
+                    self.begin(report);
+                }
+                false
+            }
             Phase::Holding { until } => now >= until,
         }
+    }
+
+    fn opening(&self) -> bool {
+        matches!(self.phase.get(), Phase::Opening)
     }
 
     /// One connection answered its proof or failed; the last one starts the hold.
@@ -113,6 +150,8 @@ impl Hold {
             kernel_before_bytes: self.kernel_before,
             kernel_up_bytes: crate::sys::tcp_kernel_bytes().unwrap_or(0),
         });
+        // The launcher stops launching.
+        self.progress.notify_waiters();
     }
 }
 
@@ -169,6 +208,7 @@ impl Held<'_> {
             let hold = self.hold;
             hold.live.set(hold.live.get() + 1);
             hold.peak.set(hold.peak.get().max(hold.live.get()));
+            hold.proved_at.set(Instant::now());
             hold.settle(report);
         }
     }
@@ -192,7 +232,9 @@ pub(super) async fn launch(
     let connecting = (1024 / settings.threads.max(1)).clamp(16, 256);
     let targets: Rc<[BenchTarget]> = settings.targets.clone().into();
     // Connection k starts once fewer than `connecting` of the k before it are unsettled (neither
-    // answered nor failed yet).
+    // answered nor failed yet), while the opening lasts.
+    let total = connections.len();
+    let mut launched = 0;
     'launch: for (k, j) in connections.into_iter().enumerate() {
         let start_at = ramp.map(|step| started + step * k as u32);
         if !shard.wait_until(start_at).await {
@@ -201,7 +243,7 @@ pub(super) async fn launch(
         loop {
             let settled = hold.progress.notified();
             let stopped = shard.stop.notified();
-            if shard.stopped.get() {
+            if shard.stopped.get() || !hold.opening() {
                 break 'launch;
             }
             if k - hold.settled.get() < connecting {
@@ -212,6 +254,7 @@ pub(super) async fn launch(
                 _ = stopped => {}
             }
         }
+        launched += 1;
         hold.tasks.set(hold.tasks.get() + 1);
         let (shard, hold, targets) = (shard.clone(), hold.clone(), targets.clone());
         let connect_timeout = settings.connect_timeout;
@@ -221,6 +264,10 @@ pub(super) async fn launch(
             hold.tasks.set(hold.tasks.get() - 1);
             hold.progress.notify_waiters();
         });
+    }
+    // The ones the opening never reached are reported, not forgotten.
+    for _ in launched..total {
+        Standing::NotStarted.count(&mut shard.report.borrow_mut(), true);
     }
     // Proven direct connections end their task at once; the others when the hold ends.
     loop {
@@ -249,12 +296,16 @@ async fn connection(
     id: usize,
 ) {
     let Some(connected) = shard.open(target, connect_timeout).await else {
+        Standing::Connecting(None).count(&mut shard.report.borrow_mut(), true);
         return;
     };
     let io = match connected {
         Ok(io) => io,
         Err(err) => {
-            shard.report.borrow_mut().error(&err);
+            let mut report = shard.report.borrow_mut();
+            report.error(&err);
+            Standing::Connecting(Some(err.kind)).count(&mut report, true);
+            drop(report);
             hold.settle(&shard.report);
             return;
         }
@@ -268,7 +319,12 @@ async fn connection(
     };
     let detach = held.detach;
     let work = BenchConn::new(shard, target, id, Pace::Held(held));
+    work.standing.set(Standing::Connected);
     conn::drive(&shard.env, &work, &io, Start::Open).await;
+    // Proved or not, this is as far as it gets: a detached connection is the ring's from here.
+    work.standing
+        .get()
+        .count(&mut shard.report.borrow_mut(), true);
     if proof.get() != Proof::Answered {
         // Failed before answering its proof request (on_left counted it).
         hold.settle(&shard.report);

@@ -1,5 +1,5 @@
 //! `bench --fail-if`: conditions on the summary that make a run fail (exit 3), for scripts and CI:
-//! `p99>50ms`, `errors>0.1%`, `rps<100k`. Each condition is `METRIC OP VALUE` with OP one of
+//! `p99>50ms`, `errors>0.1%`, `rps<100k`, `unanswered>0`. Each condition is `METRIC OP VALUE` with OP one of
 //! `>`, `>=`, `<`, `<=`; the value takes the units the metric's flag takes elsewhere.
 
 use std::str::FromStr;
@@ -27,6 +27,11 @@ enum Metric {
     ErrorShare,
     Rps,
     Requests,
+    /// `bench`: connections that carried no response (connected and never answered, or never
+    /// connected), counted.
+    Unanswered,
+    /// The same as a percentage of the run's connections.
+    UnansweredShare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,7 +77,7 @@ enum Op {
     AtMost,
 }
 
-const METRICS: &str = "p50, p90, p99, p999, max, mean (durations: 50ms), errors (a count, or a share: 0.1%), rps (100k), requests";
+const METRICS: &str = "p50, p90, p99, p999, max, mean (durations: 50ms), errors (a count, or a share: 0.1%), rps (100k), requests, unanswered (connections never answered: a count, or a share: 1%)";
 
 impl FromStr for Condition {
     type Err = String;
@@ -101,18 +106,24 @@ impl FromStr for Condition {
             "p999" | "p99.9" => latency(Point::P999)?,
             "max" => latency(Point::Max)?,
             "mean" => latency(Point::Mean)?,
-            "errors" => match value.strip_suffix('%') {
-                Some(share) => {
-                    let p: f64 = share
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|p: &f64| p.is_finite() && *p >= 0.0)
-                        .ok_or_else(|| bad(format!("'{value}' is not a percentage")))?;
-                    (Metric::ErrorShare, p)
+            "errors" | "unanswered" => {
+                let (count, share) = match name.as_str() {
+                    "errors" => (Metric::Errors, Metric::ErrorShare),
+                    _ => (Metric::Unanswered, Metric::UnansweredShare),
+                };
+                match value.strip_suffix('%') {
+                    Some(p) => {
+                        let p: f64 = p
+                            .trim()
+                            .parse()
+                            .ok()
+                            .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+                            .ok_or_else(|| bad(format!("'{value}' is not a percentage")))?;
+                        (share, p)
+                    }
+                    None => (count, units::count(value).map_err(&bad)? as f64),
                 }
-                None => (Metric::Errors, units::count(value).map_err(&bad)? as f64),
-            },
+            }
             "rps" => (Metric::Rps, units::rate(value).map_err(&bad)?),
             "requests" => (Metric::Requests, units::count(value).map_err(&bad)? as f64),
             _ => return Err(bad(format!("unknown metric '{name}'; one of {METRICS}"))),
@@ -153,6 +164,23 @@ impl Condition {
                 summary.requests as f64,
                 format!("{} responses", summary.requests),
             ),
+            Metric::Unanswered => {
+                let never = summary.never_answered();
+                (never as f64, format!("{never} connections never answered"))
+            }
+            Metric::UnansweredShare => {
+                let never = summary.never_answered();
+                let total = summary.connections.unwrap_or(0);
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    never as f64 * 100.0 / total as f64
+                };
+                (
+                    share,
+                    format!("{never} of {total} connections never answered ({share:.3}%)"),
+                )
+            }
         };
         let met = match self.op {
             Op::Above => actual > self.value,
@@ -217,5 +245,24 @@ mod tests {
         assert!(met("rps<10k").is_some());
         assert_eq!(met("requests<1000"), None);
         assert!(met("requests<=1000").is_some());
+    }
+
+    #[test]
+    fn unanswered_connections_as_a_count_or_a_share() {
+        let mut s = summary(1000, 0, 1000, 5000.0);
+        // Not a bench summary: nothing is unanswered.
+        let met = |s: &Summary, c: &str| c.parse::<Condition>().unwrap().check(s);
+        assert_eq!(met(&s, "unanswered>0"), None);
+        s.connections = Some(200);
+        s.connections_unanswered = Some(30);
+        s.connections_unconnected = Some(10);
+        assert_eq!(
+            met(&s, "unanswered>0").as_deref(),
+            Some("--fail-if unanswered>0: 40 connections never answered")
+        );
+        assert_eq!(met(&s, "unanswered>40"), None);
+        assert!(met(&s, "unanswered>=20%").unwrap().contains("40 of 200"));
+        assert_eq!(met(&s, "unanswered>20%"), None);
+        assert!("unanswered>lots".parse::<Condition>().is_err());
     }
 }

@@ -48,6 +48,55 @@ pub struct Report {
     /// The direct transport's rings (`-v`): submits, completions, and receives ended because the
     /// buffer pool ran dry (each one re-armed).
     pub ring: crate::net::direct::Stats,
+    /// `bench`: where each of the run's connections ended up; None for `fetch`.
+    pub tally: Option<Tally>,
+    /// `bench`: requests written and still unanswered when the run ended (neither answered nor
+    /// failed): the server may have served them, the run did not see it.
+    pub in_flight_at_end: u64,
+}
+
+/// `bench`: each of the run's connections (`-c`), counted once, over all its reconnections, by how
+/// far it got. A connection the server leaves in its backlog (connected, never answered) is a
+/// connection the run did not measure, and must not pass for one it did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    /// At least one response arrived on it.
+    pub answered: u64,
+    /// Connected, but never had a request to send (`-n` spent, or `--rate` gave it none).
+    pub unused: u64,
+    /// Connected and sent a request, never a response. By why: `waiting` (still waiting when the run
+    /// ended) or the error kind that ended its last connection (`timeout`, `io`, …).
+    pub unanswered: BTreeMap<&'static str, u64>,
+    /// Never connected. By why: `connecting` (still connecting when the run ended), `not-started`
+    /// (`--hold`: its opening ran out of time before it was tried) or the kind of its last connect
+    /// failure (`connect`, `tls`).
+    pub unconnected: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: &Tally) {
+        self.answered += o.answered;
+        self.unused += o.unused;
+        for (why, n) in &o.unanswered {
+            *self.unanswered.entry(why).or_default() += n;
+        }
+        for (why, n) in &o.unconnected {
+            *self.unconnected.entry(why).or_default() += n;
+        }
+    }
+
+    pub fn unanswered_count(&self) -> u64 {
+        self.unanswered.values().sum()
+    }
+
+    pub fn unconnected_count(&self) -> u64 {
+        self.unconnected.values().sum()
+    }
+
+    /// Every connection, each counted once.
+    pub fn total(&self) -> u64 {
+        self.answered + self.unused + self.unanswered_count() + self.unconnected_count()
+    }
 }
 
 /// `bench --hold`: how the connections came up.
@@ -174,6 +223,12 @@ impl Report {
         self.tls_handshakes += other.tls_handshakes;
         self.tls_resumed += other.tls_resumed;
         self.ring.add(&other.ring);
+        match (&mut self.tally, &other.tally) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.tally = Some(b.clone()),
+            _ => {}
+        }
+        self.in_flight_at_end += other.in_flight_at_end;
     }
 
     pub fn error_count(&self) -> u64 {
@@ -267,6 +322,27 @@ pub struct Summary {
     /// `fetch`: URLs left without a result line by the interruption; `--resume` fetches them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_fetched: Option<u64>,
+    /// `bench`: the run's connections (`-c`, after any clamp), each counted in exactly one of the
+    /// four below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_answered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_unanswered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_unconnected: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_unused: Option<u64>,
+    /// `bench`: why the unanswered ones were not answered, reason → count (`Tally::unanswered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanswered_why: Option<BTreeMap<&'static str, u64>>,
+    /// `bench`: why the unconnected ones never connected, reason → count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unconnected_why: Option<BTreeMap<&'static str, u64>>,
+    /// `bench`: requests written and unanswered when the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight_at_end: Option<u64>,
 }
 
 impl Summary {
@@ -354,7 +430,65 @@ impl Summary {
             tls_resumed: report.tls_resumed,
             interrupted: None,
             not_fetched: None,
+            connections: report.tally.as_ref().map(Tally::total),
+            connections_answered: report.tally.as_ref().map(|t| t.answered),
+            connections_unanswered: report.tally.as_ref().map(Tally::unanswered_count),
+            connections_unconnected: report.tally.as_ref().map(Tally::unconnected_count),
+            connections_unused: report.tally.as_ref().map(|t| t.unused),
+            unanswered_why: report.tally.as_ref().map(|t| t.unanswered.clone()),
+            unconnected_why: report.tally.as_ref().map(|t| t.unconnected.clone()),
+            in_flight_at_end: report.tally.is_some().then_some(report.in_flight_at_end),
         }
+    }
+
+    /// `bench`: connections that carried no response, connected or not (`--fail-if unanswered`).
+    pub fn never_answered(&self) -> u64 {
+        self.connections_unanswered.unwrap_or(0) + self.connections_unconnected.unwrap_or(0)
+    }
+
+    /// The line that says a share of the connections was never answered, with the likely cause and
+    /// what to check; None when every connection that had something to send was answered.
+    fn unanswered_line(&self) -> Option<String> {
+        let never = self.never_answered();
+        let total = self.connections?;
+        if never == 0 {
+            return None;
+        }
+        let mut why: Vec<(&str, u64)> = self
+            .unanswered_why
+            .iter()
+            .chain(self.unconnected_why.iter())
+            .flatten()
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        // The most common reason first: it names the cause.
+        why.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let listed: Vec<String> = why.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let cause = match why.first().map(|w| w.0) {
+            Some("waiting" | "timeout") => {
+                "the server accepted or answered only some of them: it likely hit its open-file \
+                 limit or its listen backlog; check `ulimit -n` of the server and its backlog \
+                 (net.core.somaxconn)"
+            }
+            Some("connect" | "connecting") => {
+                "connections were refused or not accepted in time: check that the server listens, \
+                 its listen backlog (net.core.somaxconn) and --connect-timeout"
+            }
+            Some("not-started") => {
+                "the connections that did open were not answered within --connect-timeout + \
+                 --timeout, so the hold began without the rest: check the server's open-file limit \
+                 and backlog"
+            }
+            Some("io" | "protocol") => {
+                "the server reset or closed them before answering: check its logs and its \
+                 connection limits"
+            }
+            _ => "check the errors above",
+        };
+        Some(format!(
+            "{never} of {total} connections were never answered within the run ({}): {cause}",
+            listed.join(", ")
+        ))
     }
 
     pub fn to_json(&self) -> String {
@@ -477,6 +611,21 @@ impl Summary {
                 "  {:<12}{} handshakes, {} resumed",
                 "tls", self.tls_handshakes, self.tls_resumed
             );
+        }
+        if let (Some(total), Some(answered)) = (self.connections, self.connections_answered) {
+            let _ = writeln!(
+                s,
+                "  {:<12}{total} in the run: {answered} answered, {} unanswered, {} never connected, \
+                 {} unused; {} requests in flight at the end",
+                "reach",
+                self.connections_unanswered.unwrap_or(0),
+                self.connections_unconnected.unwrap_or(0),
+                self.connections_unused.unwrap_or(0),
+                self.in_flight_at_end.unwrap_or(0),
+            );
+        }
+        if let Some(line) = self.unanswered_line() {
+            let _ = writeln!(s, "  {:<12}{line}", "unanswered");
         }
         s
     }

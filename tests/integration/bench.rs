@@ -537,7 +537,7 @@ fn fail_if_exits_3_naming_each_condition_met_and_0_when_none_is() {
         run_child(cmd, None)
     };
     // None met: the run passes.
-    let ok = run(&["errors>0", "p99>60s", "rps<1"]);
+    let ok = run(&["errors>0", "p99>60s", "rps<1", "unanswered>0"]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert!(!ok.stderr.contains("--fail-if"), "{}", ok.stderr);
     // Two of three met: exit 3, each named with its value.
@@ -559,4 +559,184 @@ fn fail_if_exits_3_naming_each_condition_met_and_0_when_none_is() {
     // A condition that cannot be read is a usage error.
     let bad = run(&["p98>1ms"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+/// The `--json` summary's account of the run's connections: each counted once.
+fn reach(s: &Value) -> (u64, u64, u64, u64) {
+    let n = |f: &str| s[f].as_u64().unwrap_or_else(|| panic!("{f} missing: {s}"));
+    let total = n("connections");
+    let parts = (
+        n("connections_answered"),
+        n("connections_unanswered"),
+        n("connections_unconnected"),
+        n("connections_unused"),
+    );
+    assert_eq!(parts.0 + parts.1 + parts.2 + parts.3, total, "{s}");
+    let why_sum = |f: &str| -> u64 {
+        s[f].as_object()
+            .unwrap_or_else(|| panic!("{f} missing: {s}"))
+            .values()
+            .map(|v| v.as_u64().expect("counts are integers"))
+            .sum()
+    };
+    assert_eq!(why_sum("unanswered_why"), parts.1, "{s}");
+    assert_eq!(why_sum("unconnected_why"), parts.2, "{s}");
+    parts
+}
+
+/// Issue 13: a server at its open-file limit (`ulimit -n 300`) accepts about 270 of 2,000
+/// connections and leaves the rest in its backlog, connected and never answered. The summary must
+/// not pass that off as 2,000 measured connections: each is counted once, the never-answered ones
+/// are reported (text and JSON) with the likely cause, and `--fail-if unanswered>0` fails the run.
+#[test]
+fn issue_13_connections_a_server_out_of_descriptors_never_answered_are_reported() {
+    let serve = start_serve_with_nofile(300);
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "bench",
+            &serve.url("/"),
+            "-c",
+            "2000",
+            "-d",
+            "3s",
+            "-t",
+            "2",
+        ])
+        .args(extra);
+        run_child(cmd, None)
+    };
+    let done = run(&["--json"]);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["connections"], 2000, "{s}");
+    let (answered, unanswered, unconnected, _) = reach(&s);
+    assert!(answered > 0 && answered < 1000, "{s}");
+    assert!(unanswered + unconnected > 1000, "{s}");
+    // Still waiting when -d ended: their requests are in flight, reported, not dropped.
+    assert!(s["unanswered_why"]["waiting"].as_u64() > Some(1000), "{s}");
+    assert!(s["in_flight_at_end"].as_u64() >= Some(unanswered), "{s}");
+    assert!(done.elapsed < Duration::from_secs(30), "{:?}", done.elapsed);
+
+    let done = run(&["--fail-if", "unanswered>0"]);
+    assert_eq!(done.code, 3, "{}", tail(&done.stderr));
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.contains("connections were never answered within the run"))
+        .unwrap_or_else(|| panic!("no unanswered line:\n{}", done.stdout));
+    assert!(line.contains("of 2000 connections"), "{line}");
+    assert!(
+        line.contains("open-file limit") && line.contains("ulimit -n"),
+        "{line}"
+    );
+    assert!(
+        done.stderr.contains("--fail-if unanswered>0: ")
+            && done.stderr.contains("connections never answered"),
+        "{}",
+        done.stderr
+    );
+}
+
+/// Issue 13: `--hold` against the same server. Proofs the server never answers time out after
+/// --timeout; once none has been proved for --connect-timeout + --timeout the hold begins with what
+/// is up, so the run ends within ramp + 7 s + hold, with every connection counted by why. Before,
+/// 256 connections at a time each waited out a full --timeout: minutes with the default 30 s.
+#[test]
+fn issue_13_hold_ends_within_its_timeouts_against_a_server_out_of_descriptors() {
+    let serve = start_serve_with_nofile(300);
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "bench",
+        &serve.url("/"),
+        "--hold",
+        "3s",
+        "-c",
+        "2000",
+        "-t",
+        "1",
+        "--timeout",
+        "5s",
+        "--connect-timeout",
+        "2s",
+        "--json",
+    ]);
+    let done = run_child(cmd, None);
+    assert_eq!(done.code, 0, "{}", tail(&done.stderr));
+    // 7 s of stalled opening + 3 s held, and a generous margin for a loaded machine. The old
+    // behaviour (256 stuck proofs at a time, each waiting out its 5 s) took 35 s here.
+    assert!(done.elapsed < Duration::from_secs(25), "{:?}", done.elapsed);
+    let s = parse_summary(&done.stdout);
+    assert_eq!(s["connections"], 2000, "{s}");
+    let (answered, unanswered, unconnected, unused) = reach(&s);
+    assert!(answered > 0 && answered < 1000, "{s}");
+    assert!(unanswered + unconnected > 1000, "{s}");
+    assert_eq!(
+        unused, 0,
+        "a hold opens every connection or says why not: {s}"
+    );
+    assert!(s["unanswered_why"]["timeout"].as_u64() > Some(0), "{s}");
+    assert!(s["peak_connections"].as_u64() == Some(answered), "{s}");
+}
+
+/// A server that accepts and reads but never answers: the run ends at -d, not at --timeout, and
+/// every connection is reported unanswered with its requests in flight; with a --timeout inside
+/// the run, the reason is the timeout.
+#[test]
+fn a_server_that_never_answers_is_reported_unanswered_and_the_run_ends_on_time() {
+    let server = Hostile::replies(|_| Reply::Stall);
+    let run = |timeout: &str| {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "bench",
+            &server.url("/"),
+            "-c",
+            "8",
+            "-p",
+            "2",
+            "-d",
+            "2s",
+            "-t",
+            "1",
+            "--timeout",
+            timeout,
+            "--json",
+        ]);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 1, "no response at all: {}", tail(&done.stderr));
+        assert!(done.elapsed < Duration::from_secs(15), "{:?}", done.elapsed);
+        parse_summary(&done.stdout)
+    };
+    let s = run("30s");
+    assert_eq!(reach(&s), (0, 8, 0, 0), "{s}");
+    assert_eq!(s["unanswered_why"]["waiting"], 8, "{s}");
+    assert_eq!(s["in_flight_at_end"], 16, "{s}");
+    assert_eq!(error_total(&s), 0, "{s}");
+    let s = run("500ms");
+    assert_eq!(reach(&s), (0, 8, 0, 0), "{s}");
+    assert_eq!(s["unanswered_why"]["timeout"], 8, "{s}");
+    assert!(error_total(&s) >= 8, "{s}");
+}
+
+/// What the run reports is what the server served, up to the requests in flight at the end: every
+/// request the server received was either answered (counted in `requests`) or still on the wire
+/// when -d ended (`in_flight_at_end`).
+#[test]
+fn requests_reported_plus_in_flight_at_the_end_are_what_the_server_received() {
+    let server = Hostile::replies(|_| Reply::Send(ok(b"hello")));
+    let s = bench(
+        &server.url("/"),
+        &["-c", "4", "-p", "8", "-d", "2s", "-t", "1"],
+    );
+    server.settle();
+    let received = server.requests().len() as u64;
+    let answered = s["requests"].as_u64().expect("requests");
+    let in_flight = s["in_flight_at_end"].as_u64().expect("in_flight_at_end");
+    assert_eq!(error_total(&s), 0, "{s}");
+    assert!(answered > 100, "{s}");
+    assert!(
+        answered <= received && received <= answered + in_flight,
+        "server received {received}, client reported {answered} answered + {in_flight} in flight"
+    );
+    assert_eq!(reach(&s), (4, 0, 0, 0), "{s}");
 }

@@ -10,13 +10,16 @@
 //!   and `closed_port`.
 //! - `hostile`: scripted hostile servers (`Hostile`, `Conn`, `Reply`, `ok`, `response`) and their
 //!   self-checks.
+//! - `limited`: `ringfetch serve` under a small open-file limit (`start_serve_with_nofile`).
 
 mod fetch;
 mod hostile;
+mod limited;
 mod process;
 mod serve;
 
 pub use fetch::*;
 pub use hostile::*;
+pub use limited::*;
 pub use process::*;
 pub use serve::*;
