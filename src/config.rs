@@ -112,6 +112,7 @@ pub struct ServePlan {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub listeners: u16,
     pub direct: bool,
+    pub timeouts: crate::serve::Timeouts,
 }
 
 /// Creates an output file named by `flag`.
@@ -417,6 +418,13 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
     if args.listeners == 0 {
         return Err(usage("--listeners 0: must be at least 1"));
     }
+    if args.header_timeout.is_zero() || args.idle_timeout.is_zero() || args.write_timeout.is_zero()
+    {
+        return Err(usage(
+            "--header-timeout, --idle-timeout and --write-timeout must be above 0 (a connection \
+             that never times out is what lets slow clients take every descriptor)",
+        ));
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(serve_tls_from_files(cert, key)?),
         _ if args.tls_self_signed => {
@@ -432,6 +440,11 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         direct: args.transport == crate::cli::ServeTransport::Direct,
         tls: tls.map(Arc::new),
         listeners: args.listeners,
+        timeouts: crate::serve::Timeouts {
+            header: args.header_timeout,
+            idle: args.idle_timeout,
+            write: args.write_timeout,
+        },
     })
 }
 
