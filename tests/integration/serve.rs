@@ -581,3 +581,27 @@ fn serve_closes_a_silent_https_client() {
         );
     }
 }
+
+/// A timeout of 0 would mean none: a usage error (exit 2) that names the flags; so is a duration
+/// that is not one.
+#[test]
+fn serve_timeout_usage_errors_name_the_flag() {
+    for (flag, value, says) in [
+        ("--header-timeout", "0", "--header-timeout"),
+        ("--idle-timeout", "0s", "--idle-timeout"),
+        ("--write-timeout", "0ms", "--write-timeout"),
+        ("--write-timeout", "soon", "--write-timeout"),
+    ] {
+        // Under timeout(1): a serve that took the flag would listen forever; this way it fails (124).
+        let out = std::process::Command::new("timeout")
+            .arg("10")
+            .arg(bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "-t", "1", flag, value])
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing may listen");
+    }
+}
