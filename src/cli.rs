@@ -437,8 +437,10 @@ pub struct BenchArgs {
 /// Serve a fixed response, fast: the built-in benchmark target.
 ///
 /// Answers every request on any path with 200 and a body of --body-size bytes (HEAD: headers only).
-/// Keep-alive and pipelining aware: all requests found in one read are answered in one write.
-/// The first line on stdout is `listening on ADDR`.
+/// Keep-alive and pipelining aware: the requests found in one read are answered in one write, in
+/// chunks of at most 256 KiB (or one response); nothing more is read from a connection until its
+/// answers are taken. Slow or silent clients are closed by --header-timeout, --idle-timeout and
+/// --write-timeout. The first line on stdout is `listening on ADDR`.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment, args_override_self = true)]
 pub struct ServeArgs {
@@ -465,6 +467,21 @@ pub struct ServeArgs {
     /// open or to see latency in a load test.
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::duration)]
     pub delay: Duration,
+
+    /// Close a connection whose request head is not complete this long after its first bytes (for
+    /// the first request: after accept, TLS handshake included). Slow clients (slowloris) then hold
+    /// a descriptor this long at most.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::duration)]
+    pub header_timeout: Duration,
+
+    /// Close a kept-alive connection that sends no new request for this long.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = units::duration)]
+    pub idle_timeout: Duration,
+
+    /// Close a connection that does not take a chunk of answers (at most 256 KiB, or one response)
+    /// within this long: a client that sends requests and never reads.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = units::duration)]
+    pub write_timeout: Duration,
 
     /// Serve https with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -741,6 +758,12 @@ mod tests {
         assert_eq!(
             (s.addr.as_str(), s.threads, s.body_size),
             ("127.0.0.1:8080", None, 1024)
+        );
+        // The built-in server of `bench` (serve::Options::default()) times out as `serve` does.
+        let defaults = crate::serve::Timeouts::default();
+        assert_eq!(
+            (s.header_timeout, s.idle_timeout, s.write_timeout),
+            (defaults.header, defaults.idle, defaults.write)
         );
         let Command::Serve(s) = parse(&[
             "serve",

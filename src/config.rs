@@ -130,6 +130,7 @@ pub struct ServePlan {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub listeners: u16,
     pub direct: bool,
+    pub timeouts: crate::serve::Timeouts,
 }
 
 /// Creates an output file named by `flag`.
@@ -582,6 +583,13 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         "--body-size",
         "bytes (each thread holds the body in memory)",
     )?;
+    if args.header_timeout.is_zero() || args.idle_timeout.is_zero() || args.write_timeout.is_zero()
+    {
+        return Err(usage(
+            "--header-timeout, --idle-timeout and --write-timeout must be above 0 (a connection \
+             that never times out is what lets slow clients take every descriptor)",
+        ));
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(serve_tls_from_files(cert, key)?),
         _ if args.tls_self_signed => {
@@ -597,6 +605,11 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         direct: args.transport == crate::cli::ServeTransport::Direct,
         tls: tls.map(Arc::new),
         listeners: args.listeners,
+        timeouts: crate::serve::Timeouts {
+            header: args.header_timeout,
+            idle: args.idle_timeout,
+            write: args.write_timeout,
+        },
     })
 }
 

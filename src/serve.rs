@@ -1,24 +1,38 @@
 //! The built-in benchmark target: answers every request with 200 and a fixed body, on the same
 //! tokio-uring engine as the client. Each server thread has its own listening socket on the same port
-//! (SO_REUSEPORT, so the kernel spreads connections) and its own ring. Pipelining aware: every request
-//! found in one read is answered in one write.
+//! (SO_REUSEPORT, so the kernel spreads connections) and its own ring. Pipelining aware: the requests
+//! found in one read are answered in one write, up to `OUT_BOUND` bytes of answers at a time; nothing
+//! more is read from a connection while its answers wait to go out, so what a client sends cannot
+//! make the server hold more than about `OUT_BOUND` (or one response) per connection.
+//!
+//! Staying up against clients that take and do not give: each connection is in one `Stage`, each
+//! with its own timeout (`Timeouts`); the thread's watchdog (`engine::deadline`, the same one the fetch
+//! pump uses) shuts down a connection whose stage outlived its timeout, which ends its pending receive
+//! or send, and the connection closes. A deadline is a cell the connection sets when its stage changes:
+//! no timer, no allocation per request.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use tokio_uring::net::{TcpListener, TcpStream};
 
+use crate::engine::deadline::{Fired, Registration, Watchdog};
 use crate::http::server::{Method, Persistence, RequestDecoder, Step};
 use crate::net::buffers::Pool;
 use crate::net::direct::{self, Ring, RingSize};
-use crate::net::{self, tcp, tls, Transport};
+use crate::net::{self, tcp, tls, Kill, Transport};
 use crate::runtime::{spawn_workers, RingSetup};
 
 const READ_BUF: usize = 16 * 1024;
+
+/// Answers are built up to this many bytes (or one response, if larger) before they are written:
+/// 16 KiB of pipelined `GET`s against a 1 MiB body would otherwise be ~400 MB in one buffer.
+const OUT_BOUND: usize = 256 * 1024;
 
 /// A running server: its (first) address and its threads (which run until the process ends).
 pub struct Server {
@@ -41,6 +55,127 @@ pub struct Options {
     pub ports: u16,
     /// Accept into each thread's io_uring fixed-file table (`--transport direct`).
     pub direct: bool,
+    pub timeouts: Timeouts,
+}
+
+/// How long a connection may stay in each `Stage` before the server closes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From accept (the first request, TLS handshake included) or from the first bytes of a later
+    /// request until its head is complete: a slowloris client holds a descriptor this long at most.
+    pub header: Duration,
+    /// Between requests on a kept-alive connection.
+    pub idle: Duration,
+    /// For the client to take one chunk of answers (at most `OUT_BOUND` or one response).
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    /// nginx's client_header_timeout is 60 s; a benchmark target can be stricter. The idle timeout
+    /// is nginx's keepalive_timeout rounded down.
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            write: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Timeouts {
+    /// How often the watchdog looks: a fraction of the shortest timeout, so a connection outlives its
+    /// timeout by at most about a quarter of it.
+    fn tick(&self) -> Duration {
+        (self.header.min(self.idle).min(self.write) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// What a connection is waiting for; each stage has its own timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// A request head to complete (or, on a fresh connection, to start; TLS handshake included).
+    Head,
+    /// The next request on a kept-alive connection.
+    Idle,
+    /// Our own `--delay`: no timeout.
+    Delay,
+    /// The client to take a chunk of answers.
+    Write,
+}
+
+/// A connection's stage and its deadline in the thread's watchdog.
+struct Clock<'a> {
+    registration: Registration<'a>,
+    timeouts: Timeouts,
+    stage: Stage,
+}
+
+impl<'a> Clock<'a> {
+    fn start(dog: &'a Watchdog, kill: Kill, timeouts: Timeouts) -> Clock<'a> {
+        let registration = dog.register(kill);
+        registration
+            .watch
+            .set(Some(Instant::now() + timeouts.header));
+        Clock {
+            registration,
+            timeouts,
+            stage: Stage::Head,
+        }
+    }
+
+    /// Enters `stage` with a fresh timeout, except a head still arriving: its clock runs from its
+    /// first bytes, or a client trickling a byte at a time would hold the connection forever.
+    fn enter(&mut self, stage: Stage) {
+        if stage == Stage::Head && self.stage == Stage::Head {
+            return;
+        }
+        self.stage = stage;
+        let limit = match stage {
+            Stage::Head => Some(self.timeouts.header),
+            Stage::Idle => Some(self.timeouts.idle),
+            Stage::Delay => None,
+            Stage::Write => Some(self.timeouts.write),
+        };
+        self.registration
+            .watch
+            .set(limit.map(|l| Instant::now() + l));
+    }
+
+    /// The stage outlived its timeout: the watchdog shut the connection down.
+    fn expired(&self) -> bool {
+        self.registration.watch.fired() != Fired::No
+    }
+}
+
+/// Looks at the thread's connections' deadlines every `every`, for as long as the thread runs.
+async fn watch(dog: Rc<Watchdog>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        dog.tick(Instant::now());
+    }
+}
+
+/// Says once per process, on stderr, that accepting failed for want of descriptors or table slots
+/// (EMFILE, ENFILE): new connections then wait in the listen backlog until others close.
+fn say_full_once(e: &io::Error, direct: bool) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        || SAID.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    let what = if direct {
+        "raise --listeners (each listening socket has its own fixed-file table)".to_string()
+    } else {
+        let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+        format!(
+            "raise the open-file limit (now {limit}: `ulimit -n`), or use --transport direct (no descriptor per connection)"
+        )
+    };
+    eprintln!(
+        "ringfetch: serve is full, it cannot accept more connections ({e}); new ones wait in the listen backlog until others close or time out; to hold more, {what}"
+    );
 }
 
 /// Binds `threads` listening sockets on `addr` (port 0: a free port, shared by all) and starts one
@@ -58,6 +193,7 @@ pub fn start(
         tls,
         ports,
         direct,
+        timeouts,
     } = options;
     if direct {
         direct::require()?;
@@ -95,6 +231,14 @@ pub fn start(
         let mine = listeners.lock().ok().and_then(|mut l| l[i].take());
         async move {
             let responses = Rc::new(responses);
+            let dog = Rc::new(Watchdog::default());
+            tokio_uring::spawn(watch(dog.clone(), timeouts.tick()));
+            let serving = Serving {
+                responses,
+                tls,
+                dog,
+                timeouts,
+            };
             if direct {
                 let size = if scale {
                     RingSize::scale(slots)
@@ -105,8 +249,7 @@ pub fn start(
                     mine.into_iter().flatten().collect(),
                     size,
                     single_issuer,
-                    responses,
-                    tls,
+                    serving,
                 )
                 .await
                 {
@@ -117,13 +260,7 @@ pub fn start(
             let loops: Vec<_> = mine
                 .into_iter()
                 .flatten()
-                .map(|l| {
-                    tokio_uring::spawn(accept_loop(
-                        TcpListener::from_std(l),
-                        responses.clone(),
-                        tls.clone(),
-                    ))
-                })
+                .map(|l| tokio_uring::spawn(accept_loop(TcpListener::from_std(l), serving.clone())))
                 .collect();
             for l in loops {
                 let _ = l.await;
@@ -232,41 +369,65 @@ impl Responses {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection of a server thread shares.
+#[derive(Clone)]
+struct Serving {
     responses: Rc<Responses>,
     tls: Option<Arc<rustls::ServerConfig>>,
-) {
+    dog: Rc<Watchdog>,
+    timeouts: Timeouts,
+}
+
+async fn accept_loop(listener: TcpListener, serving: Serving) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio_uring::spawn(serve_connection(stream, responses.clone(), tls.clone()));
+                tokio_uring::spawn(serve_connection(stream, serving.clone()));
             }
-            // EMFILE and friends: keep serving the connections we have; new ones wait in the backlog.
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            // EMFILE and friends: keep serving the connections we have; new ones wait in the backlog
+            // until some close (the timeouts see to it that they do).
+            Err(e) => {
+                say_full_once(&e, false);
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
         }
     }
 }
 
-/// Answers every complete request at the front of `buf`, the connection's unconsumed bytes, into
-/// `out`. Returns the bytes consumed and whether the connection must close after the answers (a
-/// request asked to, or was refused).
+/// What a connection does after `answer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Every complete request is answered: write the answers, then read.
+    Read,
+    /// The answers reached `OUT_BOUND`: write them, then answer the requests still held, before
+    /// reading any more.
+    Flush,
+    /// Write the answers, then close (a request asked to, or was refused).
+    Close,
+}
+
+/// Answers the complete requests at the front of `buf`, the connection's unconsumed bytes, into
+/// `out`, until `out` holds `OUT_BOUND` bytes. Returns the bytes consumed (the decoder's state
+/// matches: it is simply not called again) and what to do next.
 fn answer(
     buf: &[u8],
     requests: &mut RequestDecoder,
     out: &mut Vec<u8>,
     responses: &Responses,
-) -> (usize, bool) {
+) -> (usize, Next) {
     let mut pos = 0;
     loop {
+        if out.len() >= OUT_BOUND {
+            return (pos, Next::Flush);
+        }
         let (used, step) = requests.decode(&buf[pos..]);
         pos += used;
         match step {
-            Step::NeedMore => return (pos, false),
+            Step::NeedMore => return (pos, Next::Read),
             Step::Request(request) => {
                 out.extend_from_slice(responses.pick(request.method, request.persistence));
                 if request.persistence == Persistence::Close {
-                    return (pos, true);
+                    return (pos, Next::Close);
                 }
             }
             Step::Refused(refusal) => {
@@ -277,9 +438,9 @@ fn answer(
                     )
                     .as_bytes(),
                 );
-                return (pos, true);
+                return (pos, Next::Close);
             }
-            Step::Closed => return (pos, true),
+            Step::Closed => return (pos, Next::Close),
         }
     }
 }
@@ -293,8 +454,7 @@ async fn direct_loop(
     listeners: Vec<StdListener>,
     size: RingSize,
     single_issuer: bool,
-    responses: Rc<Responses>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    serving: Serving,
 ) -> io::Result<()> {
     let pool = Rc::new(Pool::new(READ_BUF));
     let mut loops = Vec::with_capacity(listeners.len());
@@ -305,9 +465,8 @@ async fn direct_loop(
         ring.listen(std::os::fd::AsRawFd::as_raw_fd(l));
         loops.push(tokio_uring::spawn(accept_direct(
             ring,
-            responses.clone(),
+            serving.clone(),
             pool.clone(),
-            tls.clone(),
         )));
     }
     for l in loops {
@@ -318,106 +477,130 @@ async fn direct_loop(
     Ok(())
 }
 
-async fn accept_direct(
-    ring: Rc<Ring>,
-    responses: Rc<Responses>,
-    pool: Rc<Pool>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
+async fn accept_direct(ring: Rc<Ring>, serving: Serving, pool: Rc<Pool>) {
     loop {
         match ring.accept().await {
             Ok(conn) => {
-                match &tls {
-                    None => tokio_uring::spawn(serve_direct(conn, responses.clone(), pool.clone())),
-                    Some(config) => tokio_uring::spawn(serve_direct_tls(
-                        conn,
-                        responses.clone(),
-                        config.clone(),
-                    )),
+                match &serving.tls {
+                    None => tokio_uring::spawn(serve_direct(conn, serving.clone(), pool.clone())),
+                    Some(config) => {
+                        tokio_uring::spawn(serve_direct_tls(conn, serving.clone(), config.clone()))
+                    }
                 };
             }
             // ENFILE (the table is full) and friends: keep serving; accepts resume as slots free.
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) => {
+                say_full_once(&e, true);
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
         }
     }
 }
 
-async fn serve_direct(conn: direct::Conn, responses: Rc<Responses>, pool: Rc<Pool>) {
-    // A request split across two receives, the only bytes a connection keeps between them.
+async fn serve_direct(conn: direct::Conn, serving: Serving, pool: Rc<Pool>) {
+    let Serving {
+        responses,
+        dog,
+        timeouts,
+        ..
+    } = serving;
+    let mut clock = Clock::start(&dog, Kill::Direct(conn.handle()), timeouts);
+    // A request split across two receives, or requests a bounded batch of answers left for later:
+    // the only bytes a connection keeps between receives.
     let mut partial: Vec<u8> = Vec::new();
     let mut requests = RequestDecoder::default();
     loop {
         let mut out = pool.take();
-        let mut close = false;
+        let mut next = Next::Read;
         let got = conn
             .recv_with(|chunk| {
                 if partial.is_empty() {
-                    let (used, c) = answer(chunk, &mut requests, &mut out, &responses);
+                    let (used, n) = answer(chunk, &mut requests, &mut out, &responses);
                     partial.extend_from_slice(&chunk[used..]);
-                    close = c;
+                    next = n;
                 } else {
                     partial.extend_from_slice(chunk);
-                    let (used, c) = answer(&partial, &mut requests, &mut out, &responses);
+                    let (used, n) = answer(&partial, &mut requests, &mut out, &responses);
                     partial.drain(..used);
-                    close = c;
+                    next = n;
                 }
             })
             .await;
-        if partial.is_empty() && partial.capacity() > 0 {
-            partial = Vec::new();
-        }
-        if !matches!(got, Ok(true)) {
+        if clock.expired() || !matches!(got, Ok(true)) {
             return;
         }
-        if !out.is_empty() {
-            if !responses.delay.is_zero() {
-                tokio::time::sleep(responses.delay).await;
+        loop {
+            if !out.is_empty() {
+                if !responses.delay.is_zero() {
+                    clock.enter(Stage::Delay);
+                    tokio::time::sleep(responses.delay).await;
+                }
+                clock.enter(Stage::Write);
+                let (res, o) = conn.write_all(out).await;
+                out = o;
+                out.clear();
+                if res.is_err() || clock.expired() {
+                    return;
+                }
             }
-            let (res, o) = conn.write_all(out).await;
-            out = o;
-            if res.is_err() {
-                return;
+            match next {
+                Next::Read => break,
+                Next::Close => {
+                    conn.shutdown_write();
+                    return;
+                }
+                Next::Flush => {
+                    let (used, n) = answer(&partial, &mut requests, &mut out, &responses);
+                    partial.drain(..used);
+                    next = n;
+                }
             }
         }
         pool.give(out);
-        if close {
-            conn.shutdown_write();
-            return;
+        if partial.is_empty() && partial.capacity() > 0 {
+            partial = Vec::new();
         }
+        clock.enter(if partial.is_empty() {
+            Stage::Idle
+        } else {
+            Stage::Head
+        });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    responses: Rc<Responses>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
+async fn serve_connection(stream: TcpStream, serving: Serving) {
     let Ok(conn) = tcp::Conn::from_stream(stream) else {
         return;
     };
-    let stream = match tls {
-        None => Transport::Plain(net::Socket::Tcp(conn)),
-        Some(config) => match tls::ServerStream::accept(net::Socket::Tcp(conn), &config).await {
+    let socket = net::Socket::Tcp(conn);
+    // Dropped with the connection, with no await between its close and the drop, so the watchdog
+    // (a task on this thread) never shuts down a descriptor number this connection no longer owns.
+    let mut clock = Clock::start(&serving.dog, socket.kill(), serving.timeouts);
+    let stream = match &serving.tls {
+        None => Transport::Plain(socket),
+        Some(config) => match tls::ServerStream::accept(socket, config).await {
             Ok(s) => Transport::TlsServer(Box::new(s)),
             Err(_) => return,
         },
     };
-    answer_stream(stream, responses).await
+    answer_stream(stream, &serving.responses, &mut clock).await
 }
 
 /// https over a direct descriptor: the TLS stream keeps its own buffers, so this takes the same loop
 /// as tcp rather than `serve_direct`'s in-place parsing.
-async fn serve_direct_tls(
-    conn: direct::Conn,
-    responses: Rc<Responses>,
-    config: Arc<rustls::ServerConfig>,
-) {
+async fn serve_direct_tls(conn: direct::Conn, serving: Serving, config: Arc<rustls::ServerConfig>) {
+    let mut clock = Clock::start(&serving.dog, Kill::Direct(conn.handle()), serving.timeouts);
     if let Ok(s) = tls::ServerStream::accept(net::Socket::Direct(conn), &config).await {
-        answer_stream(Transport::TlsServer(Box::new(s)), responses).await
+        answer_stream(
+            Transport::TlsServer(Box::new(s)),
+            &serving.responses,
+            &mut clock,
+        )
+        .await
     }
 }
 
-async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
+async fn answer_stream(stream: Transport, responses: &Responses, clock: &mut Clock<'_>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
     // Carries what a read left half done (a partial head, a body still to skip) to the next read.
@@ -426,31 +609,48 @@ async fn answer_stream(stream: Transport, responses: Rc<Responses>) {
         // Reads append after any partial request already held.
         let (res, b) = stream.receive(|| buf).await;
         buf = b;
+        if clock.expired() {
+            return;
+        }
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let (pos, close) = answer(&buf, &mut requests, &mut out, &responses);
-        buf.drain(..pos);
+        loop {
+            let (pos, next) = answer(&buf, &mut requests, &mut out, responses);
+            buf.drain(..pos);
+            if !out.is_empty() {
+                if !responses.delay.is_zero() {
+                    clock.enter(Stage::Delay);
+                    tokio::time::sleep(responses.delay).await;
+                }
+                clock.enter(Stage::Write);
+                let (res, o) = stream.flush(out).await;
+                out = o;
+                out.clear();
+                if res.is_err() || clock.expired() {
+                    return;
+                }
+            }
+            match next {
+                Next::Read => break,
+                Next::Flush => continue,
+                Next::Close => {
+                    // Dropping the stream sends close_notify over TLS; the shutdown ends the TCP
+                    // stream.
+                    stream.shutdown_write();
+                    return;
+                }
+            }
+        }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);
         }
-        if !out.is_empty() {
-            if !responses.delay.is_zero() {
-                tokio::time::sleep(responses.delay).await;
-            }
-            let (res, o) = stream.flush(out).await;
-            out = o;
-            out.clear();
-            if res.is_err() {
-                return;
-            }
-        }
-        if close {
-            // Dropping the stream sends close_notify over TLS; the shutdown ends the TCP stream.
-            stream.shutdown_write();
-            return;
-        }
+        clock.enter(if buf.is_empty() {
+            Stage::Idle
+        } else {
+            Stage::Head
+        });
     }
 }
 
@@ -474,10 +674,10 @@ mod tests {
         let mut requests = RequestDecoder::default();
         let mut out = Vec::new();
         let batch = b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: +1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
-        let (used, close) = answer(batch, &mut requests, &mut out, &r);
+        let (used, next) = answer(batch, &mut requests, &mut out, &r);
         assert_eq!(
-            (used, close),
-            (37, true),
+            (used, next),
+            (37, Next::Close),
             "the refused head is not consumed"
         );
         let expected = [

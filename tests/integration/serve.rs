@@ -388,3 +388,220 @@ fn serve_keeps_a_connection_whose_options_only_contain_close() {
         assert_eq!(client.response(false).0, 200);
     });
 }
+
+/// Waits for the server to end the connection and returns how long that took; fails the test if it
+/// has not within `limit`.
+fn closed_within(client: &mut Client, limit: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    let stream = client.reader.get_mut();
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut rest = Vec::new();
+    match client.reader.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("serve did not close the connection within {limit:?}: {e}"),
+    }
+    start.elapsed()
+}
+
+/// A head that never completes is closed after --header-timeout, counted from its first byte: a
+/// client trickling a byte now and then does not restart the clock.
+#[test]
+fn serve_closes_a_head_that_does_not_complete_in_time() {
+    for transport in [&[][..], &["--transport", "direct"][..]] {
+        let serve = start_serve(&[transport, &["--header-timeout", "1s"]].concat());
+        // Fresh connection, nothing sent: the clock runs from accept.
+        let mut silent = Client::connect(&serve);
+        // A request answered, then a head trickled a byte every 200 ms (past the timeout).
+        let mut trickle = Client::connect(&serve);
+        trickle.send(get("/").as_bytes());
+        assert_eq!(trickle.response(false).0, 200);
+        // 6 s of trickling, well past the 1 s timeout: the server must have closed meanwhile.
+        let start = std::time::Instant::now();
+        let head = format!("GET /slow HTTP/1.1\r\nX-Padding: {}\r\n", "a".repeat(100));
+        for byte in head.bytes() {
+            if trickle.reader.get_mut().write_all(&[byte]).is_err()
+                || start.elapsed() > Duration::from_secs(6)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Closed already: the end of the stream (or a reset) at once, not a wait.
+        closed_within(&mut trickle, Duration::from_millis(500));
+        closed_within(&mut silent, Duration::from_secs(10));
+    }
+}
+
+/// A head trickled a byte at a time within the timeout is answered (the head is parsed
+/// incrementally: each byte is searched once).
+#[test]
+fn serve_answers_a_head_trickled_byte_by_byte() {
+    each_transport(|serve| {
+        let mut client = Client::connect(serve);
+        client.reader.get_mut().set_nodelay(true).expect("nodelay");
+        for byte in b"GET /trickle HTTP/1.1\r\nHost: test\r\nX-Padding: abcdefghijklmnop\r\n\r\n" {
+            client.send(&[*byte]);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(client.response(false).0, 200);
+    });
+}
+
+/// A head past 64 KiB is refused with 431 and the connection closed.
+#[test]
+fn serve_refuses_a_head_over_64_kib() {
+    each_transport(|serve| {
+        let mut client = Client::connect(serve);
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(70 * 1024)
+        );
+        // serve may refuse and close before taking it all: a failed write is fine.
+        let _ = client.reader.get_mut().write_all(head.as_bytes());
+        assert_eq!(client.response(false).0, 431);
+        client.assert_closed();
+    });
+}
+
+/// A kept-alive connection idle past --idle-timeout is closed; one that is busy is not.
+#[test]
+fn serve_closes_an_idle_connection() {
+    for transport in [&[][..], &["--transport", "direct"][..]] {
+        let serve = start_serve(&[transport, &["--idle-timeout", "1s"]].concat());
+        let mut client = Client::connect(&serve);
+        client.send(get("/").as_bytes());
+        assert_eq!(client.response(false).0, 200);
+        let took = closed_within(&mut client, Duration::from_secs(10));
+        assert!(
+            took >= Duration::from_millis(900),
+            "{transport:?}: closed after {took:?}"
+        );
+    }
+}
+
+/// The server's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+/// 16 KiB of pipelined GETs against 1 MiB bodies asks for ~600 MB of answers: serve answers them a
+/// bounded chunk at a time (its memory stays small), reads no more while they wait, and closes the
+/// connection when the client takes nothing for --write-timeout.
+#[test]
+fn serve_bounds_pipelined_answers_and_closes_a_client_that_never_reads() {
+    for transport in [&[][..], &["--transport", "direct"][..]] {
+        let serve =
+            start_serve(&[transport, &["--body-size", "1M", "--write-timeout", "2s"]].concat());
+        let request = get("/");
+        let batch = request.repeat(16 * 1024 / request.len());
+        let asked = (batch.len() / request.len()) as u64 * (1 << 20);
+        let mut client = Client::connect(&serve);
+        client.send(batch.as_bytes());
+        // Long enough for the server to answer all at once, if it did.
+        std::thread::sleep(Duration::from_secs(1));
+        let peak = peak_rss(serve.pid());
+        eprintln!(
+            "{transport:?}: serve peak RSS {} KiB for {asked} bytes asked",
+            peak / 1024
+        );
+        assert!(
+            peak < 64 << 20,
+            "{transport:?}: serve peak RSS {peak} bytes"
+        );
+        // Past the write timeout: what the client reads now is what was sent before the close.
+        std::thread::sleep(Duration::from_secs(5));
+        let stream = client.reader.get_mut();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut got = 0u64;
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            match client.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{transport:?}: serve did not close the connection: {e}"),
+            }
+            assert!(
+                got < asked / 4,
+                "{transport:?}: serve went on sending ({got} bytes)"
+            );
+        }
+    }
+}
+
+/// 400 slowloris connections against a server with 200 descriptors: a legitimate client is still
+/// answered, once --header-timeout has cleared the ones ahead of it in the listen backlog.
+#[test]
+fn serve_stays_up_against_slowloris_past_its_descriptor_limit() {
+    for transport in [&[][..], &["--transport", "direct"][..]] {
+        let serve =
+            start_serve_with_nofile(200, &[transport, &["--header-timeout", "2s"]].concat());
+        let mut stalled = Vec::with_capacity(400);
+        for _ in 0..400 {
+            let mut s = TcpStream::connect(serve.addr).expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n")
+                .expect("write");
+            stalled.push(s);
+        }
+        let start = std::time::Instant::now();
+        let mut client = Client::connect(&serve);
+        client
+            .reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        client.send(get("/").as_bytes());
+        assert_eq!(client.response(false).0, 200, "{transport:?}");
+        eprintln!("{transport:?}: answered after {:?}", start.elapsed());
+        drop(stalled);
+    }
+}
+
+/// Over https the header timeout covers the TLS handshake: a client that connects and says nothing
+/// is closed.
+#[test]
+fn serve_closes_a_silent_https_client() {
+    for wire in [Wire::Https, Wire::DirectHttps] {
+        let serve = start_serve_on(wire, &["--header-timeout", "1s"]);
+        let mut client = Client::connect(&serve);
+        let took = closed_within(&mut client, Duration::from_secs(10));
+        assert!(
+            took >= Duration::from_millis(900),
+            "{wire:?}: closed after {took:?}"
+        );
+    }
+}
+
+/// A timeout of 0 would mean none: a usage error (exit 2) that names the flags; so is a duration
+/// that is not one.
+#[test]
+fn serve_timeout_usage_errors_name_the_flag() {
+    for (flag, value, says) in [
+        ("--header-timeout", "0", "--header-timeout"),
+        ("--idle-timeout", "0s", "--idle-timeout"),
+        ("--write-timeout", "0ms", "--write-timeout"),
+        ("--write-timeout", "soon", "--write-timeout"),
+    ] {
+        // Under timeout(1): a serve that took the flag would listen forever; this way it fails (124).
+        let out = std::process::Command::new("timeout")
+            .arg("10")
+            .arg(bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "-t", "1", flag, value])
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing may listen");
+    }
+}

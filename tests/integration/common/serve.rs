@@ -112,10 +112,35 @@ impl Drop for Serve {
     }
 }
 
+impl Serve {
+    /// The server's process id, to read its /proc/PID/status.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// Spawns `ringfetch serve --addr 127.0.0.1:0 --threads 1 ARGS` and waits for its first stdout
 /// line, which must be exactly `listening on 127.0.0.1:PORT`.
 pub fn start_serve(args: &[&str]) -> Serve {
-    let mut child = Command::new(bin())
+    start_serve_under(None, args)
+}
+
+/// `start_serve` with the open-file limit (soft and hard) set to `nofile` by prlimit(1), which
+/// execs serve: the pid stays serve's.
+pub fn start_serve_with_nofile(nofile: u32, args: &[&str]) -> Serve {
+    start_serve_under(Some(nofile), args)
+}
+
+fn start_serve_under(nofile: Option<u32>, args: &[&str]) -> Serve {
+    let mut command = match nofile {
+        None => Command::new(bin()),
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+            c
+        }
+    };
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(if args.contains(&"--threads") {
             &[][..]
