@@ -590,7 +590,7 @@ fn reach(s: &Value) -> (u64, u64, u64, u64) {
 /// are reported (text and JSON) with the likely cause, and `--fail-if unanswered>0` fails the run.
 #[test]
 fn issue_13_connections_a_server_out_of_descriptors_never_answered_are_reported() {
-    let serve = start_serve_with_nofile(300);
+    let serve = start_serve_with_nofile(300, &["--transport", "tcp"]);
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(bin());
         cmd.args([
@@ -644,7 +644,7 @@ fn issue_13_connections_a_server_out_of_descriptors_never_answered_are_reported(
 /// 256 connections at a time each waited out a full --timeout: minutes with the default 30 s.
 #[test]
 fn issue_13_hold_ends_within_its_timeouts_against_a_server_out_of_descriptors() {
-    let serve = start_serve_with_nofile(300);
+    let serve = start_serve_with_nofile(300, &["--transport", "tcp"]);
     let mut cmd = Command::new(bin());
     cmd.args([
         "bench",

@@ -6,20 +6,18 @@
 //!   deadline (`run_child`, `Finished`, `tail`).
 //! - `fetch`: `run_fetch` (URL list in, parsed JSONL and summary out), its parsers, the
 //!   `assert_*` checks and readers of saved files.
-//! - `serve`: `ringfetch serve` as a fixture (`start_serve`, `Serve`, `Wire`, `over_each_wire!`)
+//! - `serve`: `ringfetch serve` as a fixture (`start_serve`, `start_serve_with_nofile`, `Serve`,
+//!   `Wire`, `over_each_wire!`)
 //!   and `closed_port`.
 //! - `hostile`: scripted hostile servers (`Hostile`, `Conn`, `Reply`, `ok`, `response`) and their
 //!   self-checks.
-//! - `limited`: `ringfetch serve` under a small open-file limit (`start_serve_with_nofile`).
 
 mod fetch;
 mod hostile;
-mod limited;
 mod process;
 mod serve;
 
 pub use fetch::*;
 pub use hostile::*;
-pub use limited::*;
 pub use process::*;
 pub use serve::*;

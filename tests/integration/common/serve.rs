@@ -36,7 +36,7 @@ pub enum Wire {
 }
 
 impl Serve {
-    /// The server's process id (to read its CPU time in /proc).
+    /// The server's process id, to read its /proc/PID/status (memory, CPU time).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -109,13 +109,6 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    /// The server's process id, to read its /proc/PID/status.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 
