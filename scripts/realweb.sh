@@ -4,7 +4,8 @@
 #   gzip       N 16 KiB text files with --compressed (nginx gzip on) against the same without
 #   hostrate   --host-rate 50 over 4 origins for 10 s (SIGINT at 10 s): requests per origin
 # Rounds are interleaved; nginx runs on CPU 0, ringfetch on CPU 1. CPU is the client's user+sys.
-# Every run saves its bodies (--save-dir), so both sides of a comparison pay the same file cost.
+# Timed runs keep no bodies (creating a file per URL would be most of the CPU measured); one more
+# run of each scenario saves them, to check every body byte for byte.
 #
 #   RINGFETCH=target/release/ringfetch scripts/realweb.sh [redirect|gzip|hostrate ...]
 # Knobs: N (default 100000 for redirect, 20000 for gzip), ROUNDS (3).
@@ -66,7 +67,7 @@ sleep 0.5
 # run NAME ARGS...: one fetch on CPU 1; prints "NAME urls/s cpu_us_per_url lines non200".
 run() {
     local name=$1 list=$2; shift 2
-    local out="$dir/out-$name.jsonl"
+    local out="$dir/out-${name// /}.jsonl"
     local t
     /usr/bin/time -o "$dir/time" -f "%e %U %S" taskset -c 1 "$RINGFETCH" fetch "$list" -o "$out" \
         --force -q "$@" >/dev/null 2>&1 || true
@@ -87,9 +88,10 @@ redirect)
     seq 0 $((n - 1)) | sed "s|^|http://127.0.0.1:$port/r/|" > "$dir/redir.txt"
     echo "== redirect: $n URLs, -p 16 -c 1024, each redirecting once (-L) vs none"
     for r in $(seq "$ROUNDS"); do
-        run "plain    " "$dir/plain.txt" -p 16 -t 1 --save-dir "$dir/psaved"
-        run "redirect " "$dir/redir.txt" -p 16 -t 1 -L --save-dir "$dir/saved"
+        run "plain    " "$dir/plain.txt" -p 16 -t 1
+        run "redirect " "$dir/redir.txt" -p 16 -t 1 -L
     done
+    run "check    " "$dir/redir.txt" -p 16 -t 1 -L --save-dir "$dir/saved"
     # Every body exact: file i holds "%08d" % i, 128 times.
     python3 - "$dir/saved" "$n" <<'EOF'
 import sys, os
@@ -103,10 +105,11 @@ gzip)
     seq 0 $((n - 1)) | sed "s|^|http://127.0.0.1:$port/t/|" > "$dir/text.txt"
     echo "== gzip: $n 16 KiB text files, -p 16: --compressed (nginx gzip on) vs plain"
     for r in $(seq "$ROUNDS"); do
-        run "plain     " "$dir/text.txt" -p 16 -t 1 --save-dir "$dir/tpsaved"
-        run "compressed" "$dir/text.txt" -p 16 -t 1 --compressed --save-dir "$dir/tsaved"
+        run "plain     " "$dir/text.txt" -p 16 -t 1
+        run "compressed" "$dir/text.txt" -p 16 -t 1 --compressed
     done
-    python3 - "$dir/tsaved" "$dir/www/t" "$n" "$dir/out-compressed.jsonl" <<'EOF'
+    run "check     " "$dir/text.txt" -p 16 -t 1 --compressed --save-dir "$dir/tsaved"
+    python3 - "$dir/tsaved" "$dir/www/t" "$n" "$dir/out-check.jsonl" <<'EOF'
 import sys, json
 d, src, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 bad = sum(1 for i in range(n) if open(f"{d}/{i}", "rb").read() != open(f"{src}/{i}", "rb").read())
