@@ -503,8 +503,9 @@ pub struct ServeArgs {
     /// tcp: a descriptor per connection, so at most the open-file limit. direct: connections accepted
     /// into io_uring fixed-file tables (multishot accept and receive), a ring per listening socket
     /// with room for about 20000 each here, whatever the open-file limit: `--listeners 64` holds a
-    /// million (Linux 6.11+).
-    #[arg(long, value_enum, default_value_t = ServeTransport::Tcp, value_name = "KIND")]
+    /// million (Linux 6.11+). auto: tcp, and once the open-file limit is reached, connections past it
+    /// are accepted as direct descriptors too where the kernel has them (one line says so).
+    #[arg(long, value_enum, default_value_t = ServeTransport::Auto, value_name = "KIND")]
     pub transport: ServeTransport,
 }
 
@@ -512,6 +513,7 @@ pub struct ServeArgs {
 pub enum ServeTransport {
     Tcp,
     Direct,
+    Auto,
 }
 
 #[cfg(test)]

@@ -130,6 +130,8 @@ pub struct ServePlan {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub listeners: u16,
     pub direct: bool,
+    /// `--transport auto`: direct descriptors past the open-file limit.
+    pub spill: bool,
     pub timeouts: crate::serve::Timeouts,
 }
 
@@ -603,6 +605,7 @@ pub fn serve(args: ServeArgs, verbose: bool) -> Result<ServePlan, UsageError> {
         body_size: args.body_size,
         delay: args.delay,
         direct: args.transport == crate::cli::ServeTransport::Direct,
+        spill: args.transport == crate::cli::ServeTransport::Auto,
         tls: tls.map(Arc::new),
         listeners: args.listeners,
         timeouts: crate::serve::Timeouts {

@@ -213,6 +213,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     tls: plan.tls.clone(),
                     ports: plan.listeners,
                     direct: plan.direct,
+                    spill: plan.spill,
                     timeouts: plan.timeouts,
                 },
             )

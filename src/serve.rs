@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct Options {
     pub ports: u16,
     /// Accept into each thread's io_uring fixed-file table (`--transport direct`).
     pub direct: bool,
+    /// `--transport auto`: descriptors first; once the open-file limit is reached, connections past
+    /// it are accepted into a fixed-file table too, where the kernel has them.
+    pub spill: bool,
     pub timeouts: Timeouts,
 }
 
@@ -193,6 +197,7 @@ pub fn start(
         tls,
         ports,
         direct,
+        spill,
         timeouts,
     } = options;
     if direct {
@@ -257,10 +262,18 @@ pub fn start(
                 }
                 return;
             }
+            // Made now: once the limit is reached, a new ring's own descriptor could not be had.
+            let spill = spill
+                .then(|| Spill::new(RingSize::scale(slots), single_issuer))
+                .flatten()
+                .map(Rc::new);
             let loops: Vec<_> = mine
                 .into_iter()
                 .flatten()
-                .map(|l| tokio_uring::spawn(accept_loop(TcpListener::from_std(l), serving.clone())))
+                .map(|l| {
+                    let listener = TcpListener::from_std(l);
+                    tokio_uring::spawn(accept_loop(listener, serving.clone(), spill.clone()))
+                })
                 .collect();
             for l in loops {
                 let _ = l.await;
@@ -378,16 +391,71 @@ struct Serving {
     timeouts: Timeouts,
 }
 
-async fn accept_loop(listener: TcpListener, serving: Serving) {
+/// `--transport auto`: what a thread needs to take connections past the open-file limit into a
+/// fixed-file table of its own.
+struct Spill {
+    ring: Rc<Ring>,
+    pool: Rc<Pool>,
+    started: std::cell::Cell<bool>,
+}
+
+impl Spill {
+    /// The ring, made at the thread's start; None when the kernel has no direct descriptors.
+    fn new(size: RingSize, single_issuer: bool) -> Option<Spill> {
+        direct::available().ok()?;
+        let ring = Ring::new(size, single_issuer).ok()?;
+        tokio_uring::spawn(ring.clone().drive());
+        Some(Spill {
+            ring,
+            pool: Rc::new(Pool::new(READ_BUF)),
+            started: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Accepts from `listener` into the ring too, beside the descriptor accepts (the kernel gives
+    /// each connection to one of them). One listener per ring: false once it has one.
+    fn start(&self, listener: RawFd, serving: &Serving) -> bool {
+        if self.started.replace(true) {
+            return false;
+        }
+        self.ring.listen(listener);
+        tokio_uring::spawn(accept_direct(
+            self.ring.clone(),
+            serving.clone(),
+            self.pool.clone(),
+        ));
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+            eprintln!(
+                "ringfetch: serve reached its open-file limit ({limit}); connections past it are accepted as \
+                 io_uring direct descriptors, which need none (--transport tcp would leave them in the backlog)"
+            );
+        }
+        true
+    }
+}
+
+async fn accept_loop(listener: TcpListener, serving: Serving, spill: Option<Rc<Spill>>) {
+    let mut spilled = false;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 tokio_uring::spawn(serve_connection(stream, serving.clone()));
             }
-            // EMFILE and friends: keep serving the connections we have; new ones wait in the backlog
-            // until some close (the timeouts see to it that they do).
+            // EMFILE and friends: keep serving the connections we have; past the limit take new ones
+            // as direct descriptors (auto), or leave them in the backlog until some close (the
+            // timeouts see to it that they do).
             Err(e) => {
-                say_full_once(&e, false);
+                let full = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if full && !spilled {
+                    if let Some(spill) = &spill {
+                        spilled = spill.start(listener.as_raw_fd(), &serving);
+                    }
+                }
+                if !spilled {
+                    say_full_once(&e, false);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
         }

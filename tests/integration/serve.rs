@@ -605,3 +605,40 @@ fn serve_timeout_usage_errors_name_the_flag() {
         assert!(out.stdout.is_empty(), "nothing may listen");
     }
 }
+
+/// Past its open-file limit, `serve` (default `--transport auto`) accepts into direct descriptors:
+/// under 200 descriptors, 320 clients that each keep their connection open are all answered. With
+/// `--transport tcp` the ones past the limit wait in the backlog, unanswered.
+#[test]
+fn past_its_descriptor_limit_serve_takes_direct_descriptors() {
+    for (transport, all_answered) in [("auto", true), ("tcp", false)] {
+        // Connections answered and kept alive hold their descriptors: no idle timeout frees them
+        // while the test reads.
+        let args = ["--transport", transport, "--idle-timeout", "300s"];
+        let serve = start_serve_with_nofile(200, &args);
+        let mut clients: Vec<TcpStream> = (0..320)
+            .map(|_| {
+                let mut s = TcpStream::connect(serve.addr).expect("connect");
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                s
+            })
+            .collect();
+        // Time to accept and answer what it can; then each read waits briefly.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut answered = 0;
+        // By reference: a client dropped here would free the server a descriptor for the next.
+        for c in &mut clients {
+            c.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut head = [0u8; 12];
+            if c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") {
+                answered += 1;
+            }
+        }
+        if all_answered {
+            assert_eq!(answered, 320, "{transport}");
+        } else {
+            assert!(answered < 200, "{transport}: {answered}");
+        }
+    }
+}
