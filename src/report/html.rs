@@ -180,7 +180,7 @@ fn round_step(max: f64, most: usize) -> f64 {
 /// `value`, a multiple of `step`, with as many decimals as the step needs and no more; thousands
 /// as "k" so that 50000 reads 50k.
 fn number(value: f64, step: f64) -> String {
-    if step >= 1000.0 {
+    if step >= 1000.0 && value != 0.0 {
         return format!("{}k", number(value / 1000.0, step / 1000.0));
     }
     let decimals = (-step.log10().floor()).max(0.0) as usize;
