@@ -54,15 +54,25 @@ pub fn render(page: &Page, summary: &Summary) -> String {
     let threads = summary.threads.to_string();
     let rows = [
         ("command", format!("<code>{}</code>", escape(page.command))),
-        ("version", format!("ringfetch {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "version",
+            format!("ringfetch {}", env!("CARGO_PKG_VERSION")),
+        ),
         ("date", escape(page.date)),
         ("threads", threads),
         ("transport", escape(page.transport)),
     ];
     for (name, value) in rows {
-        let _ = writeln!(out, "<tr id=\"{name}\"><td>{name}</td><td>{value}</td></tr>");
+        let _ = writeln!(
+            out,
+            "<tr id=\"{name}\"><td>{name}</td><td>{value}</td></tr>"
+        );
     }
-    let _ = write!(out, "</table>\n<pre>{}</pre>\n", escape(&summary.to_text(page.title)));
+    let _ = write!(
+        out,
+        "</table>\n<pre>{}</pre>\n",
+        escape(&summary.to_text(page.title))
+    );
 
     out.push_str("<h2>Latency by percentile</h2>\n");
     let mut series = vec![Series {
@@ -110,7 +120,11 @@ pub fn render(page: &Page, summary: &Summary) -> String {
     }];
     chart(&mut out, "throughput", &series, &ticks, "responses/s");
     if let Some(note) = note {
-        let _ = writeln!(out, "<p class=\"note\" id=\"partial\">{}</p>", escape(&note));
+        let _ = writeln!(
+            out,
+            "<p class=\"note\" id=\"partial\">{}</p>",
+            escape(&note)
+        );
     }
     out.push_str("</body>\n</html>\n");
     out
@@ -336,4 +350,172 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::summary::Report;
+
+    fn page_of(summary: &Summary, service: Option<&[(f64, u64)]>) -> String {
+        let latency = [(0.0, 100), (50.0, 2_820), (99.0, 55_048)];
+        let page = Page {
+            title: "bench http://127.0.0.1:1/",
+            command: "ringfetch bench --rate 50k 'a b'",
+            date: "2026-12-04 14:20:07 UTC",
+            transport: "direct",
+            latency: &latency,
+            service,
+        };
+        render(&page, summary)
+    }
+
+    fn summary(timeline: &[u64], elapsed: Duration) -> Summary {
+        let mut s = Summary::new(&Report::default(), elapsed, 3);
+        s.timeline = timeline.to_vec();
+        s
+    }
+
+    /// The y value a polyline point stands for, from the chart's own scale (ticks at round values).
+    fn polyline_points(html: &str, chart: &str) -> Vec<(f64, f64)> {
+        let svg = &html[html.find(&format!("<svg id=\"{chart}\"")).expect("chart")..];
+        let line = &svg[svg.find("points=\"").expect("points") + 8..];
+        line[..line.find('"').unwrap()]
+            .split(' ')
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_last_second_is_drawn_at_its_real_rate() {
+        // 3.5 s at 50k/s: the last bucket holds 25k responses in 0.5 s, a rate of 50k/s.
+        let html = page_of(
+            &summary(
+                &[50_000, 50_000, 50_000, 25_000],
+                Duration::from_millis(3_500),
+            ),
+            None,
+        );
+        let points = polyline_points(&html, "throughput");
+        assert_eq!(points.len(), 4, "{html}");
+        let ys: Vec<f64> = points.iter().map(|p| p.1).collect();
+        assert!(
+            ys.iter().all(|y| (y - ys[0]).abs() < 0.5),
+            "no false collapse: {ys:?}"
+        );
+        assert!(html.contains("final 0.50 s"), "{html}");
+    }
+
+    #[test]
+    fn a_last_bucket_too_short_for_a_rate_is_left_out_and_said() {
+        let html = page_of(
+            &summary(
+                &[50_000, 50_000, 50_000, 1_500],
+                Duration::from_millis(3_030),
+            ),
+            None,
+        );
+        assert_eq!(polyline_points(&html, "throughput").len(), 3, "{html}");
+        assert!(
+            html.contains("last 0.030 s (1500 responses) are left out"),
+            "{html}"
+        );
+        // A whole last second is drawn as it is, with no note.
+        let html = page_of(
+            &summary(&[50_000, 50_000], Duration::from_millis(2_000)),
+            None,
+        );
+        assert_eq!(polyline_points(&html, "throughput").len(), 2);
+        assert!(!html.contains("id=\"partial\""), "{html}");
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        let html = page_of(
+            &summary(&[55_048, 41_286, 50_000], Duration::from_millis(2_820)),
+            None,
+        );
+        // Each axis's ticks are evenly spaced by 1, 2 or 5 x 10^k.
+        let mut ticks = 0;
+        for class in ["ytick", "xtick"] {
+            for chart in ["<svg id=\"latency\"", "<svg id=\"throughput\""] {
+                let svg = &html[html.find(chart).unwrap()..];
+                let svg = &svg[..svg.find("</svg>").unwrap()];
+                let values: Vec<f64> = svg
+                    .match_indices(&format!("class=\"{class}\""))
+                    .map(|(i, _)| {
+                        let t = &svg[i..];
+                        t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].to_string()
+                    })
+                    .filter(|t| !t.ends_with('%'))
+                    .map(|t| {
+                        let k = if t.ends_with('k') { 1000.0 } else { 1.0 };
+                        t.trim_end_matches(['s', 'k'])
+                            .parse::<f64>()
+                            .unwrap_or_else(|_| panic!("{t}"))
+                            * k
+                    })
+                    .collect();
+                for w in values.windows(2) {
+                    let step = w[1] - w[0];
+                    let mantissa = step / 10f64.powf(step.log10().floor());
+                    let round = [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6);
+                    assert!(round, "{class} {values:?} not round: {svg}");
+                    ticks += 1;
+                }
+            }
+        }
+        assert!(ticks >= 6, "{html}");
+        assert_eq!(round_step(55_048.0, 5), 20_000.0);
+        assert_eq!(round_step(2.82, 5), 1.0);
+        assert_eq!(round_step(0.3, 5), 0.1);
+        assert_eq!(round_step(3.5, 10), 0.5);
+        assert_eq!(number(50_000.0, 10_000.0), "50k");
+        assert_eq!(number(0.5, 0.5), "0.5");
+    }
+
+    #[test]
+    fn both_curves_under_rate_and_the_run_in_the_header() {
+        let service = [(0.0, 50), (50.0, 100), (99.0, 900)];
+        let html = page_of(&summary(&[10], Duration::from_secs(1)), Some(&service));
+        let latency = &html[html.find("<svg id=\"latency\"").unwrap()..];
+        let latency = &latency[..latency.find("</svg>").unwrap()];
+        assert_eq!(latency.matches("<polyline").count(), 2, "{latency}");
+        assert!(latency.contains("service time"), "{latency}");
+        assert!(
+            latency.contains("coordinated omission corrected"),
+            "{latency}"
+        );
+        let closed = page_of(&summary(&[10], Duration::from_secs(1)), None);
+        assert_eq!(
+            closed.matches("<polyline").count(),
+            2,
+            "one per chart: {closed}"
+        );
+        for (row, value) in [
+            ("command", "ringfetch bench --rate 50k 'a b'"),
+            ("version", concat!("ringfetch ", env!("CARGO_PKG_VERSION"))),
+            ("date", "2026-12-04 14:20:07 UTC"),
+            ("threads", "3"),
+            ("transport", "direct"),
+        ] {
+            let line = html
+                .lines()
+                .find(|l| l.starts_with(&format!("<tr id=\"{row}\"")))
+                .unwrap_or_else(|| panic!("{row}: {html}"));
+            assert!(line.contains(&escape(value)), "{line}");
+        }
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_394_007), "2026-12-04 14:20:07 UTC");
+    }
 }
