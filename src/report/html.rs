@@ -179,7 +179,7 @@ fn timeline_points(timeline: &[u64], elapsed_s: f64) -> (Vec<(f64, f64)>, Option
 
 /// The axis step, 1, 2 or 5 × 10^k, that cuts `0..max` into at most `most` intervals.
 fn round_step(max: f64, most: usize) -> f64 {
-    if !(max > 0.0) || !max.is_finite() {
+    if max.is_nan() || max <= 0.0 || !max.is_finite() {
         return 1.0;
     }
     let raw = max / most as f64;
