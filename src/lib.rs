@@ -162,8 +162,16 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 written = write_output(out, "--latency-csv", run.report.latency.percentile_csv());
             }
             if let Some(out) = &mut html {
-                let page =
-                    report::html::render(&bench.label, &summary, &run.report.latency.curve());
+                let (latency, service) = (run.report.latency.curve(), run.report.service.curve());
+                let page = report::html::Page {
+                    title: &bench.label,
+                    command: &report::html::command_line(),
+                    date: &report::html::utc_now(),
+                    transport: bench.transport,
+                    latency: &latency,
+                    service: run.report.open_loop.then_some(service.as_slice()),
+                };
+                let page = report::html::render(&page, &summary);
                 written = written.and(write_output(out, "--report", page));
             }
             if let Err(e) = &written {

@@ -399,6 +399,8 @@ pub struct BenchRun {
     pub label: String,
     /// The URLs loaded, by index (for the per-URL counts).
     pub urls: Vec<String>,
+    /// The transport chosen, as `--transport` names it ("tcp" or "direct"), for `--report`.
+    pub transport: &'static str,
 }
 
 pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
@@ -573,6 +575,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     let threads = threads.min(connections).max(1);
     describe_workers(plan.engine.verbose, threads, &cpus, limit, budget);
     describe_direct(plan.engine.verbose, &direct);
+    let transport = if direct.is_some() { "direct" } else { "tcp" };
     let stop = plan.stop;
     let (plan_stop, warmup) = (plan.stop, plan.warmup);
     // A live line only for a person watching: not under --json, not into a file or a pipe.
@@ -618,6 +621,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
         },
         label,
         urls,
+        transport,
     })
 }
 
