@@ -418,7 +418,7 @@ impl Spill {
         if self.started.replace(true) {
             return false;
         }
-        self.ring.listen(listener);
+        self.ring.listen_one_at_a_time(listener);
         tokio_uring::spawn(accept_direct(
             self.ring.clone(),
             serving.clone(),

@@ -22,17 +22,41 @@ impl Ring {
         self.arm_accepts();
     }
 
+    /// As `listen`, one connection at a time and only while a slot is free. A multishot accept takes
+    /// a connection off the listen queue before it finds the table full, and the kernel then resets
+    /// it; a listener that descriptor accepts also serve (`serve --transport auto`) must leave such
+    /// connections queued for them instead.
+    pub fn listen_one_at_a_time(&self, listener: RawFd) {
+        self.single_accepts.set(true);
+        self.listen(listener);
+    }
+
     fn arm_accepts(&self) {
+        let single = self.single_accepts.get();
+        if single && !self.slots.borrow().iter().any(|s| s.state == State::Free) {
+            // Re-armed by `accept` when a close frees a slot (`closed` wakes it).
+            return;
+        }
         let mut entries = Vec::new();
         for (i, (fd, armed)) in self.listeners.borrow_mut().iter_mut().enumerate() {
             if !*armed {
                 *armed = true;
-                entries.push(
+                let data = user_data(Op::Accept, i as u32, 0);
+                entries.push(if single {
+                    opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                        .file_index(Some(types::DestinationSlot::auto_target()))
+                        .build()
+                        .user_data(data)
+                } else {
                     opcode::AcceptMulti::new(types::Fd(*fd))
                         .allocate_file_index(true)
                         .build()
-                        .user_data(user_data(Op::Accept, i as u32, 0)),
-                );
+                        .user_data(data)
+                });
+                if single {
+                    // One accept in flight per ring: one free slot is all it is sure of.
+                    break;
+                }
             }
         }
         for e in entries {

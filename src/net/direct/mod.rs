@@ -162,6 +162,8 @@ pub struct Ring {
     accepted: RefCell<VecDeque<Result<u32, i32>>>,
     acceptor: Cell<Option<Waker>>,
     listeners: RefCell<Vec<(RawFd, bool)>>,
+    /// `listen_one_at_a_time`: single accepts, armed only while a slot is free.
+    single_accepts: Cell<bool>,
 }
 
 impl Ring {
@@ -200,6 +202,7 @@ impl Ring {
             accepted: RefCell::new(VecDeque::new()),
             acceptor: Cell::new(None),
             listeners: RefCell::new(Vec::new()),
+            single_accepts: Cell::new(false),
         }))
     }
 
