@@ -298,13 +298,15 @@ pub async fn connect_via(
         match tokio::time::timeout(timeout, open_tunnel(&socket, tunnel)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(FetchError::new(
-                ErrorKind::Timeout,
-                format!(
+            Err(_) => {
+                return Err(FetchError::new(
+                    ErrorKind::Timeout,
+                    format!(
                     "proxy {proxy} did not finish its handshake within {:.1}s (--connect-timeout)",
                     timeout.as_secs_f64()
                 ),
-            )),
+                ))
+            }
         }
     }
     let tcp = started.elapsed();

@@ -169,6 +169,18 @@ fn credentials_accepted_and_refused() {
         .asked()
         .iter()
         .any(|a| a.credentials.as_deref() == Some("Basic dXNlcjpzM2NyJXQ=")));
+    // An http target through the http proxy: the credentials ride on each absolute-form request,
+    // and a refusal is the proxy's 407 response, as curl reports it.
+    let target = Hostile::replies(|_| Reply::Send(ok(b"plain")));
+    let plain = vec![target.url("/a"), target.url("/b")];
+    let good = http.url("http", "user:s3cr%25t@");
+    let (results, code, err) = fetch_env(&plain, &["--proxy", &good], &[]);
+    assert_eq!(code, 0, "{err}");
+    all_ok(&results, 2, 5);
+    let bad = http.url("http", "user:nope@");
+    let (results, _, _) = fetch_env(&plain, &["--proxy", &bad], &[]);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["status"] == 407), "{results:?}");
     assert!(socks
         .asked()
         .iter()
@@ -234,4 +246,75 @@ fn environment_variables_as_curl() {
     fetch_env(&urls, &["--proxy", ""], std::slice::from_ref(&all));
     assert_eq!(socks.asked().len(), 2);
     assert_eq!(target.requests().len(), 7);
+}
+
+/// Client CPU seconds (user + system) of one fetch run over `urls`, via /usr/bin/time; asserts
+/// every URL got 200.
+fn cpu_of_run(urls: &[String], args: &[&str]) -> f64 {
+    let dir = tempdir();
+    let list = dir.path().join("urls.txt");
+    let out = dir.path().join("out.jsonl");
+    fs::write(&list, lines(urls)).unwrap();
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "CPU %U %S"])
+        .arg(bin())
+        .arg("fetch")
+        .arg(&list);
+    cmd.arg("-o").arg(&out).arg("--json").arg("-q").args(args);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let finished = run_child(cmd, None);
+    assert_eq!(finished.code, 0, "{}", tail(&finished.stderr));
+    let results = parse_jsonl(&fs::read_to_string(&out).unwrap());
+    assert_eq!(results.len(), urls.len());
+    assert!(
+        results.iter().all(|r| r["status"] == 200),
+        "not all 200: {args:?}"
+    );
+    let cpu = finished
+        .stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("CPU "))
+        .expect("/usr/bin/time's line");
+    cpu.split(' ').map(|t| t.parse::<f64>().unwrap()).sum()
+}
+
+/// The figure: the same 10,000 https URLs directly, through the CONNECT proxy and through
+/// the SOCKS5 proxy, 10,000 × 200 each; prints the client CPU per URL (run with --nocapture to see
+/// it). Asserts outcomes only.
+#[test]
+fn ten_thousand_urls_through_each_proxy() {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("skipped: no /usr/bin/time");
+        return;
+    }
+    let serve = start_serve_on(Wire::Https, &[]);
+    let urls: Vec<String> = (0..10_000).map(|i| serve.url(&format!("/u/{i}"))).collect();
+    let connect = Proxy::http(None);
+    let socks = Proxy::socks5(None);
+    let (curl, surl) = (connect.url("http", ""), socks.url("socks5h", ""));
+    for p in ["16", "1"] {
+        for (name, via) in [
+            ("direct", None),
+            ("CONNECT", Some(&curl)),
+            ("socks5h", Some(&surl)),
+        ] {
+            let mut args = vec!["-p", p];
+            if let Some(via) = via {
+                args.extend(["--proxy", via.as_str()]);
+            }
+            let cpu = cpu_of_run(&urls, &serve.client_args(&args));
+            eprintln!(
+                "10000 URLs -p {p} {name:8}: client CPU {cpu:.2} s, {:.1} µs per URL",
+                cpu * 1e6 / 10_000.0
+            );
+        }
+    }
+    assert!(connect
+        .asked()
+        .iter()
+        .all(|a| a.line.starts_with("CONNECT localhost:")));
+    assert!(!socks.asked().is_empty());
 }
