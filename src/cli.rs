@@ -327,6 +327,20 @@ pub struct FetchArgs {
     /// the parts.
     #[arg(long, value_name = "K/N", value_parser = units::shard)]
     pub shard: Option<(u64, u64)>,
+
+    /// Go through this proxy: http://[USER:PASS@]HOST[:PORT] (CONNECT tunnels for https URLs,
+    /// absolute-form requests for http ones), socks5://… (names resolved here) or socks5h://… (names
+    /// resolved by the proxy); the port defaults to 1080, as in curl. Without it, curl's variables
+    /// apply: http_proxy (lowercase only), https_proxy, all_proxy, and no_proxy; '' turns them off.
+    /// A proxy that refuses or fails ends the URL as `connect` with the proxy's answer. fetch only:
+    /// bench connects directly.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Hosts reached without the proxy, comma-separated, replacing no_proxy: each matches the host
+    /// itself and its subdomains (example.com matches a.example.com); '*' matches every host.
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 /// Load-test a server: keep -c connections busy with -p requests each, then summarise.

@@ -92,6 +92,8 @@ pub struct FetchPlan {
     /// The list's path when it is a file (the progress line counts it), and `--quiet`.
     pub list_path: Option<PathBuf>,
     pub quiet: bool,
+    /// `--proxy`, `--noproxy`, or the environment's proxies.
+    pub proxies: crate::net::proxy::Proxies,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,7 +330,13 @@ pub fn fetch(mut args: FetchArgs, verbose: bool) -> Result<FetchPlan, UsageError
     // Last, once every other check has passed: nothing is created or truncated for a command line
     // that is refused.
     let (output, resume) = output(&args)?;
+    let proxies = crate::net::proxy::Proxies::configure(
+        args.proxy.as_deref(),
+        args.noproxy.as_deref(),
+        |name| std::env::var(name).ok(),
+    )?;
     Ok(FetchPlan {
+        proxies,
         engine,
         http,
         input,

@@ -65,6 +65,8 @@ pub struct FetchSettings {
     pub retry_max_wait: Duration,
     /// `--meta`, `--include-header`, `--hash`: what each line adds about its response.
     pub meta: Option<MetaPlan>,
+    /// `--proxy`, `--noproxy` and the environment's proxies.
+    pub proxies: net::proxy::Proxies,
 }
 
 /// What `--meta`, `--include-header` and `--hash sha256` add to each line.
@@ -426,7 +428,16 @@ struct OriginState {
     authority: String,
     /// https: the name the certificate must carry (the host, or the address as text).
     tls_name: Option<Box<str>>,
+    /// The addresses connections go to: the proxy's when there is one.
     addrs: OnceCell<Result<Vec<SocketAddr>, FetchError>>,
+    /// The proxy this origin goes through, chosen once (`Proxies::for_origin`).
+    proxy: Option<Arc<net::proxy::Proxy>>,
+    /// Through an http proxy to an http origin: `http://authority`, put before each request's path
+    /// (absolute-form), and the proxy's Proxy-Authorization line. Empty otherwise.
+    absolute: Box<str>,
+    authorization: Box<[u8]>,
+    /// socks5 (not socks5h): the target's addresses, resolved here for the proxy.
+    target_addrs: OnceCell<Result<Vec<SocketAddr>, FetchError>>,
     /// Jobs waiting for a connection, oldest first (re-sent ones go in front).
     queue: RefCell<VecDeque<usize>>,
     /// Connections open or opening.
@@ -652,11 +663,19 @@ impl FetchShard {
         if let Some(o) = origins.get(&target.origin) {
             return o.clone();
         }
+        let proxy = self.settings.proxies.for_origin(&target.origin);
+        let forward = proxy.as_ref().filter(|p| !p.tunnels(target.origin.scheme));
         let o = Rc::new(OriginState {
             key: target.origin.clone(),
             authority: target.authority.clone(),
             tls_name: (target.origin.scheme == Scheme::Https).then(|| target.origin.host_text()),
             addrs: OnceCell::new(),
+            absolute: forward
+                .map(|_| format!("http://{}", target.authority).into())
+                .unwrap_or_default(),
+            authorization: forward.map(|p| p.authorization.clone()).unwrap_or_default(),
+            proxy,
+            target_addrs: OnceCell::new(),
             queue: RefCell::new(VecDeque::new()),
             conns: Cell::new(0),
             established: Cell::new(0),
@@ -724,25 +743,54 @@ impl FetchShard {
 
     async fn connect_and_drive(self: &Rc<Self>, origin: &Rc<OriginState>) {
         let resolving = Instant::now();
+        let proxy = origin.proxy.as_deref();
+        let resolver = &self.settings.resolver;
         let addrs = origin
             .addrs
-            .get_or_init(|| {
-                self.settings
-                    .resolver
-                    .resolve(&origin.key.host, origin.key.port)
+            .get_or_init(|| async {
+                match proxy {
+                    // An unreachable proxy is a `connect` error, whatever the reason.
+                    Some(p) => resolver.resolve(&p.host, p.port).await.map_err(|e| {
+                        FetchError::new(
+                            ErrorKind::Connect,
+                            format!("proxy {}: {}", p.shown, e.message),
+                        )
+                    }),
+                    None => resolver.resolve(&origin.key.host, origin.key.port).await,
+                }
             })
             .await;
+        // The tunnel through the proxy, when the origin needs one; socks5 is given the target's
+        // address (resolved here), socks5h and http proxies its name.
+        let tunnel = match proxy.filter(|p| p.tunnels(origin.key.scheme)) {
+            None => Ok(None),
+            Some(p) => {
+                let target = match p.kind {
+                    net::proxy::Kind::Socks5 if matches!(origin.key.host, net::Host::Name(_)) => {
+                        origin
+                            .target_addrs
+                            .get_or_init(|| resolver.resolve(&origin.key.host, origin.key.port))
+                            .await
+                            .as_ref()
+                            .map(|a| a.first().copied())
+                            .map_err(Clone::clone)
+                    }
+                    _ => Ok(None),
+                };
+                target.map(|addr| Some(p.handshake(&origin.key, &origin.key.host_text(), addr)))
+            }
+        };
         let dns = resolving.elapsed();
         let tls = origin.tls_name.as_deref().map(|name| (&self.tls, name));
         // Created before the check, so a stop between them is not missed.
         let stopping = self.stopping.notified();
-        let connected = match addrs {
+        let connected = match (addrs, tunnel) {
             _ if self.stopped.get() => Err(interrupted()),
-            Ok(addrs) => {
+            (Ok(addrs), Ok(tunnel)) => {
                 let dialer = self.dialer.borrow().clone();
                 let started = Instant::now();
                 tokio::select! {
-                    c = net::connect_timed(&dialer, addrs, self.settings.connect_timeout, tls) => {
+                    c = net::connect_via(&dialer, addrs, tunnel, self.settings.connect_timeout, tls) => {
                         c.map(|(io, tcp)| {
                             let times = ConnTimes {
                                 dns,
@@ -755,7 +803,8 @@ impl FetchShard {
                     _ = stopping => Err(interrupted()),
                 }
             }
-            Err(e) => Err(e.clone()),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(e),
         };
         match connected {
             Ok((io, times)) => {
@@ -1098,7 +1147,13 @@ impl Workload for OriginWork<'_> {
             job.attempts += 1;
             job.sent = now;
             let template = s.settings.template(job.chain.as_deref());
-            template.write(out, &job.path, &self.origin.authority);
+            template.write_via(
+                out,
+                &self.origin.absolute,
+                &job.path,
+                &self.origin.authority,
+                &self.origin.authorization,
+            );
             if s.settings.meta.is_some() {
                 let meta = job.meta.get_or_insert_default();
                 meta.conn = self.times;

@@ -236,6 +236,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         retry_status: plan.retry_status.into(),
         retry_max_wait: plan.retry_max_wait,
         meta: plan.meta,
+        proxies: plan.proxies,
     });
     let started = Instant::now();
     let show_progress =

@@ -163,12 +163,29 @@ impl RequestTemplate {
 
     /// Appends one request head: `METHOD target HTTP/1.1`, Host, then the shared block.
     pub fn write(&self, out: &mut Vec<u8>, target: &str, host: &str) {
+        self.write_via(out, "", target, host, b"")
+    }
+
+    /// As `write`, for a request through an http proxy: the target in absolute-form, `origin`
+    /// (`http://host:port`) before the path (RFC 9112 §3.2.2), and `authorization`, the proxy's
+    /// rendered `Proxy-Authorization` line (or nothing), after Host. Both are the origin's, rendered
+    /// once: nothing is allocated per request.
+    pub fn write_via(
+        &self,
+        out: &mut Vec<u8>,
+        origin: &str,
+        target: &str,
+        host: &str,
+        authorization: &[u8],
+    ) {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
+        out.extend_from_slice(origin.as_bytes());
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(self.host_override.as_deref().unwrap_or(host).as_bytes());
         out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(authorization);
         out.extend_from_slice(&self.tail);
     }
 
@@ -262,6 +279,24 @@ mod tests {
         assert!(RequestTemplate::new("GET", &["NoColon".into()]).is_err());
         assert!(RequestTemplate::new("GET", &["Bad Name: x".into()]).is_err());
         assert!(RequestTemplate::new("GET", &["X: a\r\nInjected: 1".into()]).is_err());
+    }
+
+    #[test]
+    fn through_an_http_proxy_the_target_is_absolute() {
+        let v = env!("CARGO_PKG_VERSION");
+        let t = RequestTemplate::new("GET", &[]).unwrap();
+        let mut out = Vec::new();
+        t.write_via(
+            &mut out,
+            "http://a.test:8080",
+            "/p?q",
+            "a.test:8080",
+            b"Proxy-Authorization: Basic dTpw\r\n",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("GET http://a.test:8080/p?q HTTP/1.1\r\nHost: a.test:8080\r\nProxy-Authorization: Basic dTpw\r\nUser-Agent: ringfetch/{v}\r\nAccept: */*\r\n\r\n")
+        );
     }
 
     #[test]

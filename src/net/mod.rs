@@ -8,6 +8,7 @@
 pub mod buffers;
 pub mod direct;
 pub mod dns;
+pub mod proxy;
 pub mod tcp;
 pub mod tls;
 
@@ -271,6 +272,19 @@ pub async fn connect_timed(
     timeout: Duration,
     tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
 ) -> Result<(Transport, Duration), FetchError> {
+    connect_via(dialer, addrs, None, timeout, tls).await
+}
+
+/// As `connect_timed`, with `addrs` a proxy's when `tunnel` is given: the proxy's handshake runs on
+/// the connection that answered, within `timeout`, before TLS with the target (whose name TLS
+/// verifies, not the proxy's). The duration returned covers the connect and the handshake.
+pub async fn connect_via(
+    dialer: &Dialer,
+    addrs: &[SocketAddr],
+    tunnel: Option<proxy::Handshake>,
+    timeout: Duration,
+    tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+) -> Result<(Transport, Duration), FetchError> {
     let started = std::time::Instant::now();
     if let Dialer::Unavailable(why) = dialer {
         return Err(FetchError::new(
@@ -279,12 +293,65 @@ pub async fn connect_timed(
         ));
     }
     let socket = race(dialer, addrs, timeout).await?;
+    if let Some(tunnel) = tunnel {
+        let proxy: Box<str> = tunnel.proxy().into();
+        match tokio::time::timeout(timeout, open_tunnel(&socket, tunnel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(FetchError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                    "proxy {proxy} did not finish its handshake within {:.1}s (--connect-timeout)",
+                    timeout.as_secs_f64()
+                ),
+                ))
+            }
+        }
+    }
     let tcp = started.elapsed();
     match tls {
         None => Ok((Transport::Plain(socket), tcp)),
         Some((config, host)) => tls::ClientStream::connect(socket, config, host, timeout)
             .await
             .map(|s| (Transport::Tls(Box::new(s)), tcp)),
+    }
+}
+
+/// Runs a proxy handshake on `socket` to its end. Its answers are short and the target does not
+/// speak first, so every read belongs to the proxy.
+async fn open_tunnel(socket: &Socket, mut tunnel: proxy::Handshake) -> Result<(), FetchError> {
+    let mut out = tunnel.start();
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if !out.is_empty() {
+            let (res, _) = socket.write_all(out).await;
+            res.map_err(|e| FetchError::connect(&format!("proxy {}", tunnel.proxy()), &e))?;
+        }
+        let step = loop {
+            buf.clear();
+            let (res, b) = socket.read(buf).await;
+            buf = b;
+            match res {
+                Ok(0) => return Err(tunnel.closed()),
+                Ok(_) => match tunnel.receive(&buf) {
+                    proxy::Step::Need => continue,
+                    step => break step,
+                },
+                Err(e) => {
+                    return Err(FetchError::connect(
+                        &format!("proxy {}", tunnel.proxy()),
+                        &e,
+                    ))
+                }
+            }
+        };
+        match step {
+            proxy::Step::Send(bytes) => out = bytes,
+            proxy::Step::Done => return Ok(()),
+            proxy::Step::Refused(e) => return Err(e),
+            proxy::Step::Need => out = Vec::new(),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod merge;
 mod meta;
 mod nginx;
 mod polite;
+mod proxy;
 mod redirect;
 mod save;
 mod serve;

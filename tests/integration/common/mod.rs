@@ -15,9 +15,11 @@
 mod fetch;
 mod hostile;
 mod process;
+mod proxy;
 mod serve;
 
 pub use fetch::*;
 pub use hostile::*;
 pub use process::*;
+pub use proxy::*;
 pub use serve::*;
