@@ -377,7 +377,8 @@ pub struct BenchArgs {
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = units::duration, conflicts_with = "requests")]
     pub duration: Option<Duration>,
 
-    /// Stop after this many responses instead of after a duration, e.g. 100k.
+    /// Stop after this many requests have ended (responses and errors) instead of after a
+    /// duration, e.g. 100k.
     #[arg(short = 'n', long, value_name = "N", value_parser = units::count)]
     pub requests: Option<u64>,
 
