@@ -14,6 +14,9 @@ use super::slots::{Shared, State};
 use super::user_data::{user_data, Op};
 use super::Ring;
 
+/// Free slots below which a ring accepts one connection at a time.
+const ACCEPT_MARGIN: usize = 64;
+
 impl Ring {
     /// `serve`: accepts connections on `listener` into fixed slots the kernel allocates (multishot
     /// accept). Call `accept` to take them.
@@ -32,8 +35,16 @@ impl Ring {
     }
 
     fn arm_accepts(&self) {
-        let single = self.single_accepts.get();
-        if single && !self.slots.borrow().iter().any(|s| s.state == State::Free) {
+        // A nearly full table gets single accepts too: the multishot that fills it resets one
+        // connection at most (its ENFILE ends it), and the rest wait in the listen queue.
+        let free = self
+            .slots
+            .borrow()
+            .iter()
+            .filter(|s| s.state == State::Free)
+            .count();
+        let single = self.single_accepts.get() || free < ACCEPT_MARGIN;
+        if single && free == 0 {
             // Re-armed by `accept` when a close frees a slot (`closed` wakes it).
             return;
         }

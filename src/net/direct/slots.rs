@@ -339,11 +339,9 @@ impl Ring {
         if self.listeners.borrow().is_empty() {
             self.free.borrow_mut().push(slot);
             self.freed.notify_one();
-        } else if self.single_accepts.get() {
-            // An accept waits for a free slot to be armed.
-            if let Some(w) = self.acceptor.take() {
-                w.wake();
-            }
+        } else if let Some(w) = self.acceptor.take() {
+            // An accept may be waiting for a free slot to be armed.
+            w.wake();
         }
     }
 
