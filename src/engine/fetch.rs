@@ -1269,24 +1269,22 @@ impl Workload for OriginWork<'_> {
 
     fn on_done(&self, done: InFlight<usize>, now: Instant) {
         let s = self.shard;
-        let later = s.jobs.borrow_mut()[done.ticket].later.take();
+        // One look at the job for what the response asks for next (a "try later", a redirect):
+        // usually nothing, and the job is removed with the second.
+        let (later, location) = {
+            let mut jobs = s.jobs.borrow_mut();
+            let job = &mut jobs[done.ticket];
+            let location = job.chain.as_mut().and_then(|c| c.location.take());
+            (job.later.take(), location)
+        };
         if let Some(later) = later {
             self.release_slot();
             return s.try_later(done.ticket, later);
         }
-        let location = s.jobs.borrow_mut()[done.ticket]
-            .chain
-            .as_mut()
-            .and_then(|c| c.location.take());
         if let Some(location) = location {
             if self.follow(done.ticket, &location) {
                 return;
             }
-        }
-        let decoded = s.jobs.borrow_mut()[done.ticket].decode_body(&s.settings, &[], true);
-        if let Err(err) = decoded {
-            self.release_slot();
-            return s.finish_failed(done.ticket, err);
         }
         let mut job = s.jobs.borrow_mut().remove(done.ticket);
         self.release_slot();
@@ -1295,6 +1293,11 @@ impl Workload for OriginWork<'_> {
             Some(c) => now.saturating_duration_since(c.started),
             None => latency,
         };
+        if let Err(err) = job.decode_body(&s.settings, &[], true) {
+            std::mem::replace(&mut job.save, Body::Unsaved).discard();
+            s.report_error(&job, elapsed.as_secs_f64() * 1000.0, err);
+            return s.after_job();
+        }
         let mut path = None;
         if let Some(dir) = &s.settings.save_dir {
             let fin = dir.join(job.index.to_string());
