@@ -593,28 +593,8 @@ fn serve_drops_no_connection_under_churn() {
 /// timeouts, none as "slots in use", in about the time the timeouts take.
 #[test]
 fn direct_connects_that_time_out_give_their_slots_back() {
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let _fillers: Vec<socket2::Socket> = (0..4)
-        .map(|_| {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&addr.into());
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let drop_syns = syn_dropping_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = drop_syns.addr;
     let urls: Vec<String> = (0..1200)
         .map(|i| format!("http://127.0.0.1:{}/{i}", addr.port()))
         .collect();

@@ -714,24 +714,11 @@ fn harness_dns_server_answers_a_records_nxdomain_and_nothing() {
 fn a_family_that_drops_syns_costs_a_stagger_not_the_timeout() {
     let server = Hostile::replies(|_| Reply::Send(ok(b"v4")));
     let port = server.addr.port();
-    let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
-    v6.set_only_v6(true).unwrap();
     let at: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    if v6.bind(&at.into()).is_err() {
+    let Ok(_drop_syns) = syn_dropping_listener(at) else {
         println!("skipped: cannot bind [::1]:{port}");
         return;
-    }
-    v6.listen(0).unwrap();
-    let _fillers: Vec<socket2::Socket> = (0..4)
-        .map(|_| {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&at.into());
-            s
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(300));
+    };
     let url = format!("http://dual.test:{port}/");
     let pin = format!("dual.test:{port}:[::1],127.0.0.1");
     for transport in ["tcp", "direct"] {

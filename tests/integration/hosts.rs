@@ -107,28 +107,8 @@ fn fetch_with_open_files(
 fn connects_that_time_out_give_their_descriptors_back() {
     // A listener whose accept queue is full drops every SYN: each connect to it hangs until
     // --connect-timeout. Filled by connections it never accepts.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let _fillers: Vec<socket2::Socket> = (0..4)
-        .map(|_| {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&addr.into());
-            s
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(300));
+    let drop_syns = syn_dropping_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = drop_syns.addr;
     // 600 origins (names under .localhost are loopback, RFC 6761), more than the 300 descriptors
     // the run may have: before, each timed-out connect kept its descriptor for the kernel's ~2 min
     // of SYN retries, and half the URLs failed with "Too many open files".

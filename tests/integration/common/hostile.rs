@@ -476,3 +476,41 @@ fn harness_close_is_a_clean_eof_and_trickle_delivers_everything() {
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].header("content-length"), Some("3"));
 }
+
+/// A listener on `at` whose accept queue is full (backlog 0, filled by connections it never
+/// accepts): it drops every SYN, so each connect to it hangs until the client's own timeout. Lives
+/// as long as the value.
+pub struct SynDrop {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+/// Err when `at` cannot be bound (e.g. no ::1 here).
+pub fn syn_dropping_listener(at: SocketAddr) -> io::Result<SynDrop> {
+    let domain = socket2::Domain::for_address(at);
+    let listener = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if at.is_ipv6() {
+        listener.set_only_v6(true)?;
+    }
+    listener.bind(&at.into())?;
+    listener.listen(0)?;
+    let addr = listener
+        .local_addr()?
+        .as_socket()
+        .expect("an inet listener");
+    let fillers = (0..4)
+        .map(|_| {
+            let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            let _ = s.connect(&addr.into());
+            Ok(s)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    thread::sleep(Duration::from_millis(300));
+    Ok(SynDrop {
+        addr,
+        _listener: listener,
+        _fillers: fillers,
+    })
+}
