@@ -58,16 +58,10 @@ impl Conn {
         };
         self.sh.recv.set(armed);
         self.ring.count(|s| s.rearms += 1);
-        let data = user_data(Op::Recv, self.slot, self.gen);
-        let entry = if self.sh.one_at_a_time.get() {
-            opcode::Recv::new(types::Fixed(self.slot), std::ptr::null_mut(), 0)
-                .buf_group(BGID)
+        self.ring
+            .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
                 .build()
-                .flags(io_uring7::squeue::Flags::BUFFER_SELECT)
-        } else {
-            opcode::RecvMulti::new(types::Fixed(self.slot), BGID).build()
-        };
-        self.ring.push(&[entry.user_data(data)]);
+                .user_data(user_data(Op::Recv, self.slot, self.gen))]);
         true
     }
 
@@ -324,7 +318,6 @@ impl Ring {
                         rx.len()
                     };
                     if let Some(capped) = sh.recv.get().filled(held, self.pool.share) {
-                        sh.one_at_a_time.set(true);
                         sh.recv.set(capped);
                         self.count(|s| s.capped += 1);
                         self.cancel(sh, Op::Recv, slot, gen);

@@ -115,9 +115,6 @@ pub(super) struct Shared {
     pub(super) lowat: Cell<i32>,
     /// Cancels and shutdowns in flight: each posts one completion, which the slot's close waits for.
     pub(super) others: Cell<u16>,
-    /// The connection once held its share of the pool: from then on it receives one buffer per read
-    /// (single-shot), as a cancelled multishot may still have taken hundreds before the cancel landed.
-    pub(super) one_at_a_time: Cell<bool>,
 }
 
 impl Shared {
