@@ -10,7 +10,6 @@ use std::task::Poll;
 
 use io_uring7::{opcode, squeue, types};
 
-use super::buffers::BGID;
 use super::slots::{Inbound, Sending, Shared, State};
 use super::user_data::{user_data, Op};
 use super::Ring;
@@ -53,13 +52,16 @@ impl Conn {
         if now.in_flight() {
             return true;
         }
-        let Some(armed) = now.arm(self.ring.pool.is_dry()) else {
+        let group = self.ring.pool.fullest();
+        let Some(armed) = now.arm(group.is_none()) else {
             return false;
         };
+        // An idle receive arms even on an empty pool (its ENOBUFS leaves it Starved, to park).
+        let group = group.unwrap_or(0);
         self.sh.recv.set(armed);
         self.ring.count(|s| s.rearms += 1);
         self.ring
-            .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), BGID)
+            .push(&[opcode::RecvMulti::new(types::Fixed(self.slot), group)
                 .build()
                 .user_data(user_data(Op::Recv, self.slot, self.gen))]);
         true

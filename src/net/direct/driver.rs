@@ -115,8 +115,8 @@ impl Ring {
         let res = cqe.result();
         let flags = cqe.flags();
         let bid = cqueue::buffer_select(flags);
-        if bid.is_some() {
-            self.pool.lent.set(self.pool.lent.get() + 1);
+        if let Some(bid) = bid {
+            self.pool.lend(bid);
         }
         match op {
             Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),

@@ -12,7 +12,9 @@
 //! - Receive is one multishot RECV per connection, armed on the first read and kept armed: buffers
 //!   come from the worker's pool only when bytes arrive, so an idle connection owns none. The pool is
 //!   shared, so a connection that holds its share of it unread (a peer flooding a connection nobody
-//!   reads) has its receive cancelled until it has read what it holds; ENOBUFS (the pool ran dry)
+//!   reads) has its receive cancelled until it has read what it holds, and the pool is eight buffer
+//!   groups of one share each, a receive armed in the fullest, so that the kernel stops a flood at one
+//!   group even before the cancel lands; ENOBUFS (the receive's group ran dry)
 //!   ends the multishot, and the next read re-arms it only once a buffer has come back, so an empty
 //!   pool parks its readers rather than spinning them (`slots::Receiving`).
 //! - Send is SEND with MSG_WAITALL (a short send is retried by the kernel), one in flight per
