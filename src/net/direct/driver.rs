@@ -15,17 +15,32 @@ impl Ring {
     /// The driver: reaps completions when the ring's fd is readable and submits what was queued.
     /// Runs until `stop`.
     pub async fn drive(self: Rc<Self>) {
+        let mut deferred = false;
         loop {
-            tokio::select! {
+            let completions = tokio::select! {
                 biased;
                 ready = self.notify.readable() => match ready {
-                    Ok(mut guard) => guard.clear_ready(),
+                    Ok(mut guard) => {
+                        guard.clear_ready();
+                        true
+                    }
                     Err(_) => return,
                 },
-                _ = self.flush.notified() => {}
+                _ = self.flush.notified() => false,
+            };
+            let reaped = self.reap();
+            // Completions just reaped wake tasks that will queue their next operations (a response
+            // read: the next request's send) once this turn yields; submitting now would take an
+            // `io_uring_enter` for what was queued before them and another for theirs. Their pushes
+            // wake this driver again (`flush`), and that turn submits both. Never twice in a row, so
+            // a ring that is readable at every turn still submits every other one.
+            deferred = completions && reaped > 0 && !deferred && !self.stopping.get();
+            if !deferred && self.submit() {
+                // Operations the kernel completed inside that submit (a send into a socket with
+                // room, most of them) are in the queue already: taking them now spares a wake-up
+                // from epoll for each (which found nothing else to do).
+                self.reap();
             }
-            self.reap();
-            self.submit();
             if self.stopping.get() {
                 return;
             }
@@ -44,9 +59,10 @@ impl Ring {
         self.stats.set(s);
     }
 
-    pub(super) fn submit(&self) {
+    /// Submits what was queued; false if nothing was.
+    pub(super) fn submit(&self) -> bool {
         if !self.dirty.replace(false) {
-            return;
+            return false;
         }
         loop {
             let res = self.uring.borrow().submit();
@@ -54,11 +70,14 @@ impl Ring {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // The completion queue is full: make room, then submit again.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    self.reap();
+                }
                 Err(_) => break,
             }
         }
         self.count(|s| s.submits += 1);
+        true
     }
 
     /// Queues `entries` (one SQE or one linked chain) for the driver's next submit.
@@ -83,7 +102,9 @@ impl Ring {
         }
     }
 
-    fn reap(&self) {
+    /// Hands every completion to its concept; returns how many there were.
+    fn reap(&self) -> usize {
+        let mut total = 0;
         let mut batch = std::mem::take(&mut *self.scratch.borrow_mut());
         loop {
             batch.clear();
@@ -102,12 +123,14 @@ impl Ring {
                 }
                 break;
             }
+            total += batch.len();
             self.count(|s| s.completions += batch.len() as u64);
             for cqe in &batch {
                 self.complete(cqe);
             }
         }
         *self.scratch.borrow_mut() = batch;
+        total
     }
 
     fn complete(&self, cqe: &cqueue::Entry) {
