@@ -166,8 +166,9 @@ pub struct HttpArgs {
 
     /// How connections are held. tcp: one file descriptor each, so at most the open-file limit.
     /// direct: sockets in each worker's io_uring fixed-file table, past the open-file limit (workers
-    /// are added as needed, ~20000 connections each here); Linux 6.11+, http and https. auto:
-    /// direct when -c needs more descriptors than the limit allows (and the kernel has it), else tcp.
+    /// are added as needed, ~20000 connections each here), and less CPU per response (multishot
+    /// receive into a buffer ring); Linux 6.11+, http and https. auto: direct wherever the kernel
+    /// has it, else tcp; -v says which and why.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto, value_name = "KIND")]
     pub transport: TransportArg,
 

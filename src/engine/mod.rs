@@ -97,21 +97,6 @@ fn warn_or_refuse(warning: Option<String>, strict: bool) -> Result<(), UsageErro
     }
 }
 
-/// The one line about the open-file limit: the clamp's warning when there is one (it says the more
-/// useful thing: how far -c was cut), else auto's note that direct descriptors were taken.
-fn limit_line(
-    warning: Option<String>,
-    note: Option<String>,
-    strict: bool,
-) -> Result<(), UsageError> {
-    if warning.is_none() {
-        if let Some(note) = note {
-            eprintln!("{note}");
-        }
-    }
-    warn_or_refuse(warning, strict)
-}
-
 /// The `-v` line about workers, once their number is final.
 fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimit, budget: usize) {
     if verbose {
@@ -156,10 +141,8 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
     // Requests in flight need this many connections at most (pipelined `-p` deep).
     let wanted = plan.concurrency.div_ceil(plan.http.depth);
-    let (direct, note) = transport::choose(
+    let (direct, why) = transport::choose(
         plan.http.transport,
-        wanted,
-        budget,
         !plan.http.source_addrs.is_empty(),
         limit,
     )?;
@@ -194,7 +177,10 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     let max_in_flight = budget.saturating_mul(plan.http.depth);
     let (concurrency, warning) =
         limits::clamp(plan.concurrency, max_in_flight, limit, "concurrency (-c)");
-    limit_line(warning, note, plan.http.strict)?;
+    warn_or_refuse(warning, plan.http.strict)?;
+    if plan.engine.verbose {
+        eprintln!("{why}");
+    }
     describe_workers(
         plan.engine.verbose,
         threads,
@@ -447,13 +433,14 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     // The built-in server holds the other end of each connection in this same process.
     let fds_per_conn = 1 + u64::from(embedded);
     let budget = limits::connection_budget(limit, threads, fds_per_conn);
-    let (direct, mut note) = transport::choose(
+    let (direct, why) = transport::choose(
         plan.http.transport,
-        plan.connections,
-        budget,
         !plan.http.source_addrs.is_empty(),
         limit,
     )?;
+    if plan.engine.verbose {
+        eprintln!("{why}");
+    }
     // Direct sockets need no descriptor; the built-in server's still do.
     let budget = match direct {
         Some(_) if embedded => limits::connection_budget(limit, threads, 1),
@@ -461,9 +448,6 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
         None => budget,
     };
     let (connections, warning) = limits::clamp(plan.connections, budget, limit, "connections (-c)");
-    if warning.is_some() {
-        note = None;
-    }
     warn_or_refuse(warning, plan.http.strict)?;
     // A load test needs its targets' addresses before the clock starts.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -541,7 +525,7 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
     });
     // Fewer workers than the connections need (a very low open-file limit): one line, or --strict.
     let (connections, warning) = limits::clamp(connections, capacity, limit, "connections (-c)");
-    limit_line(warning, note, plan.http.strict)?;
+    warn_or_refuse(warning, plan.http.strict)?;
     let setup = RingSetup {
         small: direct.is_some() && threads > cpus.len(),
         ..setup

@@ -131,19 +131,17 @@ impl DirectWorker {
     }
 }
 
-/// The run's choice: Some(slots per ring) for direct, None for tcp.
+/// The run's choice: Some(slots per ring) for direct, None for tcp, and the `-v` line that says why.
 ///
-/// `wanted` connections against `tcp_budget` descriptors: auto takes direct only when tcp would have
-/// to clamp (or source addresses are given) and the kernel has what direct needs. When the limit is
-/// why, the line that says so comes back with the choice, for the caller to print unless a clamp's
-/// warning says more (one line either way).
+/// Auto takes direct descriptors whenever the kernel has what they need: they hold past the
+/// open-file limit, and their data path costs less CPU per response (multishot receive into a
+/// buffer ring, one submit per turn; docs/PERFORMANCE.md). Tcp only on an older kernel, or when
+/// asked for.
 pub fn choose(
     choice: TransportArg,
-    wanted: usize,
-    tcp_budget: usize,
     sources_given: bool,
     limit: super::limits::FdLimit,
-) -> Result<(Option<u32>, Option<String>), Failure> {
+) -> Result<(Option<u32>, String), Failure> {
     let slots = u32::try_from(limit.soft.min(1 << 20))
         .unwrap_or(u32::MAX)
         .saturating_sub(SLOT_SLACK)
@@ -153,26 +151,32 @@ pub fn choose(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
         )
         .into()),
-        TransportArg::Tcp => Ok((None, None)),
-        TransportArg::Direct => Ok(direct::require().map(|()| (Some(slots), None))?),
-        TransportArg::Auto => {
-            let over = wanted > tcp_budget;
-            if !(over || sources_given) || direct::available().is_err() {
-                return Ok((None, None));
-            }
-            Ok((Some(slots), over.then(|| note(limit, wanted, tcp_budget))))
+        TransportArg::Tcp => Ok((None, "ringfetch: transport tcp (--transport tcp)".into())),
+        TransportArg::Direct => {
+            direct::require()?;
+            Ok((
+                Some(slots),
+                "ringfetch: transport direct (--transport direct)".into(),
+            ))
         }
+        TransportArg::Auto => match direct::available() {
+            Ok(()) => Ok((
+                Some(slots),
+                "ringfetch: transport direct (auto: this kernel has io_uring direct descriptors; \
+                 --transport tcp for one file descriptor per connection)"
+                    .into(),
+            )),
+            Err(why) if sources_given => Err(UsageError(format!(
+                "--source-addrs needs the direct transport, which this kernel cannot run: {why} \
+                 (Linux 6.11 or later)"
+            ))
+            .into()),
+            Err(why) => Ok((
+                None,
+                format!("ringfetch: transport tcp (auto: no direct descriptors here: {why})"),
+            )),
+        },
     }
-}
-
-/// The line auto prints when the open-file limit sends it to direct descriptors.
-fn note(limit: super::limits::FdLimit, wanted: usize, tcp_budget: usize) -> String {
-    format!(
-        "ringfetch: open-file limit is {} (hard {}), below the {wanted} connections asked for, so they \
-         are io_uring direct descriptors, which need none (--transport direct); --transport tcp would \
-         clamp them to {tcp_budget} instead",
-        limit.soft, limit.hard
-    )
 }
 
 /// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
@@ -235,18 +239,6 @@ pub fn auto_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_auto_note_names_the_limit_and_the_way_back() {
-        let limit = crate::engine::limits::FdLimit {
-            soft: 256,
-            hard: 256,
-        };
-        let line = note(limit, 1024, 216);
-        assert!(line.contains("open-file limit is 256"), "{line}");
-        assert!(line.contains("direct descriptors") && line.contains("--transport tcp"));
-        assert!(line.contains("clamp them to 216"), "{line}");
-    }
 
     #[test]
     fn workers_cover_every_connection() {

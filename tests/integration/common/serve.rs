@@ -54,9 +54,9 @@ impl Serve {
         if let Some((_, cert)) = &self.cert {
             all.extend(["--cacert", arg(cert)]);
         }
-        if self.direct {
-            all.extend(["--transport", "direct"]);
-        }
+        // Both named: the default (auto) is direct wherever the kernel has it, and the http and
+        // https wires are there to keep the tcp path covered.
+        all.extend(["--transport", if self.direct { "direct" } else { "tcp" }]);
         all
     }
 }
