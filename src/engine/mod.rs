@@ -121,7 +121,7 @@ fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimi
 fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
     if let (true, Some(d)) = (verbose, direct) {
         eprintln!(
-            "ringfetch: direct rings: {} fixed-file slots per worker{}",
+            "ringfetch: direct descriptors: {} fixed-file slots per worker{}",
             d.slots,
             if d.sources.is_empty() {
                 String::new()
