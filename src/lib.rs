@@ -209,6 +209,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     setup.describe(),
                     limit.soft
                 );
+                eprintln!("{}", serve::describe_transport(plan.direct, plan.spill));
             }
             let server = serve::start(
                 &setup,
