@@ -418,6 +418,12 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
             &server_cpus,
             serve::Options {
                 body_size: plan.body_size,
+                // Its only client is this process, which closes every connection at the end: an
+                // idle timeout would cut a `--hold` longer than it (before: 60 s) short.
+                timeouts: serve::Timeouts {
+                    idle: Duration::from_secs(365 * 24 * 3600),
+                    ..serve::Timeouts::default()
+                },
                 ..serve::Options::default()
             },
         )?;
