@@ -670,6 +670,10 @@ done
 {
     echo
     echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections, and after an untimed 1 s warm-up load and a read of the document root, so none pays for the idle time before it. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
+    if want h; then
+        echo
+        echo "(h): not quite the same work: nginx opens and reads the 1 KiB file for each request (sendfile off) and sends a ~250-byte head (Date, Last-Modified, ETag…); ringfetch serve sends a fixed ~85-byte head and body from memory. Server CPU comes from /proc (10 ms ticks): over a ${DURATION} s run, ±1% at most."
+    fi
 } >>"$REPORT"
 
 mkdir -p "$REPO/target"
