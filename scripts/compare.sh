@@ -12,13 +12,18 @@
 #   RINGFETCH_BASE=path  a second ringfetch (e.g. the last release, or main before a change): rows
 #                    "base" beside ringfetch's in (a) and (b), both transports, in the same runs
 #   RUNS=N DURATION=S   override the number of runs / seconds per run
-#   SCENARIOS=abcdef    which scenarios to run (default: all)
+#   SCENARIOS=abcdefgh  which scenarios to run (default: all)
 #   OHA=path            oha binary for rows (a) and (d) (default: `oha` on PATH, else no oha rows;
 #                       `cargo install oha` builds it in ~10 min); oha has no pipelining
 #   CLIENT_CPU=1 SERVER_CPU=0   CPUs to pin the clients / nginx to
 #   NB_SENDFILE=on   nginx sendfile (default off)
 #   FLOOR=path          the data-path floor for row (a) (default: cargo build --release --example
 #                       floor; FLOOR=none skips it)
+#   BULK_URLS=N         URLs of the bulk fetch (g) for ringfetch (default 1000000)
+#   BULK_SLOW_URLS=N    URLs of (g) for curl and aiohttp, which are compared per URL (default 100000)
+#   BULK_ORIGINS=N      host names of (g)'s many-origin rows (default 10000)
+#   BULK_ORIGIN_RUN=N   consecutive URLs of one origin in that list (default 1: round-robin)
+#   BULK_LIMIT=S        time limit of one (g) client run (default 900)
 #
 # Every client sends ringfetch's request head (wrk, h2load and oha get its User-Agent and Accept
 # with -H), so that nginx does the same work for each.
@@ -41,6 +46,12 @@
 #   (e) (b) over https
 #   (f) https, a new connection per request (Connection: close), 64 at once:
 #       the handshake rate, ringfetch with and without session resumption
+#   (g) bulk fetch: BULK_URLS distinct URLs (/1k?i=N) at -p 1 and -p 16 over 256 connections, from
+#       one origin and from BULK_ORIGINS origins (names pinned to 127.0.0.1 with --resolve), beside
+#       `ringfetch bench` on one URL with the same connections, depth and CPU (the rate to match),
+#       curl --parallel and the aiohttp pattern (on BULK_SLOW_URLS URLs)
+#   (h) servers: `ringfetch serve` (both transports) vs nginx, both on SERVER_CPU with one thread,
+#       wrk with 256 connections at depth 1 and 16: responses/s and responses per server CPU second
 #
 # Output goes to stdout and to target/compare-<date>.md. Progress goes to
 # stderr. Runs are interleaved (run 1 of every client, then run 2, ...) so
@@ -75,7 +86,7 @@ else
     RUNS=${RUNS:-3}
     DURATION=${DURATION:-5}
 fi
-SCENARIOS=${SCENARIOS:-abcdef}
+SCENARIOS=${SCENARIOS:-abcdefgh}
 CLIENT_CPU=${CLIENT_CPU:-1}
 export NB_SERVER_CPU=${SERVER_CPU:-0}
 CONNS=256
@@ -87,12 +98,23 @@ FETCH_CONNS_PER_HOST=250
 # its duration plus 30 s, a fetch test (10,000 URLs) 300 s.
 BENCH_LIMIT=$((DURATION + 30))
 FETCH_LIMIT=${FETCH_LIMIT:-300}
+BULK_URLS=${BULK_URLS:-1000000}
+BULK_SLOW_URLS=${BULK_SLOW_URLS:-100000}
+BULK_ORIGINS=${BULK_ORIGINS:-10000}
+BULK_ORIGIN_RUN=${BULK_ORIGIN_RUN:-1}
+BULK_LIMIT=${BULK_LIMIT:-900}
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
     log "compare.sh: $*"
     exit 1
 }
+for knob in BULK_URLS BULK_SLOW_URLS BULK_ORIGINS BULK_ORIGIN_RUN BULK_LIMIT; do
+    [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: expected a positive whole number"
+done
+if ((BULK_SLOW_URLS > BULK_URLS)); then
+    BULK_SLOW_URLS=$BULK_URLS
+fi
 
 # ---------------------------------------------------------------- tools
 # GNU time gives user/sys/max-RSS of exactly the client process; the shell's
@@ -127,6 +149,7 @@ TMP=$(mktemp -d /tmp/ringfetch-compare.XXXXXX)
 # root below this dir, which mktemp made 0700.
 chmod 755 "$TMP"
 CLIENT_PID=
+SERVE_PIDS=() # the `ringfetch serve` processes of (h)
 # shellcheck source=scripts/nginx-bench.sh
 source "$SCRIPT_DIR/nginx-bench.sh"
 
@@ -140,6 +163,11 @@ cleanup() {
         wait "$CLIENT_PID" 2>/dev/null || true
     fi
     nginx_bench_stop
+    local pid
+    for pid in "${SERVE_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$TMP"
     exit "$rc"
 }
@@ -210,12 +238,25 @@ REPORT="$TMP/report.md"
     echo "- nginx: $(tool_version /usr/sbin/nginx -v | sed 's/^nginx version: //'); wrk: $(tool_version wrk -v | awk '{print $2}'); h2load: $(tool_version h2load --version | awk '{print $2}'); curl: $(tool_version curl --version | awk '{print $2}'); aiohttp: $("$PY" -c 'import aiohttp; print(aiohttp.__version__)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
     echo "- ringfetch: git $RF_REV"
     echo "- $RUNS run(s) of ${DURATION} s per client (fetch: all $NURLS URLs once per run), medians; clients pinned to CPU $CLIENT_CPU (taskset), nginx (1 worker, access_log off, sendfile ${NB_SENDFILE:-off}) to CPU $NB_SERVER_CPU"
+    if want g; then
+        echo "- (g): ringfetch fetches $BULK_URLS URLs per run, curl and aiohttp $BULK_SLOW_URLS (the row says which); URLs/s and µs/URL compare across counts; many origins: $BULK_ORIGINS names h0.test… pinned to 127.0.0.1 with --resolve, $BULK_ORIGIN_RUN consecutive URL(s) per name; nginx worker_connections raised to $((BULK_ORIGINS + 8192)) for the run"
+    fi
+    if want h; then
+        echo "- (h): server CPU = utime + stime of the server's processes (nginx: master and worker; all threads) from /proc/PID/stat over the client's run, in ticks of 1/$(getconf CLK_TCK) s; per core = responses / server CPU seconds"
+    fi
     echo "- µs/req = client (user + sys) CPU time × 1e6 / requests (GNU time, which rounds CPU and wall time to 10 ms: ±1 µs/req on a 10,000-URL fetch); requests as counted by the client; req/s = requests / wall time of the client process, start-up included"
     echo
 } >"$REPORT"
 
 # ---------------------------------------------------------------- server
 log "setting up nginx document root ($NURLS files)"
+if want g; then
+    # (g)'s many-origin rows keep one idle connection per origin open (beside up to 256 busy ones):
+    # at nginx's usual 8192 it would close idle ones to make room, and the client would measure
+    # reconnections caused by nginx's limit (seen: one connection per URL, 80% of requests re-sent).
+    # A larger table costs nginx nothing per request, so the other scenarios are unaffected.
+    export NB_WORKER_CONNECTIONS=$((BULK_ORIGINS + 8192))
+fi
 NB_TLS=1 NB_NFILES=$NURLS nginx_bench_setup "$TMP/nginx"
 NB_TLS=1 nginx_bench_start
 BASE="http://127.0.0.1:$NB_PORT"
@@ -232,6 +273,68 @@ done >"$URLS"
 for ((i = 1; i <= NURLS; i++)); do
     printf 'url = "%s/f/%d"\noutput = "/dev/null"\n' "$BASE" "$i"
 done >"$CURL_CFG"
+
+# (g): distinct URLs of the 1 KiB file, told apart by a query nginx ignores, so every URL is a new
+# one to the client and the same work to nginx. One origin, then BULK_ORIGINS origins: host names
+# h0.test… that ringfetch connects to 127.0.0.1 with --resolve HOST:PORT:ADDR (its per-origin pools
+# and queues are keyed by scheme, host and port, so each name is an origin of its own with its own
+# connections, while everything stays on loopback behind one nginx listener). Names, not addresses:
+# 127.0.x.y origins would need one nginx `listen` line per address. --resolve takes no file, so the
+# pins go on the command line: ~37 bytes each, 10,000 of them ~370 KB, under ARG_MAX (2 MiB here;
+# checked below). Order: BULK_ORIGIN_RUN consecutive URLs per origin, round-robin over the origins
+# (1: a crawl frontier's order, no origin twice in a row). With BULK_ORIGINS above the requests in
+# flight (256 x depth), no origin then has two URLs waiting at once, so -p 16 cannot pipeline there:
+# that row measures 4,096 connections one request deep; BULK_ORIGIN_RUN=16 gives each origin runs
+# it can pipeline.
+BULK_ONE="$TMP/bulk-one.txt"
+BULK_MANY="$TMP/bulk-many.txt"
+BULK_SLOW="$TMP/bulk-slow.txt"
+BULK_CURL_CFG="$TMP/bulk-curl.cfg"
+BULK_RESOLVE=()
+if want g; then
+    log "writing (g)'s URL lists ($BULK_URLS URLs, $BULK_ORIGINS origins)"
+    awk -v base="$BASE" -v n="$BULK_URLS" 'BEGIN { for (i = 0; i < n; i++) printf "%s/1k?i=%d\n", base, i }' >"$BULK_ONE"
+    awk -v port="$NB_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$BULK_ORIGIN_RUN" \
+        'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY"
+    head -n "$BULK_SLOW_URLS" "$BULK_ONE" >"$BULK_SLOW"
+    awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BULK_SLOW" >"$BULK_CURL_CFG"
+    for ((i = 0; i < BULK_ORIGINS; i++)); do
+        BULK_RESOLVE+=(--resolve "h$i.test:$NB_PORT:127.0.0.1")
+    done
+    resolve_bytes=$(printf '%s\n' "${BULK_RESOLVE[@]}" | wc -c)
+    if ((resolve_bytes + 65536 > $(getconf ARG_MAX))); then
+        die "BULK_ORIGINS=$BULK_ORIGINS: the --resolve pins take $resolve_bytes bytes of arguments, over ARG_MAX ($(getconf ARG_MAX)); use fewer origins"
+    fi
+fi
+
+# (h): the built-in server beside nginx, on nginx's CPU with one thread, in both transports (the
+# default `auto` is tcp until the fd limit, far above 256 connections). Both idle while not measured.
+# serve_start TRANSPORT: start `ringfetch serve`; sets SERVED_URL (its base URL, empty if it did
+# not start) and SERVED_PID.
+serve_start() {
+    local out="$TMP/serve-$1.txt" addr="" i
+    taskset -c "$NB_SERVER_CPU" "$RF" serve --addr 127.0.0.1:0 --threads 1 --body-size 1024 \
+        --transport "$1" </dev/null >"$out" 2>"$out.err" &
+    SERVED_PID=$!
+    SERVE_PIDS+=("$SERVED_PID")
+    for ((i = 0; i < 50; i++)); do
+        addr=$(sed -n 's/^listening on //p' "$out")
+        [[ -z $addr ]] || break
+        kill -0 "$SERVED_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    SERVED_URL=${addr:+http://$addr}
+    [[ -n $addr ]] || log "ringfetch serve --transport $1 did not start: $(head -c 300 "$out.err")"
+}
+SERVE_URL=""
+SERVE_DIRECT_URL=""
+if want h && [[ $RF != none ]]; then
+    serve_start auto
+    SERVE_URL=$SERVED_URL SERVE_PID=$SERVED_PID
+    serve_start direct
+    SERVE_DIRECT_URL=$SERVED_URL SERVE_DIRECT_PID=$SERVED_PID
+    log "ringfetch serve on ${SERVE_URL:-(none)} (auto) and ${SERVE_DIRECT_URL:-(none)} (direct), CPU $NB_SERVER_CPU"
+fi
 
 # ---------------------------------------------------------------- measuring
 RESULTS="$TMP/results.tsv"
@@ -275,15 +378,33 @@ settle_time_wait() {
 # the same footing instead of penalising whichever comes first.
 warm_up() {
     cat "$NB_DIR"/www/f/* >/dev/null 2>&1 || true
-    timeout 5 taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d1s "$BASE/1k" >/dev/null 2>&1 || true
+    timeout 5 taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d1s "${WARM_URL:-$BASE/1k}" >/dev/null 2>&1 || true
 }
+
+# server_ticks PID...: the CPU time (utime + stime, clock ticks) the processes have used, all their
+# threads included (/proc/PID/stat sums them), or nothing when one is gone. Fields counted after the
+# ")" that ends the command name, which may itself hold spaces.
+server_ticks() {
+    local pid stat total=0 fields
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
+        read -r -a fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # measure SCENARIO SCENARIO_LABEL CLIENT CLIENT_LABEL RUN EXPECTED INFLIGHT LIMIT PARSER cmd...
 # PARSER is a function that reads $OUT.out/$OUT.err and sets REQS and NOTE.
+# Optional, for (h): SERVER_PIDS (the processes whose CPU time over the run goes in the last column),
+# NGINX_COUNTS=0 (the client talks to another server: no stub_status cross-check), WARM_URL (the
+# URL warmed up before the run, default nginx's /1k).
 measure() {
     local scen=$1 scen_label=$2 client=$3 client_label=$4 run=$5 expected=$6 inflight=$7 limit=$8 parser=$9
     shift 9
     local out="$TMP/$scen-$client-$run" rc=0 before after nginx_reqs="" elapsed user sys rss
+    local server_before="" server_after="" server_cpu=""
     # Let the previous client's connections close before counting, and let the TIME_WAIT sockets it
     # left expire: a client's connects pay for every TIME_WAIT socket on the loopback (the port search
     # in inet_hash_connect), so each client should start from the same clean stack. The aiohttp pattern
@@ -292,10 +413,17 @@ measure() {
     settle_time_wait
     warm_up
     before=$(nginx_bench_requests)
+    # shellcheck disable=SC2086 # a list of pids
+    [[ -z ${SERVER_PIDS:-} ]] || server_before=$(server_ticks $SERVER_PIDS)
     run_client "$limit" "$out" "$@" || rc=$?
+    # shellcheck disable=SC2086
+    [[ -z ${SERVER_PIDS:-} ]] || server_after=$(server_ticks $SERVER_PIDS)
     after=$(nginx_bench_requests)
-    if [[ -n $before && -n $after ]]; then
+    if [[ -n $before && -n $after && ${NGINX_COUNTS:-1} == 1 ]]; then
         nginx_reqs=$((after - before - 1)) # minus our own status request
+    fi
+    if [[ -n $server_before && -n $server_after ]]; then
+        server_cpu=$(awk -v t=$((server_after - server_before)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
     fi
     REQS=""
     NOTE=""
@@ -311,12 +439,12 @@ measure() {
     # GNU time prefixes "Command exited with non-zero status N" lines: the
     # numbers are on the last line.
     read -r elapsed user sys rss < <(tail -n 1 "$out.time" 2>/dev/null || true) || true
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$scen" "$scen_label" "$client" "$client_label" "$run" "$REQS" "$expected" \
-        "${elapsed:-}" "${user:-}" "${sys:-}" "${rss:-}" "$nginx_reqs" "$inflight" "$NOTE" >>"$RESULTS"
+        "${elapsed:-}" "${user:-}" "${sys:-}" "${rss:-}" "$nginx_reqs" "$inflight" "$NOTE" "$server_cpu" >>"$RESULTS"
     log "  $(printf '%-34s' "$client_label") $(awk -v r="$REQS" -v e="${elapsed:-0}" -v u="${user:-0}" -v s="${sys:-0}" \
         'BEGIN { if (r > 0) printf "%9d req  %9.0f req/s  %7.2f us/req", r, (e > 0 ? r / e : 0), (u + s) * 1e6 / r; else printf "no request count" }') \
-        nginx=${nginx_reqs:-?}${NOTE:+  [$NOTE]}"
+        nginx=${nginx_reqs:-?}${server_cpu:+ server_cpu=${server_cpu}s}${NOTE:+  [$NOTE]}"
 }
 
 # Parsers: set REQS from the client's own output, NOTE for anything odd.
@@ -361,6 +489,12 @@ SD="(d) https, ${CONNS} conns"
 SE="(e) https, ${CONNS} conns, pipeline ${DEPTH}"
 HS_CONNS=64
 SF="(f) https, new connection per request, ${HS_CONNS} at once"
+# (g): 256 connections as in (a)/(b): fetch -c is requests in flight (256 x depth), --conns-per-host
+# lets the one origin have all 256 connections; bench -c is connections.
+BULK_CONNS=$CONNS
+SG="(g) bulk fetch, ${BULK_CONNS} conns"
+# (h): nginx's processes (master and worker; the master idles) for the server CPU column.
+NGINX_PIDS="$NB_PID $(pgrep -P "$NB_PID" | tr '\n' ' ')"
 D=$DURATION
 
 for ((run = 1; run <= RUNS; run++)); do
@@ -472,6 +606,63 @@ for ((run = 1; run <= RUNS; run++)); do
         measure f "$SF" wrk "wrk -H 'Connection: close'" "$run" 0 "$HS_CONNS" "$BENCH_LIMIT" parse_wrk \
             wrk -t1 -c"$HS_CONNS" -d"${D}s" -H "Connection: close" "${SAME_HEAD[@]}" "$TLS_BASE/1k"
     fi
+
+    if want g; then
+        log " $SG"
+        if [[ $RF != none ]]; then
+            for depth in 1 "$DEPTH"; do
+                # The rate to match: the same connections, depth and CPU hammering one URL.
+                measure g "$SG" "bench-p$depth" "ringfetch bench, one URL, -c $BULK_CONNS -p $depth" "$run" 0 \
+                    $((BULK_CONNS * depth)) "$BENCH_LIMIT" parse_ringfetch \
+                    "$RF" bench "$BASE/1k" -c "$BULK_CONNS" -p "$depth" -t 1 -d "${D}s" --json
+                measure g "$SG" "fetch-p$depth" "ringfetch fetch -p $depth, 1 origin, $BULK_URLS URLs" "$run" \
+                    "$BULK_URLS" 0 "$BULK_LIMIT" parse_ringfetch \
+                    "$RF" fetch "$BULK_ONE" -c $((BULK_CONNS * depth)) --conns-per-host "$BULK_CONNS" -p "$depth" \
+                    -t 1 --json -o /dev/null
+                measure g "$SG" "fetch-many-p$depth" "ringfetch fetch -p $depth, $BULK_ORIGINS origins, $BULK_URLS URLs" \
+                    "$run" "$BULK_URLS" 0 "$BULK_LIMIT" parse_ringfetch \
+                    "$RF" fetch "$BULK_MANY" "${BULK_RESOLVE[@]}" -c $((BULK_CONNS * depth)) \
+                    --conns-per-host "$BULK_CONNS" -p "$depth" -t 1 --json -o /dev/null
+            done
+        fi
+        measure g "$SG" curl "curl --parallel (max 300), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
+            "$BULK_LIMIT" parse_curl \
+            curl --parallel --parallel-max "$FETCH_CONC" -sS -w '%{http_code}\n' -K "$BULK_CURL_CFG"
+        # Last: it leaves the most TIME_WAIT sockets behind (see settle_time_wait).
+        measure g "$SG" aiohttp "aiohttp (session per request), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
+            "$BULK_LIMIT" parse_count \
+            "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$BULK_SLOW" "$FETCH_CONC"
+    fi
+
+    if want h; then
+        # The same client (wrk, pinned to CLIENT_CPU) against each server in turn, all of them on
+        # SERVER_CPU with one thread; the server's CPU time over the run is the cost compared.
+        for depth in 1 "$DEPTH"; do
+            SH="(h) server, ${CONNS} conns, depth $depth"
+            pipe=()
+            depth_arg=()
+            if ((depth > 1)); then
+                pipe=(-s "$SCRIPT_DIR/pipeline.lua")
+                depth_arg=(-- "$depth")
+            fi
+            log " $SH"
+            SERVER_PIDS=$NGINX_PIDS measure "h$depth" "$SH" nginx "nginx (1 worker) ← wrk" "$run" 0 \
+                $((CONNS * depth)) "$BENCH_LIMIT" parse_wrk \
+                wrk -t1 -c"$CONNS" -d"${D}s" "${pipe[@]}" "${SAME_HEAD[@]}" "$BASE/1k" "${depth_arg[@]}"
+            if [[ -n $SERVE_URL ]]; then
+                SERVER_PIDS=$SERVE_PID NGINX_COUNTS=0 WARM_URL="$SERVE_URL/1k" \
+                    measure "h$depth" "$SH" serve "ringfetch serve -t 1 ← wrk" "$run" 0 \
+                    $((CONNS * depth)) "$BENCH_LIMIT" parse_wrk \
+                    wrk -t1 -c"$CONNS" -d"${D}s" "${pipe[@]}" "${SAME_HEAD[@]}" "$SERVE_URL/1k" "${depth_arg[@]}"
+            fi
+            if [[ -n $SERVE_DIRECT_URL ]]; then
+                SERVER_PIDS=$SERVE_DIRECT_PID NGINX_COUNTS=0 WARM_URL="$SERVE_DIRECT_URL/1k" \
+                    measure "h$depth" "$SH" serve-direct "ringfetch serve -t 1 --transport direct ← wrk" "$run" 0 \
+                    $((CONNS * depth)) "$BENCH_LIMIT" parse_wrk \
+                    wrk -t1 -c"$CONNS" -d"${D}s" "${pipe[@]}" "${SAME_HEAD[@]}" "$SERVE_DIRECT_URL/1k" "${depth_arg[@]}"
+            fi
+        done
+    fi
 done
 
 # ---------------------------------------------------------------- report
@@ -479,6 +670,10 @@ done
 {
     echo
     echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections, and after an untimed 1 s warm-up load and a read of the document root, so none pays for the idle time before it. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
+    if want h; then
+        echo
+        echo "(h): not quite the same work: nginx opens and reads the 1 KiB file for each request (sendfile off) and sends a ~250-byte head (Date, Last-Modified, ETag…); ringfetch serve sends a fixed ~85-byte head and body from memory. Server CPU comes from /proc (10 ms ticks): over a ${DURATION} s run, ±1% at most."
+    fi
 } >>"$REPORT"
 
 mkdir -p "$REPO/target"

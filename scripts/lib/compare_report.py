@@ -12,11 +12,13 @@ aiohttp baseline anyway).
 
 RESULTS.tsv has one line per client run, tab-separated:
     scenario  scenario_label  client  client_label  run  requests  expected
-    elapsed_s  user_s  sys_s  maxrss_kib  nginx_requests  inflight  note
+    elapsed_s  user_s  sys_s  maxrss_kib  nginx_requests  inflight  note  server_cpu_s
 `expected` is the number of requests the run must complete (fetch tests) or 0
 (duration tests); `nginx_requests` is the stub_status delta or empty;
 `inflight` is how many requests a duration test may legitimately leave
-unanswered when it stops (connections x pipeline depth).
+unanswered when it stops (connections x pipeline depth); `server_cpu_s` (may
+be absent) is the CPU time the server's processes used over the run, for the
+server scenarios (h1, h16), which get a table of their own.
 """
 
 import json
@@ -24,7 +26,7 @@ import statistics
 import sys
 
 COLUMNS = ("scenario scenario_label client client_label run requests expected "
-           "elapsed user sys rss nginx inflight note").split()
+           "elapsed user sys rss nginx inflight note server_cpu").split()
 
 
 def load_json(path, key):
@@ -125,12 +127,13 @@ def load(path):
             parts += [""] * (len(COLUMNS) - len(parts))
             r = dict(zip(COLUMNS, parts))
             for k in ("requests", "expected", "elapsed", "user", "sys", "rss",
-                      "nginx", "inflight"):
+                      "nginx", "inflight", "server_cpu"):
                 r[k] = fnum(r[k])
             req = r["requests"]
             cpu = (r["user"] or 0) + (r["sys"] or 0) if r["user"] is not None else None
             r["us_per_req"] = cpu * 1e6 / req if req and cpu is not None else None
             r["rps"] = req / r["elapsed"] if req and r["elapsed"] else None
+            r["per_core"] = req / r["server_cpu"] if req and r["server_cpu"] else None
             rows.append(r)
     return rows
 
@@ -155,14 +158,42 @@ def checks(r):
     return out
 
 
+def is_server_scenario(scen):
+    """(h1), (h16): servers compared by the CPU they spend, in a table of their own."""
+    return scen.startswith("h")
+
+
+def run_notes(rs):
+    """Each run's warnings and notes; one shared by all runs shows once."""
+    notes = {}  # text -> runs it happened in
+    for r in rs:
+        for text in checks(r) + ([r["note"]] if r["note"] else []):
+            notes.setdefault(text, []).append(r["run"])
+    return "; ".join(
+        text if len(rs) == 1 else
+        f"{text} (run{'s' if len(runs) > 1 else ''} {','.join(runs)})"
+        for text, runs in notes.items()).replace("|", "/")
+
+
 def table(path):
     rows = load(path)
     groups = {}  # (scenario, client) -> rows, in first-seen order
     labels = {}
+    server_groups = {}
     for r in rows:
-        groups.setdefault((r["scenario"], r["client"]), []).append(r)
+        into = server_groups if is_server_scenario(r["scenario"]) else groups
+        into.setdefault((r["scenario"], r["client"]), []).append(r)
         labels[r["scenario"]] = r["scenario_label"]
 
+    if groups:
+        client_table(groups, labels)
+    if server_groups:
+        if groups:
+            print()
+        server_table(server_groups, labels)
+
+
+def client_table(groups, labels):
     print("| scenario | client | req/s | µs/req (client CPU) | user s | sys s "
           "| max RSS MiB | runs µs/req | nginx reqs | notes |")
     print("|---|---|--:|--:|--:|--:|--:|---|--:|---|")
@@ -176,15 +207,7 @@ def table(path):
         rss = median([r["rss"] / 1024 if r["rss"] is not None else None for r in rs])
         runs = ", ".join(fmt(r["us_per_req"], 2) for r in rs)
         ngx = median([r["nginx"] for r in rs])
-        # text -> runs it happened in, so a note shared by all runs shows once.
-        notes = {}
-        for r in rs:
-            for text in checks(r) + ([r["note"]] if r["note"] else []):
-                notes.setdefault(text, []).append(r["run"])
-        note_str = "; ".join(
-            text if len(rs) == 1 else
-            f"{text} (run{'s' if len(runs) > 1 else ''} {','.join(runs)})"
-            for text, runs in notes.items()).replace("|", "/")
+        note_str = run_notes(rs)
         print(f"| {labels[scen]} | {rs[0]['client_label']} | {fmt(rps, 0)} | {fmt(us, 2)} "
               f"| {fmt(user, 2)} | {fmt(sys_, 2)} | {fmt(rss, 1)} | {runs} "
               f"| {fmt(ngx, 0)} | {note_str} |")
@@ -198,7 +221,7 @@ def table(path):
     print()
     print("Ratios (medians):")
     print()
-    if not any(c.startswith("ringfetch") for _, c in summary):
+    if not any(c.startswith(("ringfetch", "fetch-", "bench-")) for _, c in summary):
         print("- none: no ringfetch rows (RINGFETCH=none)")
     for scen in ("a", "b", "d", "e"):
         if (scen, "ringfetch") in summary:
@@ -231,6 +254,55 @@ def table(path):
               f"client µs per connection resumed / full = "
               f"{ratio(('f', 'ringfetch'), ('f', 'ringfetch-full'), 1)} "
               f"(ringfetch resumed / wrk µs = {ratio(('f', 'ringfetch'), ('f', 'wrk'), 1)})")
+    # (g): URLs/s of fetch against bench's req/s on one URL at the same depth (target >= 0.90), then
+    # against curl and aiohttp, whose rows may have fetched fewer URLs: rates compare per URL.
+    for client in [c for s, c in summary if s == "g" and c.startswith("fetch-")]:
+        depth = client.rsplit("-p", 1)[1]
+        lab = groups[("g", client)][0]["client_label"]
+        print(f"- {labels['g']}: {lab}: URLs/s / bench req/s at -p {depth} = "
+              f"**{ratio(('g', client), ('g', f'bench-p{depth}'), 0)}** (target ≥ 0.90); "
+              f"µs per URL / bench µs per request = "
+              f"{ratio(('g', client), ('g', f'bench-p{depth}'), 1)}; "
+              f"URLs/s / aiohttp = **{ratio(('g', client), ('g', 'aiohttp'), 0)}** (target ≥ 50); "
+              f"/ curl = **{ratio(('g', client), ('g', 'curl'), 0)}**")
+
+
+def server_table(groups, labels):
+    """(h): responses/s and responses per second of server CPU, the same client for every server."""
+    print("| scenario | server ← client | responses/s | responses per server CPU s "
+          "| server CPU s | client µs/req | runs (per server CPU s) | nginx reqs | notes |")
+    print("|---|---|--:|--:|--:|--:|---|--:|---|")
+    summary = {}
+    for (scen, client), rs in groups.items():
+        rps = median([r["rps"] for r in rs])
+        per_core = median([r["per_core"] for r in rs])
+        summary[(scen, client)] = (rps, per_core)
+        cpu = median([r["server_cpu"] for r in rs])
+        us = median([r["us_per_req"] for r in rs])
+        runs = ", ".join(fmt(r["per_core"], 0) for r in rs)
+        notes = run_notes(rs)
+        if any(r["server_cpu"] is None for r in rs):
+            notes = "; ".join(filter(None, [notes, "⚠ no server CPU time"]))
+        print(f"| {labels[scen]} | {rs[0]['client_label']} | {fmt(rps, 0)} | {fmt(per_core, 0)} "
+              f"| {fmt(cpu, 2)} | {fmt(us, 2)} | {runs} | {fmt(median([r['nginx'] for r in rs]), 0)} "
+              f"| {notes} |")
+
+    def ratio(a, b, idx):
+        x, y = summary.get(a), summary.get(b)
+        if not x or not y or x[idx] is None or not y[idx]:
+            return "n/a"
+        return f"{x[idx] / y[idx]:.2f}"
+
+    print()
+    print("Ratios (medians):")
+    print()
+    for scen in dict.fromkeys(s for s, _ in summary):
+        for client in ("serve", "serve-direct"):
+            if (scen, client) in summary:
+                lab = groups[(scen, client)][0]["client_label"].split(" ←")[0]
+                print(f"- {labels[scen]}: {lab} / nginx responses per server CPU second = "
+                      f"**{ratio((scen, client), (scen, 'nginx'), 1)}** (above 1: serve spends less "
+                      f"CPU per response); responses/s = {ratio((scen, client), (scen, 'nginx'), 0)}")
 
 
 def main(argv):
