@@ -153,11 +153,17 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         None => budget,
     };
     let mut budget = budget;
+    // Connections a fetch keeps open: those in flight, and idle ones kept alive for origins met
+    // again, as many as descriptors would allow (before, direct rings were sized for the requests in
+    // flight only, and a list over 10,000 origins failed 94% of its URLs with "all 576
+    // direct-descriptor slots of this worker are in use" once idle connections filled them).
+    let kept = wanted.max(limits::connection_budget(limit, threads, 1));
     let direct = direct.map(|max_slots| {
+        let planned = kept.min(budget);
         let (settings, workers, capacity) = transport::DirectSettings::plan(
             max_slots,
             threads,
-            wanted.min(budget),
+            planned,
             limit.soft,
             false,
             setup.single_issuer,
@@ -166,7 +172,8 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         );
         threads = workers;
         // Fewer workers than the connections need (a very low open-file limit): -c is clamped below.
-        budget = budget.min(capacity);
+        // Never more open than the rings were sized for: past it, idle ones make room.
+        budget = budget.min(capacity).min(planned);
         settings
     });
     let setup = RingSetup {

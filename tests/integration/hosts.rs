@@ -157,3 +157,30 @@ fn a_low_open_file_limit_plans_workers_it_can_start_and_clamps_once() {
     // (100 - 32) / 5 descriptors a worker.
     assert!(threads <= 13, "{threads} workers: {}", run.stdout);
 }
+
+/// A list over many origins keeps idle connections alive for origins met again, more of them than
+/// requests in flight. Over direct descriptors (the default) the rings must hold them, or make room
+/// by closing idle ones: before, rings were sized for the requests in flight (16 here: 96 slots) and
+/// once idle connections filled them every other URL failed with "direct-descriptor slots of this
+/// worker are in use" (94% of a million URLs over 10,000 origins).
+#[test]
+fn many_origins_keep_their_connections_without_running_out_of_slots() {
+    let serve = start_serve(&[]);
+    let origins = 600;
+    let urls: Vec<String> = (0..3 * origins)
+        .map(|i| format!("http://h{}.test:{}/{i}", i % origins, serve.addr.port()))
+        .collect();
+    let pins: Vec<String> = (0..origins)
+        .map(|o| format!("h{o}.test:{}:127.0.0.1", serve.addr.port()))
+        .collect();
+    let mut args: Vec<&str> = vec!["-c", "16", "-t", "1", "--transport", "direct"];
+    for pin in &pins {
+        args.extend(["--resolve", pin.as_str()]);
+    }
+    let out = run_fetch(&urls, &args);
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_eq!(out.results.len(), urls.len(), "{}", out.describe());
+    for r in &out.results {
+        assert_eq!(r["status"], 200, "{r}\n{}", out.describe());
+    }
+}
