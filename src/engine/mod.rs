@@ -159,7 +159,9 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
     // direct-descriptor slots of this worker are in use" once idle connections filled them).
     let kept = wanted.max(limits::connection_budget(limit, threads, 1));
     let direct = direct.map(|max_slots| {
-        let planned = kept.min(budget);
+        // Idle ones only as far as the workers asked for hold them: they never add a worker.
+        let room = threads.saturating_mul((max_slots - transport::SLOT_SLACK) as usize);
+        let planned = kept.min(room).max(wanted).min(budget);
         let (settings, workers, capacity) = transport::DirectSettings::plan(
             max_slots,
             threads,

@@ -15,7 +15,7 @@ use super::limits::{FDS_PER_WORKER, FDS_RESERVED};
 
 /// Slots kept free in each ring beyond its share of connections: a closed connection's slot returns
 /// only when its close completes, and a re-opened connection must not wait for that.
-const SLOT_SLACK: u32 = 64;
+pub(super) const SLOT_SLACK: u32 = 64;
 
 /// The direct transport's plan, shared by the workers.
 #[derive(Clone, Debug)]
