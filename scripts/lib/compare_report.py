@@ -193,6 +193,21 @@ def table(path):
         server_table(server_groups, labels)
 
 
+def ratios_of(summary):
+    """Prints the ratios heading; returns ratio(a, b, idx): summary[a][idx] / summary[b][idx], 2
+    decimals, "n/a" when either row or figure is missing."""
+    def ratio(a, b, idx):
+        x, y = summary.get(a), summary.get(b)
+        if not x or not y or x[idx] is None or not y[idx]:
+            return "n/a"
+        return f"{x[idx] / y[idx]:.2f}"
+
+    print()
+    print("Ratios (medians):")
+    print()
+    return ratio
+
+
 def client_table(groups, labels):
     print("| scenario | client | req/s | µs/req (client CPU) | user s | sys s "
           "| max RSS MiB | runs µs/req | nginx reqs | notes |")
@@ -212,15 +227,7 @@ def client_table(groups, labels):
               f"| {fmt(user, 2)} | {fmt(sys_, 2)} | {fmt(rss, 1)} | {runs} "
               f"| {fmt(ngx, 0)} | {note_str} |")
 
-    def ratio(a, b, idx):
-        x, y = summary.get(a), summary.get(b)
-        if not x or not y or x[idx] is None or not y[idx]:
-            return "n/a"
-        return f"{x[idx] / y[idx]:.2f}"
-
-    print()
-    print("Ratios (medians):")
-    print()
+    ratio = ratios_of(summary)
     if not any(c.startswith(("ringfetch", "fetch-", "bench-")) for _, c in summary):
         print("- none: no ringfetch rows (RINGFETCH=none)")
     for scen in ("a", "b", "d", "e"):
@@ -287,15 +294,7 @@ def server_table(groups, labels):
               f"| {fmt(cpu, 2)} | {fmt(us, 2)} | {runs} | {fmt(median([r['nginx'] for r in rs]), 0)} "
               f"| {notes} |")
 
-    def ratio(a, b, idx):
-        x, y = summary.get(a), summary.get(b)
-        if not x or not y or x[idx] is None or not y[idx]:
-            return "n/a"
-        return f"{x[idx] / y[idx]:.2f}"
-
-    print()
-    print("Ratios (medians):")
-    print()
+    ratio = ratios_of(summary)
     for scen in dict.fromkeys(s for s, _ in summary):
         for client in ("serve", "serve-direct"):
             if (scen, client) in summary:
