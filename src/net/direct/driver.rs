@@ -15,27 +15,17 @@ impl Ring {
     /// The driver: reaps completions when the ring's fd is readable and submits what was queued.
     /// Runs until `stop`.
     pub async fn drive(self: Rc<Self>) {
-        let mut deferred = false;
         loop {
-            let completions = tokio::select! {
+            tokio::select! {
                 biased;
                 ready = self.notify.readable() => match ready {
-                    Ok(mut guard) => {
-                        guard.clear_ready();
-                        true
-                    }
+                    Ok(mut guard) => guard.clear_ready(),
                     Err(_) => return,
                 },
-                _ = self.flush.notified() => false,
-            };
-            let reaped = self.reap();
-            // Completions just reaped wake tasks that will queue their next operations (a response
-            // read: the next request's send) once this turn yields; submitting now would take an
-            // `io_uring_enter` for what was queued before them and another for theirs. Their pushes
-            // wake this driver again (`flush`), and that turn submits both. Never twice in a row, so
-            // a ring that is readable at every turn still submits every other one.
-            deferred = completions && reaped > 0 && !deferred && !self.stopping.get();
-            if !deferred && self.submit() {
+                _ = self.flush.notified() => {}
+            }
+            self.reap();
+            if self.submit() {
                 // Operations the kernel completed inside that submit (a send into a socket with
                 // room, most of them) are in the queue already: taking them now spares a wake-up
                 // from epoll for each (which found nothing else to do).
@@ -70,9 +60,7 @@ impl Ring {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // The completion queue is full: make room, then submit again.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    self.reap();
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(),
                 Err(_) => break,
             }
         }
@@ -102,9 +90,7 @@ impl Ring {
         }
     }
 
-    /// Hands every completion to its concept; returns how many there were.
-    fn reap(&self) -> usize {
-        let mut total = 0;
+    fn reap(&self) {
         let mut batch = std::mem::take(&mut *self.scratch.borrow_mut());
         loop {
             batch.clear();
@@ -123,14 +109,12 @@ impl Ring {
                 }
                 break;
             }
-            total += batch.len();
             self.count(|s| s.completions += batch.len() as u64);
             for cqe in &batch {
                 self.complete(cqe);
             }
         }
         *self.scratch.borrow_mut() = batch;
-        total
     }
 
     fn complete(&self, cqe: &cqueue::Entry) {
