@@ -31,8 +31,6 @@ pub(super) struct BufPool {
     bufs: *mut u8,
     bufs_len: usize,
     size: u32,
-    /// Buffers the kernel filled that are not back yet, in all groups.
-    pub(super) lent: Cell<u32>,
     /// Buffers one connection may hold before its receive is cancelled (`Receiving::filled`): one
     /// group's worth, which is also the most one receive can take.
     pub(super) share: usize,
@@ -63,8 +61,7 @@ impl BufPool {
             bufs,
             bufs_len,
             size,
-            lent: Cell::new(0),
-            share: share(count).min(usize::from(per)).max(1),
+            share: share(count).min(usize::from(per)),
             parked: Cell::new(false),
             back: tokio::sync::Notify::new(),
         };
@@ -135,7 +132,6 @@ impl BufPool {
     pub(super) fn lend(&self, bid: u16) {
         let g = self.group(bid);
         g.lent.set(g.lent.get() + 1);
-        self.lent.set(self.lent.get() + 1);
     }
 
     /// Gives buffer `bid` back to the kernel, and wakes the readers parked on an empty pool.
@@ -143,12 +139,16 @@ impl BufPool {
     pub(super) fn recycle(&self, bid: u16) {
         let g = self.group(bid);
         g.lent.set(g.lent.get().saturating_sub(1));
-        self.lent.set(self.lent.get().saturating_sub(1));
         self.put(bid);
         self.publish(g);
         if self.parked.replace(false) {
             self.back.notify_waiters();
         }
+    }
+
+    /// Buffers the kernel filled that are not back yet, in all groups.
+    pub(super) fn lent(&self) -> u32 {
+        self.groups.iter().map(|g| u32::from(g.lent.get())).sum()
     }
 
     /// The group a receive should draw from: the one with the most buffers left (as far as the
@@ -241,10 +241,10 @@ mod tests {
             pool.lend(bid);
         }
         assert_eq!(pool.fullest(), None);
-        assert_eq!(pool.lent.get(), 64);
+        assert_eq!(pool.lent(), 64);
         pool.recycle(42);
         assert_eq!(pool.fullest(), Some(5), "buffer 42 is group 5's");
-        assert_eq!(pool.lent.get(), 63);
+        assert_eq!(pool.lent(), 63);
     }
 
     /// A pool too small for eight groups of two is one group, whose share stays within it.

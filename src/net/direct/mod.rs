@@ -210,7 +210,7 @@ impl Ring {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            lent: u64::from(self.pool.lent.get()),
+            lent: u64::from(self.pool.lent()),
             unclosed: self.open() as u64,
             ..self.stats.get()
         }
