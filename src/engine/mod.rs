@@ -153,15 +153,15 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         None => budget,
     };
     let mut budget = budget;
-    // Connections a fetch keeps open: those in flight, and idle ones kept alive for origins met
-    // again, as many as descriptors would allow (before, direct rings were sized for the requests in
-    // flight only, and a list over 10,000 origins failed 94% of its URLs with "all 576
-    // direct-descriptor slots of this worker are in use" once idle connections filled them).
-    let kept = wanted.max(limits::connection_budget(limit, threads, 1));
     let direct = direct.map(|max_slots| {
-        // Idle ones only as far as the workers asked for hold them: they never add a worker.
+        // Connections a fetch keeps open: those in flight, and idle ones kept alive for origins met
+        // again, as many as descriptors would allow and the workers asked for hold, so they never
+        // add a worker (before, rings were sized for the requests in flight only, and a list over
+        // 10,000 origins failed 94% of its URLs with "all 576 direct-descriptor slots of this worker
+        // are in use" once idle connections filled them).
         let room = threads.saturating_mul((max_slots - transport::SLOT_SLACK) as usize);
-        let planned = kept.min(room).max(wanted).min(budget);
+        let kept = limits::connection_budget(limit, threads, 1).min(room);
+        let planned = kept.max(wanted).min(budget);
         let (settings, workers, capacity) = transport::DirectSettings::plan(
             max_slots,
             threads,
@@ -173,9 +173,9 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
             plan.http.ring_buffers,
         );
         threads = workers;
-        // Fewer workers than the connections need (a very low open-file limit): -c is clamped below.
-        // Never more open than the rings were sized for: past it, idle ones make room.
-        budget = budget.min(capacity).min(planned);
+        // Never more open than the rings hold (past it, idle ones make room), nor than the workers
+        // could start (a very low open-file limit): -c is clamped below.
+        budget = planned.min(capacity);
         settings
     });
     let setup = RingSetup {
