@@ -456,6 +456,8 @@ struct OriginState {
     /// request at a time once the origin ended a connection after its first response.
     start: Cell<Start>,
     starved: Cell<bool>,
+    /// In the worker's `blocked` queue.
+    blocked: Cell<bool>,
 }
 
 pub struct FetchShard {
@@ -478,11 +480,18 @@ pub struct FetchShard {
     open_conns: Cell<usize>,
     /// Origins with queued jobs and no connection, waiting for the fd budget.
     starved: RefCell<VecDeque<Rc<OriginState>>>,
+    /// Origins whose idle connection has jobs queued and waits for room under the request cap,
+    /// oldest first: each freed request is offered to one of them (`pass_room`), so that a worker
+    /// holding thousands of idle connections wakes one per response, not all of them.
+    blocked: RefCell<VecDeque<Rc<OriginState>>>,
     input_done: Cell<bool>,
     /// The feeder waits here for room in the queue.
     room: Notify,
-    /// Broadcast to idle connections: input finished, capacity freed, or an origin starves.
+    /// Broadcast to idle connections: input finished, the run is being interrupted, or it ended.
     wake_idle: Notify,
+    /// Asks one idle connection with nothing queued to close, for an origin starving for the
+    /// connection budget (one notification per starving origin).
+    evict: Notify,
     /// The last job or the last connection finished.
     settled: Notify,
     /// The run is being interrupted: nothing new is sent; URLs not answered are dropped without a
@@ -521,9 +530,11 @@ impl FetchShard {
             waiting: Cell::new(0),
             open_conns: Cell::new(0),
             starved: RefCell::new(VecDeque::new()),
+            blocked: RefCell::new(VecDeque::new()),
             input_done: Cell::new(false),
             room: Notify::new(),
             wake_idle: Notify::new(),
+            evict: Notify::new(),
             settled: Notify::new(),
             draining: Cell::new(false),
             stopped: Cell::new(false),
@@ -690,6 +701,7 @@ impl FetchShard {
                     .unwrap_or(Start::Open),
             ),
             starved: Cell::new(false),
+            blocked: Cell::new(false),
         });
         origins.insert(target.origin.clone(), o.clone());
         o
@@ -719,7 +731,7 @@ impl FetchShard {
         } else if conns == 0 && !origin.starved.replace(true) {
             // Every fd is taken: ask an idle connection of another origin to make room.
             self.starved.borrow_mut().push_back(origin.clone());
-            self.wake_idle.notify_waiters();
+            self.evict.notify_one();
         }
     }
 
@@ -1014,6 +1026,26 @@ impl FetchShard {
         }
     }
 
+    /// Offers room under the request cap to the oldest origin whose idle connection waits for it.
+    /// The woken connection passes on what it leaves (`fill` and `idle` call this again), so room
+    /// and waiters never sit apart.
+    fn pass_room(&self) {
+        if self.in_flight.get() >= self.limits.cap {
+            return;
+        }
+        loop {
+            let Some(origin) = self.blocked.borrow_mut().pop_front() else {
+                return;
+            };
+            origin.blocked.set(false);
+            // Skipped: an origin whose connection has gone meanwhile, or was served by another.
+            if origin.idle.get() > 0 && !origin.queue.borrow().is_empty() {
+                origin.wake.notify_one();
+                return;
+            }
+        }
+    }
+
     fn after_job(&self) {
         if self.input_done.get() && self.jobs.borrow().is_empty() {
             self.wake_idle.notify_waiters();
@@ -1112,11 +1144,8 @@ impl OriginWork<'_> {
 
     fn release_slot(&self) {
         let s = self.shard;
-        let was_full = s.in_flight.get() >= s.limits.cap;
         s.in_flight.set(s.in_flight.get() - 1);
-        if was_full {
-            s.wake_idle.notify_waiters();
-        }
+        s.pass_room();
     }
 }
 
@@ -1170,6 +1199,7 @@ impl Workload for OriginWork<'_> {
                 s.room.notify_one();
             }
         }
+        s.pass_room();
         n
     }
 
@@ -1182,18 +1212,27 @@ impl Workload for OriginWork<'_> {
                 .paced_until
                 .get()
                 .filter(|&at| at > Instant::now());
-            if queued && paced.is_none() && s.in_flight.get() < s.limits.cap {
-                return true;
+            if queued && paced.is_none() {
+                if s.in_flight.get() < s.limits.cap {
+                    return true;
+                }
+                // Every request of the worker is taken: wait in line for one (`pass_room`).
+                if !self.origin.blocked.replace(true) {
+                    s.blocked.borrow_mut().push_back(self.origin.clone());
+                }
             }
             if !queued && (s.input_done.get() || s.draining.get() || !s.starved.borrow().is_empty())
             {
                 return false;
             }
+            // This connection takes no room now (paced, or nothing queued): another may.
+            s.pass_room();
             self.origin.idle.set(self.origin.idle.get() + 1);
             let turn = paced.unwrap_or_else(Instant::now);
             tokio::select! {
                 _ = self.origin.wake.notified() => {}
                 _ = s.wake_idle.notified() => {}
+                _ = s.evict.notified(), if !queued => {}
                 _ = tokio::time::sleep_until(turn.into()), if paced.is_some() => {}
             }
             self.origin.idle.set(self.origin.idle.get() - 1);

@@ -184,3 +184,54 @@ fn many_origins_keep_their_connections_without_running_out_of_slots() {
         assert_eq!(r["status"], 200, "{r}\n{}", out.describe());
     }
 }
+
+/// An origin that finds every connection of the budget taken closes one idle connection of another
+/// origin, not all of them: the ones left keep serving their origins when those come back.
+#[test]
+fn an_origin_short_of_connections_closes_one_idle_connection_not_all() {
+    let serve = start_serve(&[]);
+    let port = serve.addr.port();
+    let dir = tempdir();
+    // `ulimit -n 52`, one worker over descriptors: 52 - 32 reserved - 5 for the worker = 15.
+    let budget = 15;
+    let phase = |origins: std::ops::Range<usize>, name: &str| {
+        let text: String = origins
+            .map(|o| format!("http://h{o}.test:{port}/{o}\n"))
+            .collect();
+        fs::write(dir.path().join(name), text).unwrap();
+    };
+    // The budget's worth of origins, each left with an idle connection; then one more origin; then
+    // the first ones again. The pauses let each phase finish before the next arrives on stdin.
+    phase(0..budget, "a.txt");
+    phase(budget..budget + 1, "b.txt");
+    phase(0..budget, "c.txt");
+    let pins: String = (0..=budget)
+        .map(|o| format!(" --resolve h{o}.test:{port}:127.0.0.1"))
+        .collect();
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).arg("-c").arg(format!(
+        "ulimit -n 52 && (cat a.txt; sleep 1; cat b.txt; sleep 1; cat c.txt) | \
+         exec {} fetch - -o out.jsonl --json -t 1 --transport tcp{pins}",
+        bin().display()
+    ));
+    let run = run_child(cmd, None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let results =
+        parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default());
+    assert_eq!(results.len(), 2 * budget + 1, "{}", run.stderr);
+    for r in &results {
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("summary");
+    let opened = summary["connections_opened"]
+        .as_u64()
+        .expect("connections_opened");
+    // The one new origin costs one connection of another origin, which opens again when it comes
+    // back (and may in turn close one more): a few, never the budget's worth again.
+    assert!(
+        opened <= budget as u64 + 4,
+        "{opened} connections opened for {} origins over a budget of {budget}: idle connections \
+         were closed that nobody needed closed\n{summary}",
+        budget + 1
+    );
+}
