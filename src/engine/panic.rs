@@ -7,10 +7,10 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use crate::error::{ErrorKind, FetchError};
 
@@ -18,23 +18,38 @@ use crate::error::{ErrorKind, FetchError};
 static CAUGHT: AtomicU64 = AtomicU64::new(0);
 
 /// Polls `fut` to its end, turning a panic inside it into `Err` with the panic's message (the default
-/// hook has already printed it, with where it happened). `fut` is dropped before this returns.
+/// hook has already printed it, with where it happened). `fut` is dropped with the future this returns.
 ///
 /// Unwind safety: after a panic nothing of `fut` is polled again, and what it borrowed is left to
 /// rules that hold whatever state it was left in (`Connection::panicked`, the worker's counters).
-pub(crate) async fn catch<F: Future>(fut: F) -> Result<F::Output, FetchError> {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+pub(crate) fn catch<F: Future>(fut: F) -> Catch<F> {
+    Catch { fut }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of `catch`: a struct rather than an `async fn`, which would hold `fut` twice (the
+    /// argument and its pinned copy) and so double the size of every connection task, idle ones
+    /// included.
+    pub(crate) struct Catch<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Catch<F> {
+    type Output = Result<F::Output, FetchError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.project().fut;
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => {
                 CAUGHT.fetch_add(1, Ordering::Relaxed);
                 Poll::Ready(Err(error(payload.as_ref())))
             }
-        },
-    )
-    .await
+        }
+    }
 }
 
 fn error(payload: &(dyn std::any::Any + Send)) -> FetchError {
