@@ -49,7 +49,7 @@
 #   (g) bulk fetch: BULK_URLS distinct URLs (/1k?i=N) at -p 1 and -p 16 over 256 connections, from
 #       one origin and from BULK_ORIGINS origins (names pinned to 127.0.0.1 with --resolve), beside
 #       `ringfetch bench` on one URL with the same connections, depth and CPU (the rate to match),
-#       curl --parallel and the aiohttp pattern (on BULK_SLOW_URLS URLs)
+#       curl --parallel and the aiohttp pattern, session per request and shared (on BULK_SLOW_URLS URLs)
 #   (h) servers: `ringfetch serve` (both transports) vs nginx, both on SERVER_CPU with one thread,
 #       wrk with 256 connections at depth 1 and 16: responses/s and responses per server CPU second
 #
@@ -628,6 +628,10 @@ for ((run = 1; run <= RUNS; run++)); do
         measure g "$SG" curl "curl --parallel (max 300), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
             "$BULK_LIMIT" parse_curl \
             curl --parallel --parallel-max "$FETCH_CONC" -sS -w '%{http_code}\n' -K "$BULK_CURL_CFG"
+        # The pattern aiohttp's documentation recommends: one session, its connections reused.
+        measure g "$SG" aiohttp-shared "aiohttp (one shared session), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
+            "$BULK_LIMIT" parse_count \
+            "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$BULK_SLOW" "$FETCH_CONC" shared
         # Last: it leaves the most TIME_WAIT sockets behind (see settle_time_wait).
         measure g "$SG" aiohttp "aiohttp (session per request), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
             "$BULK_LIMIT" parse_count \
@@ -669,7 +673,7 @@ done
 "$PY" "$REPORT_PY" table "$RESULTS" >>"$REPORT"
 {
     echo
-    echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections, and after an untimed 1 s warm-up load and a read of the document root, so none pays for the idle time before it. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py."
+    echo "Notes: every client starts once fewer than $TW_SETTLED sockets are in TIME_WAIT (up to 65 s wait), so none pays for another's closed connections, and after an untimed 1 s warm-up load and a read of the document root, so none pays for the idle time before it. Requests for (a)/(b) are what each client counted in its own output; nginx reqs is the stub_status delta over the same run (it may exceed the client's count by up to connections × depth requests that were in flight when the client stopped). curl silently caps --parallel-max at 300. aiohttp opens one ClientSession, so one TCP connection, per URL, as written in scripts/aiohttp_fetch.py; (g)'s aiohttp-shared row uses one session for the run, its connections reused."
     if want h; then
         echo
         echo "(h): not quite the same work: nginx opens and reads the 1 KiB file for each request (sendfile off) and sends a ~250-byte head (Date, Last-Modified, ETag…); ringfetch serve sends a fixed ~85-byte head and body from memory. Server CPU comes from /proc (10 ms ticks): over a ${DURATION} s run, ±1% at most."

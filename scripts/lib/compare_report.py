@@ -270,8 +270,12 @@ def client_table(groups, labels):
               f"**{ratio(('g', client), ('g', f'bench-p{depth}'), 0)}** (target ≥ 0.90); "
               f"µs per URL / bench µs per request = "
               f"{ratio(('g', client), ('g', f'bench-p{depth}'), 1)}; "
-              f"URLs/s / aiohttp = **{ratio(('g', client), ('g', 'aiohttp'), 0)}** (target ≥ 50); "
-              f"/ curl = **{ratio(('g', client), ('g', 'curl'), 0)}**")
+              f"URLs/s / aiohttp = **{ratio(('g', client), ('g', 'aiohttp'), 0)}** (target ≥ 50), "
+              f"/ aiohttp one session = {ratio(('g', client), ('g', 'aiohttp-shared'), 0)}, "
+              f"/ curl = **{ratio(('g', client), ('g', 'curl'), 0)}** (target ≥ 4); "
+              f"client CPU per URL, aiohttp / this = {ratio(('g', 'aiohttp'), ('g', client), 1)}, "
+              f"aiohttp one session / this = {ratio(('g', 'aiohttp-shared'), ('g', client), 1)}, "
+              f"curl / this = {ratio(('g', 'curl'), ('g', client), 1)}")
 
 
 def server_table(groups, labels):
