@@ -613,18 +613,8 @@ async fn serve_direct(conn: direct::Conn, serving: Serving, pool: Rc<Pool>) {
             return;
         }
         loop {
-            if !out.is_empty() {
-                if !responses.delay.is_zero() {
-                    clock.enter(Stage::Delay);
-                    tokio::time::sleep(responses.delay).await;
-                }
-                clock.enter(Stage::Write);
-                let (res, o) = conn.write_all(out).await;
-                out = o;
-                out.clear();
-                if res.is_err() || clock.expired() {
-                    return;
-                }
+            if !send(&mut out, &responses, &mut clock, |b| conn.write_all(b)).await {
+                return;
             }
             match next {
                 Next::Read => break,
@@ -683,6 +673,32 @@ async fn serve_direct_tls(conn: direct::Conn, serving: Serving, config: Arc<rust
     }
 }
 
+/// Sends the answers in `out` (after `--delay`) with `write`, and empties `out` for the next batch.
+/// False when the connection is done: the write failed or the connection's time ran out.
+async fn send<W, F>(
+    out: &mut Vec<u8>,
+    responses: &Responses,
+    clock: &mut Clock<'_>,
+    write: W,
+) -> bool
+where
+    W: FnOnce(Vec<u8>) -> F,
+    F: std::future::Future<Output = (std::io::Result<()>, Vec<u8>)>,
+{
+    if out.is_empty() {
+        return true;
+    }
+    if !responses.delay.is_zero() {
+        clock.enter(Stage::Delay);
+        tokio::time::sleep(responses.delay).await;
+    }
+    clock.enter(Stage::Write);
+    let (res, sent) = write(std::mem::take(out)).await;
+    *out = sent;
+    out.clear();
+    res.is_ok() && !clock.expired()
+}
+
 async fn answer_stream(stream: Transport, responses: &Responses, clock: &mut Clock<'_>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
@@ -702,18 +718,8 @@ async fn answer_stream(stream: Transport, responses: &Responses, clock: &mut Clo
         loop {
             let (pos, next) = answer(&buf, &mut requests, &mut out, responses);
             buf.drain(..pos);
-            if !out.is_empty() {
-                if !responses.delay.is_zero() {
-                    clock.enter(Stage::Delay);
-                    tokio::time::sleep(responses.delay).await;
-                }
-                clock.enter(Stage::Write);
-                let (res, o) = stream.flush(out).await;
-                out = o;
-                out.clear();
-                if res.is_err() || clock.expired() {
-                    return;
-                }
+            if !send(&mut out, responses, clock, |b| stream.flush(b)).await {
+                return;
             }
             match next {
                 Next::Read => break,
