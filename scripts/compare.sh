@@ -284,10 +284,12 @@ done >"$CURL_CFG"
 # checked below). Order: BULK_ORIGIN_RUN consecutive URLs per origin, round-robin over the origins
 # (1: a crawl frontier's order, no origin twice in a row). With BULK_ORIGINS above the requests in
 # flight (256 x depth), no origin then has two URLs waiting at once, so -p 16 cannot pipeline there:
-# that row measures 4,096 connections one request deep; BULK_ORIGIN_RUN=16 gives each origin runs
-# it can pipeline.
+# that row measures 4,096 connections one request deep. So at -p DEPTH a second many-origin row takes
+# a list in runs of DEPTH URLs per origin (unless BULK_ORIGIN_RUN already gives runs), which it can
+# pipeline.
 BULK_ONE="$TMP/bulk-one.txt"
 BULK_MANY="$TMP/bulk-many.txt"
+BULK_MANY_RUNS="$TMP/bulk-many-runs.txt"
 BULK_SLOW="$TMP/bulk-slow.txt"
 BULK_CURL_CFG="$TMP/bulk-curl.cfg"
 BULK_RESOLVE=()
@@ -296,6 +298,10 @@ if want g; then
     awk -v base="$BASE" -v n="$BULK_URLS" 'BEGIN { for (i = 0; i < n; i++) printf "%s/1k?i=%d\n", base, i }' >"$BULK_ONE"
     awk -v port="$NB_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$BULK_ORIGIN_RUN" \
         'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY"
+    if ((BULK_ORIGIN_RUN == 1 && DEPTH > 1)); then
+        awk -v port="$NB_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$DEPTH" \
+            'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY_RUNS"
+    fi
     head -n "$BULK_SLOW_URLS" "$BULK_ONE" >"$BULK_SLOW"
     awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BULK_SLOW" >"$BULK_CURL_CFG"
     for ((i = 0; i < BULK_ORIGINS; i++)); do
@@ -623,6 +629,12 @@ for ((run = 1; run <= RUNS; run++)); do
                     "$run" "$BULK_URLS" 0 "$BULK_LIMIT" parse_ringfetch \
                     "$RF" fetch "$BULK_MANY" "${BULK_RESOLVE[@]}" -c $((BULK_CONNS * depth)) \
                     --conns-per-host "$BULK_CONNS" -p "$depth" -t 1 --json -o /dev/null
+                if ((depth > 1)) && [[ -s $BULK_MANY_RUNS ]]; then
+                    measure g "$SG" "fetch-many-runs-p$depth" "ringfetch fetch -p $depth, $BULK_ORIGINS origins in runs of $depth, $BULK_URLS URLs" \
+                        "$run" "$BULK_URLS" 0 "$BULK_LIMIT" parse_ringfetch \
+                        "$RF" fetch "$BULK_MANY_RUNS" "${BULK_RESOLVE[@]}" -c $((BULK_CONNS * depth)) \
+                        --conns-per-host "$BULK_CONNS" -p "$depth" -t 1 --json -o /dev/null
+                fi
             done
         fi
         measure g "$SG" curl "curl --parallel (max 300), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
