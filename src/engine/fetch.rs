@@ -1205,8 +1205,15 @@ impl Workload for OriginWork<'_> {
 
     async fn idle(&self) -> bool {
         let s = self.shard;
+        // Asked to close for a starving origin (`evict`), but this origin's work came first.
+        let mut asked = false;
         loop {
             let queued = !self.origin.queue.borrow().is_empty();
+            if asked && queued && !s.starved.borrow().is_empty() {
+                // Keeping the connection: the request to close goes to another idle one.
+                s.evict.notify_one();
+            }
+            asked = false;
             let paced = self
                 .origin
                 .paced_until
@@ -1232,7 +1239,7 @@ impl Workload for OriginWork<'_> {
             tokio::select! {
                 _ = self.origin.wake.notified() => {}
                 _ = s.wake_idle.notified() => {}
-                _ = s.evict.notified(), if !queued => {}
+                _ = s.evict.notified(), if !queued => asked = true,
                 _ = tokio::time::sleep_until(turn.into()), if paced.is_some() => {}
             }
             self.origin.idle.set(self.origin.idle.get() - 1);
