@@ -209,10 +209,19 @@ nginx_bench_stop() {
 
 # nginx_bench_requests: the server's total handled-request counter (from
 # stub_status), or "" if unavailable. The status request itself is counted,
-# so a delta between two reads is (client requests + 1).
+# so a delta between two reads is (client requests + 1). Retried: right after a
+# client run the status request may meet a full accept queue, and a missing
+# count only blanks a column, so a second try is worth its 2 s.
 nginx_bench_requests() {
     [[ $NB_HAS_STATUS == 1 ]] || return 0
-    curl -s -m 2 "http://127.0.0.1:$NB_PORT/nginx_status" | awk 'NR == 3 { print $3 }' || true
+    local n
+    for _ in 1 2 3; do
+        n=$(curl -s -m 2 "http://127.0.0.1:$NB_PORT/nginx_status" | awk 'NR == 3 { print $3 }' || true)
+        if [[ -n $n ]]; then
+            echo "$n"
+            return 0
+        fi
+    done
 }
 
 # Standalone use.
