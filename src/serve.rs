@@ -163,15 +163,13 @@ async fn watch(dog: Rc<Watchdog>, every: Duration) {
 /// `-v`'s line: which transport serve accepts on, and why.
 pub fn describe_transport(direct: bool, spill: bool) -> String {
     match (direct, spill, direct::available()) {
-        (true, _, _) => "ringfetch: transport direct (--transport direct)".into(),
+        (true, _, _) => crate::engine::transport::DIRECT_ASKED.into(),
         (false, true, Ok(())) => "ringfetch: transport tcp, and direct descriptors past the open-file \
             limit (auto: a fixed-file table is capped by that limit too, so tcp first holds twice as \
             many; --transport direct for direct only)"
             .into(),
-        (false, true, Err(why)) => {
-            format!("ringfetch: transport tcp (auto: no direct descriptors here: {why})")
-        }
-        (false, false, _) => "ringfetch: transport tcp (--transport tcp)".into(),
+        (false, true, Err(why)) => crate::engine::transport::no_direct(&why),
+        (false, false, _) => crate::engine::transport::TCP_ASKED.into(),
     }
 }
 

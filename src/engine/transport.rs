@@ -131,6 +131,15 @@ impl DirectWorker {
     }
 }
 
+/// `-v`'s lines when the transport was named (fetch, bench and serve alike).
+pub const TCP_ASKED: &str = "ringfetch: transport tcp (--transport tcp)";
+pub const DIRECT_ASKED: &str = "ringfetch: transport direct (--transport direct)";
+
+/// `-v`'s line when auto fell back to tcp, and why.
+pub fn no_direct(why: &dyn std::fmt::Display) -> String {
+    format!("ringfetch: transport tcp (auto: no direct descriptors here: {why})")
+}
+
 /// The run's choice: Some(slots per ring) for direct, None for tcp, and the `-v` line that says why.
 ///
 /// Auto takes direct descriptors whenever the kernel has what they need: they hold past the
@@ -151,13 +160,10 @@ pub fn choose(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
         )
         .into()),
-        TransportArg::Tcp => Ok((None, "ringfetch: transport tcp (--transport tcp)".into())),
+        TransportArg::Tcp => Ok((None, TCP_ASKED.into())),
         TransportArg::Direct => {
             direct::require()?;
-            Ok((
-                Some(slots),
-                "ringfetch: transport direct (--transport direct)".into(),
-            ))
+            Ok((Some(slots), DIRECT_ASKED.into()))
         }
         TransportArg::Auto => match direct::available() {
             Ok(()) => Ok((
@@ -171,10 +177,7 @@ pub fn choose(
                  (Linux 6.11 or later)"
             ))
             .into()),
-            Err(why) => Ok((
-                None,
-                format!("ringfetch: transport tcp (auto: no direct descriptors here: {why})"),
-            )),
+            Err(why) => Ok((None, no_direct(&why))),
         },
     }
 }
