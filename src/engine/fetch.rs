@@ -1199,6 +1199,8 @@ impl Workload for OriginWork<'_> {
                 s.room.notify_one();
             }
         }
+        // Room left over goes to an origin waiting for it (which reads this origin's queue too).
+        drop((queue, jobs));
         s.pass_room();
         n
     }

@@ -151,3 +151,54 @@ fn retry_status_values_are_checked() {
         assert_eq!(out.code, 2, "{bad}: {}", out.describe());
     }
 }
+
+/// Paced origins over a request cap that is always full: connections wait both for their origin's
+/// turn and for room under the cap, and each freed request is handed from one origin to the next.
+/// Every URL is answered, and no hand-over trips over the origin it is made from.
+#[test]
+fn paced_origins_share_a_full_request_cap() {
+    let serve = start_serve(&[]);
+    let port = serve.addr.port();
+    let origins = 40;
+    // A fixed shuffle, so that origins come back at every distance.
+    let mut x: u64 = 7;
+    let urls: Vec<String> = (0..2000)
+        .map(|i| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            format!("http://h{}.test:{port}/{i}", (x >> 33) % origins)
+        })
+        .collect();
+    let pins: Vec<String> = (0..origins)
+        .map(|o| format!("h{o}.test:{port}:127.0.0.1"))
+        .collect();
+    let mut args = vec![
+        "-c",
+        "8",
+        "--conns-per-host",
+        "2",
+        "--host-rate",
+        "2000",
+        "-t",
+        "1",
+    ];
+    for pin in &pins {
+        args.extend(["--resolve", pin.as_str()]);
+    }
+    for transport in ["tcp", "direct"] {
+        let mut args = args.clone();
+        args.extend(["--transport", transport]);
+        let out = run_fetch(&urls, &args);
+        assert_eq!(out.code, 0, "{transport}: {}", out.describe());
+        assert_eq!(
+            out.results.len(),
+            urls.len(),
+            "{transport}: {}",
+            out.describe()
+        );
+        for r in &out.results {
+            assert_eq!(r["status"], 200, "{transport}: {r}");
+        }
+    }
+}
