@@ -216,10 +216,11 @@ pub fn start(
     if direct {
         direct::require()?;
     }
+    // A fixed-file table may not be larger than the open-file limit (EMFILE).
     let slots = rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024)
-        .clamp(64, 1 << 20) as u32;
+        .clamp(1, 1 << 20) as u32;
     let single_issuer = setup.single_issuer;
     // Many rings (threads past the CPU count, or several ports each with its own ring): their fixed
     // memory adds up, so each is sized for mostly idle connections.

@@ -151,10 +151,10 @@ pub fn choose(
     sources_given: bool,
     limit: super::limits::FdLimit,
 ) -> Result<(Option<u32>, String), Failure> {
-    let slots = u32::try_from(limit.soft.min(1 << 20))
-        .unwrap_or(u32::MAX)
-        .saturating_sub(SLOT_SLACK)
-        .max(SLOT_SLACK);
+    let soft = u32::try_from(limit.soft.min(1 << 20)).unwrap_or(u32::MAX);
+    // The kernel refuses a fixed-file table larger than the open-file limit (EMFILE), which under a
+    // limit of 64 or less failed every URL of the run.
+    let slots = soft.saturating_sub(SLOT_SLACK).max(SLOT_SLACK).min(soft);
     match choice {
         TransportArg::Tcp if sources_given => Err(UsageError(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),

@@ -158,6 +158,24 @@ fn a_low_open_file_limit_plans_workers_it_can_start_and_clamps_once() {
     assert!(threads <= 13, "{threads} workers: {}", run.stdout);
 }
 
+/// Under an open-file limit of 64 or less the default transport (direct) asked for a fixed-file
+/// table larger than the limit, which the kernel refuses: every URL of the run failed. Served by
+/// direct descriptors too, so `serve` is given the same limit.
+#[test]
+fn a_tiny_open_file_limit_still_fetches_everything() {
+    let serve = start_serve_with_nofile(40, &["--transport", "direct", "-t", "1"]);
+    for limit in [40, 64] {
+        let urls =
+            (0..300).map(|i| format!("http://h{}.localhost:{}/{i}", i % 30, serve.addr.port()));
+        let (run, results) = fetch_with_open_files(limit, urls, "-c 8 -t 1");
+        assert_eq!(run.code, 0, "ulimit -n {limit}: {}", run.stderr);
+        assert_eq!(results.len(), 300, "ulimit -n {limit}: {}", run.stderr);
+        for r in &results {
+            assert_response(r, 200, 1024);
+        }
+    }
+}
+
 /// A list over many origins keeps idle connections alive for origins met again, more of them than
 /// requests in flight. Over direct descriptors (the default) the rings must hold them, or make room
 /// by closing idle ones: before, rings were sized for the requests in flight (16 here: 96 slots) and
