@@ -105,6 +105,15 @@ impl RingSetup {
         for &(sq, cq) in sizes {
             match tokio_uring::Runtime::new(&self.builder(sq, cq)) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e} (each worker thread needs a few descriptors for its rings: raise \
+                             the open-file limit with `ulimit -n`, or run fewer threads with -t)"
+                        ),
+                    ))
+                }
                 other => return other,
             }
         }

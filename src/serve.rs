@@ -272,9 +272,14 @@ pub fn start(
                 )
                 .await
                 {
+                    // Said at once: the other threads may go on serving (this one's listening
+                    // socket is closed, so the kernel sends its connections to them).
                     eprintln!("ringfetch: a server thread could not start its direct-descriptor ring: {e}");
+                    return Err(io::Error::other(
+                        "no server thread could start its direct-descriptor ring (see above)",
+                    ));
                 }
-                return;
+                return Ok(());
             }
             // Made now: once the limit is reached, a new ring's own descriptor could not be had.
             let spill = spill
@@ -292,6 +297,7 @@ pub fn start(
             for l in loops {
                 let _ = l.await;
             }
+            Ok(())
         }
     })?;
     let threads = threads
@@ -300,6 +306,7 @@ pub fn start(
             std::thread::spawn(move || {
                 h.join()
                     .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+                    .and_then(|served| served)
             })
         })
         .collect();
