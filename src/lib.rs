@@ -246,12 +246,18 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 let _ = writeln!(out, "listening on {}", server.addr);
             }
             let _ = out.flush();
+            // A thread that failed has said so; the others go on serving. Serve ends when every
+            // thread has, with the first failure as its error.
+            let mut failed = None;
             for t in server.threads {
                 if let Ok(Err(e)) = t.join() {
-                    return Err(e.into());
+                    failed.get_or_insert(e);
                 }
             }
-            Ok(EXIT_OK)
+            match failed {
+                Some(e) => Err(e.into()),
+                None => Ok(EXIT_OK),
+            }
         }
     }
 }
