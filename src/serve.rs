@@ -240,6 +240,7 @@ pub fn start(
     let listeners = std::sync::Arc::new(std::sync::Mutex::new(
         listeners.into_iter().map(Some).collect::<Vec<_>>(),
     ));
+    let unclaimed = listeners.clone();
     let setup = RingSetup {
         small: direct && scale,
         ..setup.clone()
@@ -302,11 +303,18 @@ pub fn start(
     })?;
     let threads = threads
         .into_iter()
-        .map(|h| {
+        .enumerate()
+        .map(|(i, h)| {
+            let unclaimed = unclaimed.clone();
             std::thread::spawn(move || {
-                h.join()
+                let served = h
+                    .join()
                     .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
-                    .and_then(|served| served)
+                    .and_then(|served| served);
+                // A thread whose runtime never started never took its listening sockets: closed
+                // here, or SO_REUSEPORT would keep sending them connections nobody accepts.
+                drop(unclaimed.lock().ok().and_then(|mut l| l[i].take()));
+                served
             })
         })
         .collect();
