@@ -167,6 +167,10 @@ pub struct BenchShard {
     random: bool,
     urls: usize,
     dialer: RefCell<net::Dialer>,
+    /// When the worker began connecting, and whether any connection of it ever connected: a run
+    /// that has never reached its server gives up after --connect-timeout (`unreachable`).
+    began: Instant,
+    reached: Cell<bool>,
 }
 
 /// When this worker started and stopped, beside its counters.
@@ -221,6 +225,8 @@ impl BenchShard {
             random: settings.random,
             urls: settings.urls,
             dialer: RefCell::new(net::Dialer::Tcp),
+            began: Instant::now(),
+            reached: Cell::new(false),
         });
         let direct = super::transport::start_worker(&settings.direct, &shard.dialer);
         shard.reset_report();
@@ -414,6 +420,7 @@ impl BenchShard {
             };
             match connected {
                 Ok(io) => {
+                    shard.reached.set(true);
                     shard.report.borrow_mut().connected(io.tls_resumed());
                     work.standing.set(work.standing.get().connected());
                     backoff = Duration::from_millis(1);
@@ -427,11 +434,40 @@ impl BenchShard {
                     budget.take(1);
                     work.standing.set(work.standing.get().failed(err.kind));
                     shard.report.borrow_mut().error(&err);
+                    // Never reached: retrying covers a server still starting, but past
+                    // --connect-timeout it is a wrong address or a server that is down, and with -n
+                    // the backoff would stretch the run to minutes (-n 10000 -c 1: 83 minutes).
+                    if !shard.reached.get() && shard.began.elapsed() >= connect_timeout {
+                        unreachable(&err, connect_timeout);
+                        shard.end_run();
+                        return;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }
+    }
+}
+
+/// Says once per process why the run stops early: no connection ever reached the server.
+fn unreachable(err: &FetchError, waited: Duration) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "ringfetch: no connection reached the server in {} (--connect-timeout), so the run \
+             stops here; the last attempt: {err}",
+            humantime(waited)
+        );
+    }
+}
+
+/// "10s", "1.5s", "500ms": as --connect-timeout is written.
+fn humantime(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
     }
 }
 

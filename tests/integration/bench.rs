@@ -738,3 +738,78 @@ fn requests_reported_plus_in_flight_at_the_end_are_what_the_server_received() {
     );
     assert_eq!(reach(&s), (4, 0, 0, 0), "{s}");
 }
+
+/// A run that never reaches its server gives up after --connect-timeout with one line saying so,
+/// instead of retrying for N/c backoffs (-n 100000 -c 1 against a closed port took hours).
+#[test]
+fn a_server_never_reached_ends_the_run_after_the_connect_timeout() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    for transport in ["tcp", "direct"] {
+        let mut cmd = Command::new(bin());
+        cmd.args(["bench", &url, "-n", "100000", "-c", "1", "--json"])
+            .args(["--connect-timeout", "1s", "--transport", transport]);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 1, "{transport}: {}", done.stderr);
+        assert_eq!(
+            done.stderr
+                .matches("no connection reached the server in 1s")
+                .count(),
+            1,
+            "{transport}: {}",
+            done.stderr
+        );
+        let s = parse_summary(&done.stdout);
+        let failed = s["errors"]["connect"].as_u64().unwrap_or(0);
+        assert!(
+            (1..1000).contains(&failed),
+            "{transport}: {failed} connects tried: {s}"
+        );
+    }
+}
+
+/// A server that comes up after the run started is still reached: the give-up is for a server
+/// never reached within --connect-timeout, not for the first refused connect.
+#[test]
+fn a_server_that_starts_late_is_waited_for() {
+    let port = closed_port();
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind late");
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if line == "\r\n" {
+                std::io::Write::write_all(
+                    &mut writer,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .unwrap();
+            }
+        }
+    });
+    let s = bench(
+        &format!("http://127.0.0.1:{port}/"),
+        &[
+            "-n",
+            "50",
+            "-c",
+            "1",
+            "--connect-timeout",
+            "10s",
+            "--transport",
+            "tcp",
+        ],
+    );
+    // Each refused connect before it came up is one failed request of the 50 (as always with -n).
+    let ok = s["status"]["200"].as_u64().unwrap_or(0);
+    let refused = s["errors"]["connect"].as_u64().unwrap_or(0);
+    assert!(ok > 0, "{s}");
+    assert_eq!(ok + refused, 50, "{s}");
+    drop(server);
+}
