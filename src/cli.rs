@@ -119,9 +119,9 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = units::duration)]
     pub timeout: Duration,
 
-    /// Longest wait for a TCP connection to be established. bench: a run none of whose
-    /// connections has reached the server after this long stops, saying so (a server still
-    /// starting is retried until then).
+    /// Longest wait for a TCP connection to be established. bench: a connection that has not
+    /// connected once after this long stops trying, and the run ends when none ever did, saying so
+    /// (a server still starting is retried until then).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::duration)]
     pub connect_timeout: Duration,
 

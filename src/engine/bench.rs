@@ -167,9 +167,8 @@ pub struct BenchShard {
     random: bool,
     urls: usize,
     dialer: RefCell<net::Dialer>,
-    /// When the worker began connecting, and whether any connection of it ever connected: a run
-    /// that has never reached its server gives up after --connect-timeout (`unreachable`).
-    began: Instant,
+    /// Whether any connection of this worker ever connected: a run that has never reached its
+    /// server gives up after --connect-timeout (`unreachable`).
     reached: Cell<bool>,
 }
 
@@ -225,7 +224,6 @@ impl BenchShard {
             random: settings.random,
             urls: settings.urls,
             dialer: RefCell::new(net::Dialer::Tcp),
-            began: Instant::now(),
             reached: Cell::new(false),
         });
         let direct = super::transport::start_worker(&settings.direct, &shard.dialer);
@@ -413,6 +411,8 @@ impl BenchShard {
         schedule: Option<&Schedule>,
     ) {
         let mut backoff = Duration::from_millis(1);
+        // This connection's first try, until it connects once.
+        let mut trying_since = Some(Instant::now());
         while !shard.stopped.get() && (!budget.spent() || schedule.is_some_and(Schedule::has_due)) {
             work.standing.set(work.standing.get().connecting());
             let Some(connected) = shard.open(target, connect_timeout).await else {
@@ -421,6 +421,7 @@ impl BenchShard {
             match connected {
                 Ok(io) => {
                     shard.reached.set(true);
+                    trying_since = None;
                     shard.report.borrow_mut().connected(io.tls_resumed());
                     work.standing.set(work.standing.get().connected());
                     backoff = Duration::from_millis(1);
@@ -434,12 +435,16 @@ impl BenchShard {
                     budget.take(1);
                     work.standing.set(work.standing.get().failed(err.kind));
                     shard.report.borrow_mut().error(&err);
-                    // Never reached: retrying covers a server still starting, but past
+                    // Never connected: retrying covers a server still starting, but past
                     // --connect-timeout it is a wrong address or a server that is down, and with -n
-                    // the backoff would stretch the run to minutes (-n 10000 -c 1: 83 minutes).
-                    if !shard.reached.get() && shard.began.elapsed() >= connect_timeout {
-                        unreachable(&err, connect_timeout);
-                        shard.end_run();
+                    // the backoff would stretch the run to minutes (-n 10000 -c 1: 83 minutes). The
+                    // connection stops (its standing says why); when no connection of the worker
+                    // ever reached a server, so does the run.
+                    if trying_since.is_some_and(|t| t.elapsed() >= connect_timeout) {
+                        if !shard.reached.get() {
+                            unreachable(&err, connect_timeout);
+                            shard.end_run();
+                        }
                         return;
                     }
                     tokio::time::sleep(backoff).await;
@@ -450,13 +455,13 @@ impl BenchShard {
     }
 }
 
-/// Says once per process why the run stops early: no connection ever reached the server.
+/// Says once per process why connections stopped early: they never reached a server.
 fn unreachable(err: &FetchError, waited: Duration) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         eprintln!(
-            "ringfetch: no connection reached the server in {} (--connect-timeout), so the run \
-             stops here; the last attempt: {err}",
+            "ringfetch: connections that reached no server within --connect-timeout ({}) stopped \
+             trying; the last attempt: {err}",
             humantime(waited)
         );
     }
