@@ -60,6 +60,9 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// The longest continuation command printed whole.
+const CONTINUATION_SHOWN: usize = 4096;
+
 /// Says what an interrupted `fetch` left undone and the command that finishes it.
 fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: bool) {
     let rest = if stop.rest_uncounted {
@@ -78,10 +81,17 @@ fn print_continuation(stop: &engine::Interrupted, not_fetched: u64, to_file: boo
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
-    eprintln!(
-        "ringfetch: {not_fetched} URLs have no result line{rest}; continue with: {}",
-        args.join(" ")
-    );
+    let command = args.join(" ");
+    // Thousands of --resolve pins make a command of hundreds of kilobytes: not a line to read.
+    if command.len() > CONTINUATION_SHOWN {
+        eprintln!(
+            "ringfetch: {not_fetched} URLs have no result line{rest}; continue with the same command \
+             and --resume (it is {} characters long, too long to repeat here)",
+            command.len()
+        );
+        return;
+    }
+    eprintln!("ringfetch: {not_fetched} URLs have no result line{rest}; continue with: {command}");
 }
 
 /// One line when connection tasks panicked (caught, see `engine::panic`): the run went on, but it
