@@ -277,7 +277,7 @@ pub fn start(
                     // socket is closed, so the kernel sends its connections to them).
                     eprintln!("ringfetch: a server thread could not start its direct-descriptor ring: {e}");
                     return Err(io::Error::other(
-                        "no server thread could start its direct-descriptor ring (see above)",
+                        "a server thread could not start its direct-descriptor ring (see above)",
                     ));
                 }
                 return Ok(());
