@@ -216,11 +216,9 @@ pub fn start(
     if direct {
         direct::require()?;
     }
-    // A fixed-file table may not be larger than the open-file limit (EMFILE).
-    let slots = rlimit::getrlimit(rlimit::Resource::NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024)
-        .clamp(1, 1 << 20) as u32;
+    let slots = direct::table_max(
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft),
+    );
     let single_issuer = setup.single_issuer;
     // Many rings (threads past the CPU count, or several ports each with its own ring): their fixed
     // memory adds up, so each is sized for mostly idle connections.

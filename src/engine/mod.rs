@@ -159,7 +159,7 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
         // add a worker (before, rings were sized for the requests in flight only, and a list over
         // 10,000 origins failed 94% of its URLs with "all 576 direct-descriptor slots of this worker
         // are in use" once idle connections filled them).
-        let room = threads.saturating_mul((max_slots - transport::SLOT_SLACK) as usize);
+        let room = threads.saturating_mul(transport::ring_room(max_slots));
         let kept = limits::connection_budget(limit, threads, 1).min(room);
         let planned = kept.max(wanted).min(budget);
         let (settings, workers, capacity) = transport::DirectSettings::plan(

@@ -15,7 +15,7 @@ use super::limits::{FDS_PER_WORKER, FDS_RESERVED};
 
 /// Slots kept free in each ring beyond its share of connections: a closed connection's slot returns
 /// only when its close completes, and a re-opened connection must not wait for that.
-pub(super) const SLOT_SLACK: u32 = 64;
+const SLOT_SLACK: u32 = 64;
 
 /// The direct transport's plan, shared by the workers.
 #[derive(Clone, Debug)]
@@ -151,10 +151,9 @@ pub fn choose(
     sources_given: bool,
     limit: super::limits::FdLimit,
 ) -> Result<(Option<u32>, String), Failure> {
-    let soft = u32::try_from(limit.soft.min(1 << 20)).unwrap_or(u32::MAX);
-    // The kernel refuses a fixed-file table larger than the open-file limit (EMFILE), which under a
-    // limit of 64 or less failed every URL of the run.
-    let slots = soft.saturating_sub(SLOT_SLACK).max(SLOT_SLACK).min(soft);
+    // Never past the table the kernel allows (under a limit of 64 or less, 64 slots failed every URL).
+    let most = direct::table_max(limit.soft);
+    let slots = most.saturating_sub(SLOT_SLACK).max(SLOT_SLACK).min(most);
     match choice {
         TransportArg::Tcp if sources_given => Err(UsageError(
             "--source-addrs needs the direct transport; drop --transport tcp".into(),
@@ -185,8 +184,7 @@ pub fn choose(
 /// Workers for `connections` direct connections: at least `threads`, and enough rings to give every
 /// connection a slot.
 fn workers(threads: usize, connections: usize, slots: u32, fd_limit: u64) -> (usize, usize) {
-    // A ring below SLOT_SLACK slots still holds half of them (see `ring_slots`).
-    let per_ring = (slots.saturating_sub(SLOT_SLACK)).max(SLOT_SLACK / 2) as usize;
+    let per_ring = ring_room(slots);
     // Never more workers than the open-file limit can start (before, 100 descriptors and -c 1000
     // planned 1,000 threads, most of whose rings then could not start).
     let most = (fd_limit.saturating_sub(FDS_RESERVED) / FDS_PER_WORKER)
@@ -196,6 +194,14 @@ fn workers(threads: usize, connections: usize, slots: u32, fd_limit: u64) -> (us
         .max(connections.div_ceil(per_ring))
         .min(usize::try_from(most).unwrap_or(usize::MAX));
     (workers, workers.saturating_mul(per_ring))
+}
+
+/// Connections one ring of `slots` slots holds: all but SLOT_SLACK, and at least half of a small
+/// table (see `ring_slots`).
+pub(super) fn ring_room(slots: u32) -> usize {
+    slots
+        .saturating_sub(SLOT_SLACK)
+        .max(SLOT_SLACK.min(slots) / 2) as usize
 }
 
 /// Most workers a direct plan starts, whatever -c: 1,024 rings hold ~20 million connections at this
@@ -242,6 +248,18 @@ pub fn auto_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ring_never_plans_past_its_table() {
+        // A table under SLOT_SLACK (an open-file limit of 64 or less) holds half of itself; the
+        // subtraction once underflowed there (a panic in debug builds under `ulimit -n 40`).
+        for slots in [1, 2, 20, 40, 63, 64] {
+            assert!(ring_room(slots) <= slots as usize, "{slots}");
+        }
+        assert_eq!(ring_room(40), 20);
+        assert_eq!(ring_room(64), 32);
+        assert_eq!(ring_room(1000), 936);
+    }
 
     #[test]
     fn workers_cover_every_connection() {

@@ -226,6 +226,12 @@ impl Ring {
     }
 }
 
+/// The largest fixed-file table a ring may register under an open-file limit of `soft`: the kernel
+/// refuses a table larger than RLIMIT_NOFILE (EMFILE), and 2^20 is its own cap.
+pub fn table_max(soft: u64) -> u32 {
+    soft.clamp(1, 1 << 20) as u32
+}
+
 /// `--transport direct` asked for explicitly: an error that says why this kernel cannot run it and
 /// what to do instead.
 pub fn require() -> io::Result<()> {
