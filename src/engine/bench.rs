@@ -460,19 +460,9 @@ fn unreachable(err: &FetchError, waited: Duration) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         eprintln!(
-            "ringfetch: connections that reached no server within --connect-timeout ({}) stopped \
-             trying; the last attempt: {err}",
-            humantime(waited)
+            "ringfetch: connections that reached no server within --connect-timeout ({waited:?}) \
+             stopped trying; the last attempt: {err}"
         );
-    }
-}
-
-/// "10s", "1.5s", "500ms": as --connect-timeout is written.
-fn humantime(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}s", d.as_secs_f64())
     }
 }
 
