@@ -30,11 +30,12 @@ async def get(session, url, errors):
         return False
 
 
-async def fetch(url, sem, errors, shared):
+async def fetch(url, sem, errors, session):
+    """GETs url with `session`, or with a session of its own when it is None."""
     async with sem:
         try:
-            if shared is not None:
-                return await get(shared, url, errors)
+            if session is not None:
+                return await get(session, url, errors)
             async with aiohttp.ClientSession() as session:
                 return await get(session, url, errors)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
