@@ -241,8 +241,8 @@ REPORT="$TMP/report.md"
     if want g; then
         echo "- (g): ringfetch fetches $BULK_URLS URLs per run, curl and aiohttp $BULK_SLOW_URLS (the row says which); URLs/s and µs/URL compare across counts; many origins: $BULK_ORIGINS names h0.test… pinned to 127.0.0.1 with --resolve, $BULK_ORIGIN_RUN consecutive URL(s) per name; nginx worker_connections raised to $((BULK_ORIGINS + 8192)) for the run"
     fi
-    if want h; then
-        echo "- (h): server CPU = utime + stime of the server's processes (nginx: master and worker; all threads) from /proc/PID/stat over the client's run, in ticks of 1/$(getconf CLK_TCK) s; per core = responses / server CPU seconds"
+    if want g || want h; then
+        echo "- (g), (h): server CPU = utime + stime of the server's processes (nginx: master and worker; all threads) from /proc/PID/stat over the client's run, in ticks of 1/$(getconf CLK_TCK) s; per core = responses / server CPU seconds"
     fi
     echo "- µs/req = client (user + sys) CPU time × 1e6 / requests (GNU time, which rounds CPU and wall time to 10 ms: ±1 µs/req on a 10,000-URL fetch); requests as counted by the client; req/s = requests / wall time of the client process, start-up included"
     echo
@@ -403,7 +403,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # measure SCENARIO SCENARIO_LABEL CLIENT CLIENT_LABEL RUN EXPECTED INFLIGHT LIMIT PARSER cmd...
 # PARSER is a function that reads $OUT.out/$OUT.err and sets REQS and NOTE.
-# Optional, for (h): SERVER_PIDS (the processes whose CPU time over the run goes in the last column),
+# Optional, for (g) and (h): SERVER_PIDS (the processes whose CPU time over the run goes in the last column),
 # NGINX_COUNTS=0 (the client talks to another server: no stub_status cross-check), WARM_URL (the
 # URL warmed up before the run, default nginx's /1k).
 measure() {
@@ -615,6 +615,8 @@ for ((run = 1; run <= RUNS; run++)); do
 
     if want g; then
         log " $SG"
+        # nginx's CPU over each run, so the table shows which rows its one core bounds.
+        SERVER_PIDS=$NGINX_PIDS
         if [[ $RF != none ]]; then
             for depth in 1 "$DEPTH"; do
                 # The rate to match: the same connections, depth and CPU hammering one URL.
@@ -648,6 +650,7 @@ for ((run = 1; run <= RUNS; run++)); do
         measure g "$SG" aiohttp "aiohttp (session per request), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
             "$BULK_LIMIT" parse_count \
             "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$BULK_SLOW" "$FETCH_CONC"
+        SERVER_PIDS=""
     fi
 
     if want h; then

@@ -134,6 +134,9 @@ def load(path):
             r["us_per_req"] = cpu * 1e6 / req if req and cpu is not None else None
             r["rps"] = req / r["elapsed"] if req and r["elapsed"] else None
             r["per_core"] = req / r["server_cpu"] if req and r["server_cpu"] else None
+            r["server_us"] = r["server_cpu"] * 1e6 / req if req and r["server_cpu"] else None
+            r["server_busy"] = (100 * r["server_cpu"] / r["elapsed"]
+                                if r["server_cpu"] and r["elapsed"] else None)
             rows.append(r)
     return rows
 
@@ -209,14 +212,19 @@ def ratios_of(summary):
 
 
 def client_table(groups, labels):
+    # Server CPU (when measured, as in (g)) says whether a row's rate is the client's or the server's:
+    # a server near 100% of its core bounds the rate, whatever the client could do.
     print("| scenario | client | req/s | µs/req (client CPU) | user s | sys s "
-          "| max RSS MiB | runs µs/req | nginx reqs | notes |")
-    print("|---|---|--:|--:|--:|--:|--:|---|--:|---|")
+          "| max RSS MiB | runs µs/req | nginx reqs | server CPU % (µs/resp) | notes |")
+    print("|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|")
     summary = {}
     for (scen, client), rs in groups.items():
         rps = median([r["rps"] for r in rs])
         us = median([r["us_per_req"] for r in rs])
-        summary[(scen, client)] = (rps, us)
+        server_us = median([r["server_us"] for r in rs])
+        summary[(scen, client)] = (rps, us, server_us)
+        busy = median([r["server_busy"] for r in rs])
+        server = f"{fmt(busy, 0)} ({fmt(server_us, 2)})" if busy is not None else ""
         user = median([r["user"] for r in rs])
         sys_ = median([r["sys"] for r in rs])
         rss = median([r["rss"] / 1024 if r["rss"] is not None else None for r in rs])
@@ -225,7 +233,7 @@ def client_table(groups, labels):
         note_str = run_notes(rs)
         print(f"| {labels[scen]} | {rs[0]['client_label']} | {fmt(rps, 0)} | {fmt(us, 2)} "
               f"| {fmt(user, 2)} | {fmt(sys_, 2)} | {fmt(rss, 1)} | {runs} "
-              f"| {fmt(ngx, 0)} | {note_str} |")
+              f"| {fmt(ngx, 0)} | {server} | {note_str} |")
 
     ratio = ratios_of(summary)
     if not any(c.startswith(("ringfetch", "fetch-", "bench-")) for _, c in summary):
@@ -269,7 +277,9 @@ def client_table(groups, labels):
         print(f"- {labels['g']}: {lab}: URLs/s / bench req/s at -p {depth} = "
               f"**{ratio(('g', client), ('g', f'bench-p{depth}'), 0)}** (target ≥ 0.90); "
               f"µs per URL / bench µs per request = "
-              f"{ratio(('g', client), ('g', f'bench-p{depth}'), 1)}; "
+              f"{ratio(('g', client), ('g', f'bench-p{depth}'), 1)}, "
+              f"server CPU per response / bench's = "
+              f"{ratio(('g', client), ('g', f'bench-p{depth}'), 2)}; "
               f"URLs/s / aiohttp = **{ratio(('g', client), ('g', 'aiohttp'), 0)}** (target ≥ 50), "
               f"/ aiohttp one session = {ratio(('g', client), ('g', 'aiohttp-shared'), 0)}, "
               f"/ curl = **{ratio(('g', client), ('g', 'curl'), 0)}** (target ≥ 4); "
