@@ -121,8 +121,12 @@ fn describe_workers(verbose: bool, threads: usize, cpus: &[usize], limit: FdLimi
 fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
     if let (true, Some(d)) = (verbose, direct) {
         eprintln!(
-            "ringfetch: direct descriptors: {} fixed-file slots per worker{}",
+            "ringfetch: direct descriptors: {} fixed-file slots per worker{}{}",
             d.slots,
+            match d.buffers {
+                Some((count, size)) => format!(", receiving into {count} buffers of {size} bytes"),
+                None => String::new(),
+            },
             if d.sources.is_empty() {
                 String::new()
             } else {
@@ -166,6 +170,8 @@ pub fn run_fetch(plan: FetchPlan) -> Result<RunReport, Failure> {
             max_slots,
             threads,
             planned,
+            // Every request in flight may be on a connection of its own (a list over many origins).
+            plan.concurrency,
             limit.soft,
             false,
             setup.single_issuer,
@@ -527,6 +533,8 @@ pub fn run_bench(plan: BenchPlan) -> Result<BenchRun, Failure> {
         let (settings, workers, holds) = transport::DirectSettings::plan(
             max_slots,
             threads,
+            connections,
+            // A pipelined batch lands in one buffer of the default pool: one receiver a connection.
             connections,
             limit.soft,
             plan.hold.is_some(),

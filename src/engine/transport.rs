@@ -26,13 +26,15 @@ pub struct DirectSettings {
     pub scale: bool,
     pub single_issuer: bool,
     pub sources: Arc<[IpAddr]>,
-    /// `--ring-buffers`: the pool's buffer count and size, instead of the default for the mode.
+    /// The pool's buffer count and size: `--ring-buffers`, or one for the responses a worker may
+    /// have arriving at once (`direct::load_pool`); None: the default of the mode.
     pub buffers: Option<(u16, u32)>,
 }
 
 impl DirectSettings {
     /// The plan for `connections` direct connections over at least `threads` workers, each ring
-    /// holding at most `max_slots`, with `fd_limit` descriptors for the workers themselves: the
+    /// holding at most `max_slots`, with `fd_limit` descriptors for the workers themselves, and
+    /// `receivers` responses that may be arriving at once over all workers (the pool's size): the
     /// settings, the number of workers it takes, and the connections those workers can hold (fewer
     /// than asked for when the open-file limit is too low for enough workers; the caller clamps).
     #[allow(clippy::too_many_arguments)]
@@ -40,6 +42,7 @@ impl DirectSettings {
         max_slots: u32,
         threads: usize,
         connections: usize,
+        receivers: usize,
         fd_limit: u64,
         scale: bool,
         single_issuer: bool,
@@ -47,6 +50,8 @@ impl DirectSettings {
         buffers: Option<(u16, u32)>,
     ) -> (DirectSettings, usize, usize) {
         let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
+        let buffers =
+            buffers.or_else(|| (!scale).then(|| direct::load_pool(receivers.div_ceil(threads))));
         let settings = DirectSettings {
             slots: ring_slots(connections.div_ceil(threads), max_slots),
             scale,

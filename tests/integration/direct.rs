@@ -265,6 +265,40 @@ fn a_ring_that_cannot_start_fails_its_urls_with_the_reason() {
     assert_eq!(server.connections(), 0);
 }
 
+/// A fetch with many requests in flight per worker gets a pool of two small buffers per request
+/// (8,192 of 2 KiB for 4,096) instead of 1,024 of 16 KiB, which ran dry with one response landing
+/// per connection: responses of up to 5 KiB then span three buffers, and each is still its own.
+#[test]
+fn many_requests_in_flight_get_many_small_buffers_and_own_bodies() {
+    let server = numbered_server();
+    let urls = list(&server, 3000);
+    let dir = tempdir();
+    let out = run_fetch(
+        &urls,
+        &[
+            "--transport",
+            "direct",
+            "-t",
+            "1",
+            "-c",
+            "4096",
+            "-v",
+            "--save-dir",
+            arg(dir.path()),
+        ],
+    );
+    assert!(
+        out.stderr
+            .contains("receiving into 8192 buffers of 2048 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.code, 0, "{}", out.describe());
+    assert_own_bodies(&out, dir.path(), 3000);
+    let (_, lent, open) = ring_counters(&out.stderr);
+    assert_eq!((lent, open), (0, 0), "{}", out.stderr);
+}
+
 /// A connection per request (`--no-keepalive`) on both ends over direct descriptors: slots churn
 /// faster than closes complete, so a new connect may wait for a closing slot but never fails for
 /// lack of one, and the server's kernel-allocated slots are reused as they come free.

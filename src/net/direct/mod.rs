@@ -79,13 +79,33 @@ pub struct RingSize {
     pub cq: u32,
 }
 
+/// The pool memory of a load ring (`RingSize::load`): 1,024 buffers of 16 KiB, or more and smaller
+/// ones for a ring with many responses arriving at once (`load_pool`).
+const LOAD_POOL_BYTES: u32 = 16 << 20;
+
+/// A load ring's pool for `receivers` responses that may arrive at once (connections × 1 at depth 1,
+/// the requests in flight for a fetch): at least two buffers each, up to 8,192 of 2 KiB, in the same
+/// 16 MiB. Every response takes a buffer when it lands, so a pool smaller than that runs dry, and
+/// each receive that lands on a dry group ends with ENOBUFS and is armed again: with 4,096 requests
+/// in flight over 10,000 origins, the default 1,024 buffers took 8.8 such ends per response and
+/// 8,192 of 2 KiB took 0.2 (docs/PERFORMANCE.md, "Bulk fetch against serve"). Rings with at most
+/// 512 receivers keep 1,024 × 16 KiB, where a pipelined batch fits one buffer.
+pub fn load_pool(receivers: usize) -> (u16, u32) {
+    let count = receivers
+        .saturating_mul(2)
+        .clamp(1024, 8192)
+        .next_power_of_two() as u16;
+    (count, LOAD_POOL_BYTES / u32::from(count))
+}
+
 impl RingSize {
     /// A ring for a load test or a fetch: few connections, large buffers for a pipeline's responses.
     pub fn load(slots: u32) -> RingSize {
+        let (buffers, buffer_size) = load_pool(0);
         RingSize {
             slots,
-            buffers: 1024,
-            buffer_size: 16 * 1024,
+            buffers,
+            buffer_size,
             sq: 4096,
             cq: 32768,
         }
@@ -268,4 +288,21 @@ pub fn available() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_pool;
+
+    #[test]
+    fn a_pool_has_two_buffers_per_receiver_in_the_same_memory() {
+        // Up to 512 receivers: the pool a pipelined batch fits one buffer of.
+        assert_eq!(load_pool(0), (1024, 16 * 1024));
+        assert_eq!(load_pool(512), (1024, 16 * 1024));
+        assert_eq!(load_pool(513), (2048, 8 * 1024));
+        assert_eq!(load_pool(4096), (8192, 2 * 1024));
+        // Never past 8,192 buffers of 2 KiB (a response of one buffer's head and 1 KiB body).
+        assert_eq!(load_pool(1_000_000), (8192, 2 * 1024));
+        assert_eq!(load_pool(usize::MAX), (8192, 2 * 1024));
+    }
 }
