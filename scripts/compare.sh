@@ -24,6 +24,9 @@
 #   BULK_ORIGINS=N      host names of (g)'s many-origin rows (default 10000)
 #   BULK_ORIGIN_RUN=N   consecutive URLs of one origin in that list (default 1: round-robin)
 #   BULK_LIMIT=S        time limit of one (g) client run (default 900)
+#   BULK_SERVER=serve   (g) against `ringfetch serve` (one thread, SERVER_CPU) instead of nginx:
+#                    nginx's one core bounds every ringfetch row of (g), serve's (2x nginx per core
+#                    at depth 1) leaves the client the bound, so fetch vs bench measures the client
 #
 # Every client sends ringfetch's request head (wrk, h2load and oha get its User-Agent and Accept
 # with -H), so that nginx does the same work for each.
@@ -103,6 +106,7 @@ BULK_SLOW_URLS=${BULK_SLOW_URLS:-100000}
 BULK_ORIGINS=${BULK_ORIGINS:-10000}
 BULK_ORIGIN_RUN=${BULK_ORIGIN_RUN:-1}
 BULK_LIMIT=${BULK_LIMIT:-900}
+BULK_SERVER=${BULK_SERVER:-nginx}
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -112,6 +116,7 @@ die() {
 for knob in BULK_URLS BULK_SLOW_URLS BULK_ORIGINS BULK_ORIGIN_RUN BULK_LIMIT; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: expected a positive whole number"
 done
+[[ $BULK_SERVER == nginx || $BULK_SERVER == serve ]] || die "BULK_SERVER=$BULK_SERVER: expected nginx or serve"
 if ((BULK_SLOW_URLS > BULK_URLS)); then
     BULK_SLOW_URLS=$BULK_URLS
 fi
@@ -239,7 +244,7 @@ REPORT="$TMP/report.md"
     echo "- ringfetch: git $RF_REV"
     echo "- $RUNS run(s) of ${DURATION} s per client (fetch: all $NURLS URLs once per run), medians; clients pinned to CPU $CLIENT_CPU (taskset), nginx (1 worker, access_log off, sendfile ${NB_SENDFILE:-off}) to CPU $NB_SERVER_CPU"
     if want g; then
-        echo "- (g): ringfetch fetches $BULK_URLS URLs per run, curl and aiohttp $BULK_SLOW_URLS (the row says which); URLs/s and µs/URL compare across counts; many origins: $BULK_ORIGINS names h0.test… pinned to 127.0.0.1 with --resolve, $BULK_ORIGIN_RUN consecutive URL(s) per name; nginx worker_connections raised to $((BULK_ORIGINS + 8192)) for the run"
+        echo "- (g): ringfetch fetches $BULK_URLS URLs per run, curl and aiohttp $BULK_SLOW_URLS (the row says which); URLs/s and µs/URL compare across counts; many origins: $BULK_ORIGINS names h0.test… pinned to 127.0.0.1 with --resolve, $BULK_ORIGIN_RUN consecutive URL(s) per name; nginx worker_connections raised to $((BULK_ORIGINS + 8192)) for the run; server: $BULK_SERVER"
     fi
     if want g || want h; then
         echo "- (g), (h): server CPU = utime + stime of the server's processes (nginx: master and worker; all threads) from /proc/PID/stat over the client's run, in ticks of 1/$(getconf CLK_TCK) s; per core = responses / server CPU seconds"
@@ -274,47 +279,8 @@ for ((i = 1; i <= NURLS; i++)); do
     printf 'url = "%s/f/%d"\noutput = "/dev/null"\n' "$BASE" "$i"
 done >"$CURL_CFG"
 
-# (g): distinct URLs of the 1 KiB file, told apart by a query nginx ignores, so every URL is a new
-# one to the client and the same work to nginx. One origin, then BULK_ORIGINS origins: host names
-# h0.test… that ringfetch connects to 127.0.0.1 with --resolve HOST:PORT:ADDR (its per-origin pools
-# and queues are keyed by scheme, host and port, so each name is an origin of its own with its own
-# connections, while everything stays on loopback behind one nginx listener). Names, not addresses:
-# 127.0.x.y origins would need one nginx `listen` line per address. --resolve takes no file, so the
-# pins go on the command line: ~37 bytes each, 10,000 of them ~370 KB, under ARG_MAX (2 MiB here;
-# checked below). Order: BULK_ORIGIN_RUN consecutive URLs per origin, round-robin over the origins
-# (1: a crawl frontier's order, no origin twice in a row). With BULK_ORIGINS above the requests in
-# flight (256 x depth), no origin then has two URLs waiting at once, so -p 16 cannot pipeline there:
-# that row measures 4,096 connections one request deep. So at -p DEPTH a second many-origin row takes
-# a list in runs of DEPTH URLs per origin (unless BULK_ORIGIN_RUN already gives runs), which it can
-# pipeline.
-BULK_ONE="$TMP/bulk-one.txt"
-BULK_MANY="$TMP/bulk-many.txt"
-BULK_MANY_RUNS="$TMP/bulk-many-runs.txt"
-BULK_SLOW="$TMP/bulk-slow.txt"
-BULK_CURL_CFG="$TMP/bulk-curl.cfg"
-BULK_RESOLVE=()
-if want g; then
-    log "writing (g)'s URL lists ($BULK_URLS URLs, $BULK_ORIGINS origins)"
-    awk -v base="$BASE" -v n="$BULK_URLS" 'BEGIN { for (i = 0; i < n; i++) printf "%s/1k?i=%d\n", base, i }' >"$BULK_ONE"
-    awk -v port="$NB_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$BULK_ORIGIN_RUN" \
-        'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY"
-    if ((BULK_ORIGIN_RUN == 1 && DEPTH > 1)); then
-        awk -v port="$NB_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$DEPTH" \
-            'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY_RUNS"
-    fi
-    head -n "$BULK_SLOW_URLS" "$BULK_ONE" >"$BULK_SLOW"
-    awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BULK_SLOW" >"$BULK_CURL_CFG"
-    for ((i = 0; i < BULK_ORIGINS; i++)); do
-        BULK_RESOLVE+=(--resolve "h$i.test:$NB_PORT:127.0.0.1")
-    done
-    resolve_bytes=$(printf '%s\n' "${BULK_RESOLVE[@]}" | wc -c)
-    if ((resolve_bytes + 65536 > $(getconf ARG_MAX))); then
-        die "BULK_ORIGINS=$BULK_ORIGINS: the --resolve pins take $resolve_bytes bytes of arguments, over ARG_MAX ($(getconf ARG_MAX)); use fewer origins"
-    fi
-fi
-
 # (h): the built-in server beside nginx, on nginx's CPU with one thread, in both transports (the
-# default `auto` is tcp until the fd limit, far above 256 connections). Both idle while not measured.
+# default `auto` takes direct descriptors where the kernel has them). Both idle while not measured.
 # serve_start TRANSPORT: start `ringfetch serve`; sets SERVED_URL (its base URL, empty if it did
 # not start) and SERVED_PID.
 serve_start() {
@@ -340,6 +306,57 @@ if want h && [[ $RF != none ]]; then
     serve_start direct
     SERVE_DIRECT_URL=$SERVED_URL SERVE_DIRECT_PID=$SERVED_PID
     log "ringfetch serve on ${SERVE_URL:-(none)} (auto) and ${SERVE_DIRECT_URL:-(none)} (direct), CPU $NB_SERVER_CPU"
+fi
+
+# (g)'s server: nginx, or `ringfetch serve` (BULK_SERVER=serve) on the same CPU with one thread.
+BULK_BASE=$BASE
+BULK_PORT=$NB_PORT
+BULK_PIDS=""
+if want g && [[ $BULK_SERVER == serve ]]; then
+    [[ $RF != none ]] || die "BULK_SERVER=serve needs ringfetch (RINGFETCH=none given)"
+    serve_start auto
+    [[ -n $SERVED_URL ]] || die "BULK_SERVER=serve: ringfetch serve did not start"
+    BULK_BASE=$SERVED_URL BULK_PORT=${SERVED_URL##*:} BULK_PIDS=$SERVED_PID
+    log "(g) against ringfetch serve on $BULK_BASE, CPU $NB_SERVER_CPU"
+fi
+
+# (g): distinct URLs of the 1 KiB file, told apart by a query nginx ignores, so every URL is a new
+# one to the client and the same work to nginx. One origin, then BULK_ORIGINS origins: host names
+# h0.test… that ringfetch connects to 127.0.0.1 with --resolve HOST:PORT:ADDR (its per-origin pools
+# and queues are keyed by scheme, host and port, so each name is an origin of its own with its own
+# connections, while everything stays on loopback behind one nginx listener). Names, not addresses:
+# 127.0.x.y origins would need one nginx `listen` line per address. --resolve takes no file, so the
+# pins go on the command line: ~37 bytes each, 10,000 of them ~370 KB, under ARG_MAX (2 MiB here;
+# checked below). Order: BULK_ORIGIN_RUN consecutive URLs per origin, round-robin over the origins
+# (1: a crawl frontier's order, no origin twice in a row). With BULK_ORIGINS above the requests in
+# flight (256 x depth), no origin then has two URLs waiting at once, so -p 16 cannot pipeline there:
+# that row measures 4,096 connections one request deep. So at -p DEPTH a second many-origin row takes
+# a list in runs of DEPTH URLs per origin (unless BULK_ORIGIN_RUN already gives runs), which it can
+# pipeline.
+BULK_ONE="$TMP/bulk-one.txt"
+BULK_MANY="$TMP/bulk-many.txt"
+BULK_MANY_RUNS="$TMP/bulk-many-runs.txt"
+BULK_SLOW="$TMP/bulk-slow.txt"
+BULK_CURL_CFG="$TMP/bulk-curl.cfg"
+BULK_RESOLVE=()
+if want g; then
+    log "writing (g)'s URL lists ($BULK_URLS URLs, $BULK_ORIGINS origins)"
+    awk -v base="$BULK_BASE" -v n="$BULK_URLS" 'BEGIN { for (i = 0; i < n; i++) printf "%s/1k?i=%d\n", base, i }' >"$BULK_ONE"
+    awk -v port="$BULK_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$BULK_ORIGIN_RUN" \
+        'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY"
+    if ((BULK_ORIGIN_RUN == 1 && DEPTH > 1)); then
+        awk -v port="$BULK_PORT" -v n="$BULK_URLS" -v o="$BULK_ORIGINS" -v run="$DEPTH" \
+            'BEGIN { for (i = 0; i < n; i++) printf "http://h%d.test:%d/1k?i=%d\n", int(i / run) % o, port, i }' >"$BULK_MANY_RUNS"
+    fi
+    head -n "$BULK_SLOW_URLS" "$BULK_ONE" >"$BULK_SLOW"
+    awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BULK_SLOW" >"$BULK_CURL_CFG"
+    for ((i = 0; i < BULK_ORIGINS; i++)); do
+        BULK_RESOLVE+=(--resolve "h$i.test:$BULK_PORT:127.0.0.1")
+    done
+    resolve_bytes=$(printf '%s\n' "${BULK_RESOLVE[@]}" | wc -c)
+    if ((resolve_bytes + 65536 > $(getconf ARG_MAX))); then
+        die "BULK_ORIGINS=$BULK_ORIGINS: the --resolve pins take $resolve_bytes bytes of arguments, over ARG_MAX ($(getconf ARG_MAX)); use fewer origins"
+    fi
 fi
 
 # ---------------------------------------------------------------- measuring
@@ -499,6 +516,7 @@ SF="(f) https, new connection per request, ${HS_CONNS} at once"
 # lets the one origin have all 256 connections; bench -c is connections.
 BULK_CONNS=$CONNS
 SG="(g) bulk fetch, ${BULK_CONNS} conns"
+[[ $BULK_SERVER == nginx ]] || SG="$SG, against ringfetch serve"
 # (h): nginx's processes (master and worker; the master idles) for the server CPU column.
 NGINX_PIDS="$NB_PID $(pgrep -P "$NB_PID" | tr '\n' ' ')"
 D=$DURATION
@@ -615,14 +633,17 @@ for ((run = 1; run <= RUNS; run++)); do
 
     if want g; then
         log " $SG"
-        # nginx's CPU over each run, so the table shows which rows its one core bounds.
-        SERVER_PIDS=$NGINX_PIDS
+        # The server's CPU over each run, so the table shows which rows its one core bounds.
+        SERVER_PIDS=${BULK_PIDS:-$NGINX_PIDS}
+        if [[ $BULK_SERVER == serve ]]; then
+            NGINX_COUNTS=0 WARM_URL="$BULK_BASE/1k"
+        fi
         if [[ $RF != none ]]; then
             for depth in 1 "$DEPTH"; do
                 # The rate to match: the same connections, depth and CPU hammering one URL.
                 measure g "$SG" "bench-p$depth" "ringfetch bench, one URL, -c $BULK_CONNS -p $depth" "$run" 0 \
                     $((BULK_CONNS * depth)) "$BENCH_LIMIT" parse_ringfetch \
-                    "$RF" bench "$BASE/1k" -c "$BULK_CONNS" -p "$depth" -t 1 -d "${D}s" --json
+                    "$RF" bench "$BULK_BASE/1k" -c "$BULK_CONNS" -p "$depth" -t 1 -d "${D}s" --json
                 measure g "$SG" "fetch-p$depth" "ringfetch fetch -p $depth, 1 origin, $BULK_URLS URLs" "$run" \
                     "$BULK_URLS" 0 "$BULK_LIMIT" parse_ringfetch \
                     "$RF" fetch "$BULK_ONE" -c $((BULK_CONNS * depth)) --conns-per-host "$BULK_CONNS" -p "$depth" \
@@ -650,7 +671,7 @@ for ((run = 1; run <= RUNS; run++)); do
         measure g "$SG" aiohttp "aiohttp (session per request), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
             "$BULK_LIMIT" parse_count \
             "$PY" "$SCRIPT_DIR/aiohttp_fetch.py" "$BULK_SLOW" "$FETCH_CONC"
-        SERVER_PIDS=""
+        SERVER_PIDS="" NGINX_COUNTS="" WARM_URL=""
     fi
 
     if want h; then
