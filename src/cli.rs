@@ -183,8 +183,8 @@ pub struct HttpArgs {
 
     /// Direct transport: the buffers each worker's ring receives into, COUNTxSIZE (COUNT a power of
     /// two up to 32768), e.g. 4096x16k. Any response larger than one buffer spans several [default:
-    /// 1024x16k; two buffers per connection (bench) or request in flight (fetch) of a worker past
-    /// 512 of them, up to 8192x2k, in the same 16 MiB; 128x2k with --hold].
+    /// 1024x16k; two buffers per connection (bench at depth 1) or request in flight (fetch) of a
+    /// worker past 512 of them, up to 8192x2k, in the same 16 MiB; 128x2k with --hold].
     #[arg(long, value_name = "COUNTxSIZE", value_parser = units::ring_buffers)]
     pub ring_buffers: Option<(u16, u32)>,
 }

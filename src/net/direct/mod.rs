@@ -83,8 +83,8 @@ pub struct RingSize {
 /// ones for a ring with many responses arriving at once (`load_pool`).
 const LOAD_POOL_BYTES: u32 = 16 << 20;
 
-/// A load ring's pool for `receivers` responses that may arrive at once (connections × 1 at depth 1,
-/// the requests in flight for a fetch): at least two buffers each, up to 8,192 of 2 KiB, in the same
+/// A load ring's pool for `receivers` responses that may arrive at once (bench's connections at
+/// depth 1, the requests in flight for a fetch): at least two buffers each, up to 8,192 of 2 KiB, in the same
 /// 16 MiB. Every response takes a buffer when it lands, so a pool smaller than that runs dry, and
 /// each receive that lands on a dry group ends with ENOBUFS and is armed again: with 4,096 requests
 /// in flight over 10,000 origins, the default 1,024 buffers took 8.8 such ends per response and
