@@ -280,7 +280,7 @@ for ((i = 1; i <= NURLS; i++)); do
 done >"$CURL_CFG"
 
 # (h): the built-in server beside nginx, on nginx's CPU with one thread, in both transports (the
-# default `auto` takes direct descriptors where the kernel has them). Both idle while not measured.
+# default `auto` is tcp until the fd limit, far above 256 connections). Both idle while not measured.
 # serve_start TRANSPORT: start `ringfetch serve`; sets SERVED_URL (its base URL, empty if it did
 # not start) and SERVED_PID.
 serve_start() {
