@@ -112,18 +112,19 @@ impl ReadBatching {
         }
     }
 
-    pub async fn receive(
+    /// Awaits `read` (a receive of `io`: `Transport::receive` or `wait_received`), rescuing it when
+    /// a batch it waits for is late.
+    pub async fn receive<T>(
         &mut self,
         io: &Transport,
-        take: impl FnOnce() -> Vec<u8>,
-    ) -> (std::io::Result<usize>, Vec<u8>) {
+        read: impl std::future::Future<Output = T>,
+    ) -> T {
         if self.lowat <= 1 {
             self.waiting();
-            return io.receive(take).await;
+            return read.await;
         }
         let responses = (self.lowat / self.last.max(1)).max(1) as u32;
         let patience = (self.pace * responses * RESCUE_FACTOR).max(RESCUE_MIN);
-        let read = io.receive(take);
         tokio::pin!(read);
         tokio::select! {
             biased;

@@ -147,33 +147,54 @@ async fn pump<W: Workload>(
         }
 
         batching.adjust(io, env.rules.refill_at, conn.in_flight());
+        // A direct socket's bytes are parsed where they landed, in its ring's buffers; the others are
+        // received into `rx`.
+        let in_place = io.in_place();
         let take = || rx.take(&env.pool);
+        let receive = async {
+            if in_place {
+                io.wait_received().await;
+                (Ok(1), None)
+            } else {
+                let (res, buf) = io.receive(take).await;
+                (res, Some(buf))
+            }
+        };
         // What the socket did not take at once goes out through the ring, with the next receive
         // submitted beside it so neither waits for the other.
         let (res, buf) = if flush {
             let ((written, sent), received) = tokio::join!(
                 io.flush(std::mem::take(&mut out)),
-                batching.receive(io, take)
+                batching.receive(io, receive)
             );
             out = sent;
             out.clear();
             if let (Fired::No, Err(e)) = (watch.fired(), written) {
                 let (got, buf) = received;
-                rx.put(buf);
+                if let Some(buf) = buf {
+                    rx.put(buf);
+                }
                 // A server may answer before it has read the whole request (413 while a large body
                 // is still being sent) and then close: its answer counts; the failed send only ends
                 // the connection.
-                if matches!(got, Ok(n) if n > 0) {
-                    deliver(work, conn, rx, &mut batching, Instant::now());
+                let now = Instant::now();
+                if in_place {
+                    let _ = io.each_received(|chunk| {
+                        deliver_chunk(work, conn, rx, &env.pool, &mut batching, now, chunk)
+                    });
+                } else if matches!(got, Ok(n) if n > 0) {
+                    deliver(work, conn, rx, &mut batching, now);
                 }
                 conn.fail(FetchError::io("cannot send the request", &e));
                 break;
             }
             received
         } else {
-            batching.receive(io, take).await
+            batching.receive(io, receive).await
         };
-        rx.put(buf);
+        if let Some(buf) = buf {
+            rx.put(buf);
+        }
         env.reads.set(env.reads.get() + 1);
         match watch.fired() {
             Fired::Stop => {
@@ -187,21 +208,37 @@ async fn pump<W: Workload>(
             Fired::No => {}
         }
         let now = Instant::now();
+        let res = match res {
+            Ok(_) if in_place => {
+                let mut alive = true;
+                io.each_received(|chunk| {
+                    alive = deliver_chunk(work, conn, rx, &env.pool, &mut batching, now, chunk);
+                    alive
+                })
+                .map(|any| match (any, alive) {
+                    (false, _) => Some(0),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+            }
+            Ok(0) => Ok(Some(0)),
+            Ok(_) => Ok(deliver(work, conn, rx, &mut batching, now).then_some(1)),
+            Err(e) => Err(e),
+        };
         match res {
-            Ok(0) => {
+            Ok(Some(0)) => {
                 if let Some(done) = conn.eof(rx.data().len(), io.closed_cleanly()) {
                     work.on_done(done, now);
                 }
                 break;
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            // The connection ended on what was delivered.
+            Ok(None) => break,
             Err(e) => {
                 conn.lost(FetchError::io("connection failed while reading", &e));
                 break;
             }
-        }
-        if !deliver(work, conn, rx, &mut batching, now) {
-            break;
         }
         batching.read_done(now);
         rx.release(&env.pool);
@@ -253,32 +290,201 @@ fn deliver<W: Workload>(
     batching: &mut ReadBatching,
     now: Instant,
 ) -> bool {
+    let (used, alive) = feed(work, conn, rx.data(), batching, now);
+    rx.consume(used);
+    alive
+}
+
+/// Delivers `chunk`, received bytes the transport lends in place: parsed where they lie when
+/// nothing is left from before (only a response cut off at the chunk's end is copied, into `rx`,
+/// to be completed by the next), else appended to what is left and delivered from `rx`. False when
+/// the connection has ended.
+fn deliver_chunk<W: Workload>(
+    work: &W,
+    conn: &mut Connection<W::Ticket>,
+    rx: &mut RecvBuf,
+    pool: &Pool,
+    batching: &mut ReadBatching,
+    now: Instant,
+    chunk: &[u8],
+) -> bool {
+    if !rx.data().is_empty() {
+        rx.append(pool, chunk);
+        return deliver(work, conn, rx, batching, now);
+    }
+    let (used, alive) = feed(work, conn, chunk, batching, now);
+    if alive && used < chunk.len() {
+        rx.append(pool, &chunk[used..]);
+    }
+    alive
+}
+
+/// Decodes `data` and hands each event to the workload: the bytes consumed, and false once the
+/// connection has ended (on `Ended`, or a body the workload refused).
+fn feed<W: Workload>(
+    work: &W,
+    conn: &mut Connection<W::Ticket>,
+    data: &[u8],
+    batching: &mut ReadBatching,
+    now: Instant,
+) -> (usize, bool) {
+    let mut at = 0;
     loop {
-        let (used, event) = conn.decode(rx.data());
+        let rest = &data[at..];
+        let (used, event) = conn.decode(rest);
         batching.consumed(used);
         match event {
-            Event::NeedMore => {
-                rx.consume(used);
-                return true;
-            }
-            Event::Ended => return false,
-            Event::Head(ticket, head) => {
-                work.on_head(ticket, &head, &rx.data()[..used]);
-                rx.consume(used);
-            }
+            Event::NeedMore => return (at + used, true),
+            Event::Ended => return (at, false),
+            Event::Head(ticket, head) => work.on_head(ticket, &head, &rest[..used]),
             Event::Body(ticket, range) => {
-                let res = work.on_body(ticket, &rx.data()[range]);
-                rx.consume(used);
-                if let Err(e) = res {
+                if let Err(e) = work.on_body(ticket, &rest[range]) {
                     conn.fail(e);
-                    return false;
+                    return (at + used, false);
                 }
             }
             Event::Done(done) => {
-                rx.consume(used);
                 batching.response_done();
                 work.on_done(done, now);
             }
         }
+        at += used;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Writes down what it is told, merging a response's body pieces (how bytes are cut into reads is
+    /// not an event).
+    #[derive(Default)]
+    struct Record(RefCell<Vec<String>>);
+
+    impl Record {
+        fn push(&self, event: String) {
+            self.0.borrow_mut().push(event);
+        }
+    }
+
+    impl Workload for Record {
+        type Ticket = u32;
+        fn fill(&self, _: &mut Vec<u8>, _: &mut Connection<u32>, _: usize, _: Instant) -> usize {
+            0
+        }
+        async fn idle(&self) -> bool {
+            false
+        }
+        fn on_head(&self, t: u32, head: &Head, _: &[u8]) {
+            self.push(format!("head {t} {}", head.status));
+        }
+        fn on_body(&self, t: u32, data: &[u8]) -> Result<(), FetchError> {
+            let text = String::from_utf8_lossy(data);
+            let mut events = self.0.borrow_mut();
+            let prefix = format!("body {t} ");
+            match events.last_mut() {
+                Some(last) if last.starts_with(&prefix) => last.push_str(&text),
+                _ => events.push(prefix + &text),
+            }
+            Ok(())
+        }
+        fn on_done(&self, done: InFlight<u32>, _: Instant) {
+            self.push(format!("done {}", done.ticket));
+        }
+        fn on_left(&self, t: u32, _: Fate, _: &FetchError) {
+            self.push(format!("left {t}"));
+        }
+    }
+
+    const STREAM: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n\
+        Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nHTTP/1.1 404 Not Found\r\n\
+        Content-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz";
+
+    /// Delivers `chunks` as a direct socket lends them, in place, and returns what the workload was
+    /// told and how many bytes were left over in `rx`.
+    fn deliver_chunks(chunks: &[&[u8]]) -> (Vec<String>, usize) {
+        let rules = Rules {
+            depth: 4,
+            refill_at: 1,
+            timeout: Duration::from_secs(5),
+            closes: false,
+            idempotent: true,
+        };
+        let mut conn = Connection::new(rules, Start::Open);
+        let now = Instant::now();
+        for t in 0..4 {
+            conn.sent(t, now, false);
+        }
+        let work = Record::default();
+        let pool = Pool::new(64);
+        let mut rx = RecvBuf::default();
+        let mut batching = ReadBatching::new(true);
+        for chunk in chunks {
+            assert!(deliver_chunk(
+                &work,
+                &mut conn,
+                &mut rx,
+                &pool,
+                &mut batching,
+                now,
+                chunk
+            ));
+        }
+        (work.0.into_inner(), rx.data().len())
+    }
+
+    /// Parsing in place gives the same events however the bytes are cut into chunks: at every split
+    /// offset into two, and at every pair of offsets into three (a response may begin in one chunk,
+    /// continue in `rx`, and end in a third).
+    #[test]
+    fn in_place_delivery_is_the_same_at_every_split() {
+        let (whole, left) = deliver_chunks(&[STREAM]);
+        assert_eq!(
+            whole,
+            [
+                "head 0 200",
+                "body 0 hello",
+                "done 0",
+                "head 1 200",
+                "body 1 abcde",
+                "done 1",
+                "head 2 404",
+                "done 2",
+                "head 3 200",
+                "body 3 xyz",
+                "done 3"
+            ]
+        );
+        assert_eq!(left, 0);
+        for i in 0..=STREAM.len() {
+            let (a, b) = STREAM.split_at(i);
+            assert_eq!(deliver_chunks(&[a, b]), (whole.clone(), 0), "split at {i}");
+            for j in i..=STREAM.len() {
+                let (b, c) = STREAM[i..].split_at(j - i);
+                assert_eq!(
+                    deliver_chunks(&[a, b, c]),
+                    (whole.clone(), 0),
+                    "split at {i} and {j}"
+                );
+            }
+        }
+    }
+
+    /// A chunk that ends inside a response leaves that response's unconsumed bytes in `rx` (copied
+    /// out of the transport's buffer, which goes back to its pool), and nothing more.
+    #[test]
+    fn a_response_cut_off_in_place_is_copied_and_finished_later() {
+        // Inside the last head's terminator: that head, incomplete, is what is left.
+        let cut = STREAM.len() - 4;
+        let last = STREAM.len() - b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz".len();
+        let (events, left) = deliver_chunks(&[&STREAM[..cut]]);
+        assert_eq!(events.last().map(String::as_str), Some("done 2"));
+        assert_eq!(left, cut - last);
+        assert_eq!(
+            deliver_chunks(&[&STREAM[..cut], &STREAM[cut..]]).0.len(),
+            11
+        );
     }
 }

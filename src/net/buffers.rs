@@ -98,6 +98,13 @@ impl RecvBuf {
         b
     }
 
+    /// Appends `bytes` received elsewhere (a transport's own buffer) to what is unconsumed.
+    pub fn append(&mut self, pool: &Pool, bytes: &[u8]) {
+        let mut b = self.take(pool);
+        b.extend_from_slice(bytes);
+        self.put(b);
+    }
+
     #[inline]
     pub fn put(&mut self, buf: Vec<u8>) {
         self.buf = Some(buf);

@@ -162,6 +162,28 @@ impl Transport {
         each!(self, c => c.read(take()).await)
     }
 
+    /// A plain direct socket keeps what it receives in its ring's buffers, where it can be parsed in
+    /// place (`wait_received`, then `each_received`) instead of copied out by `receive`.
+    pub fn in_place(&self) -> bool {
+        matches!(self, Transport::Plain(Socket::Direct(_)))
+    }
+
+    /// Waits until received bytes, the end of the stream or an error are there (`in_place` only).
+    pub async fn wait_received(&self) {
+        if let Transport::Plain(Socket::Direct(c)) = self {
+            c.readable().await;
+        }
+    }
+
+    /// Hands each received chunk to `f` in place (see `direct::Conn::each_received`); Ok(false) is
+    /// the end of the stream, as `receive`'s Ok(0). Never called unless `in_place`.
+    pub fn each_received(&self, f: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
+        match self {
+            Transport::Plain(Socket::Direct(c)) => c.each_received(f),
+            _ => Err(io::Error::other("this transport cannot be read in place")),
+        }
+    }
+
     /// Sends what the socket takes right now, without waiting; the caller writes the rest with
     /// `flush`. A batch of requests almost always fits the socket's send buffer, and a send that
     /// nobody waits for costs no task wake-up: one send(2) on a descriptor, one SQE (whose completion

@@ -130,6 +130,31 @@ impl Conn {
         (self.ended(), buf)
     }
 
+    /// Hands every received chunk to `f` in place in the pool buffer, oldest first, giving each
+    /// buffer back once `f` returns; `f` takes all of a chunk (what it cannot use yet it copies), and
+    /// its false stops the handing (the rest is given back at the close). Ok(false): nothing had
+    /// arrived, which after `readable` is the end of the stream; an error is the receive's failure.
+    pub fn each_received(&self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
+        let mut any = false;
+        loop {
+            // Not borrowed while `f` runs: it may do anything but read this connection.
+            let front = self.sh.rx.borrow().front().copied();
+            let Some((bid, len)) = front else { break };
+            any = true;
+            let off = self.sh.rx_off.replace(0);
+            let go = f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
+            self.sh.rx.borrow_mut().pop_front();
+            self.ring.pool.recycle(bid);
+            if !go {
+                break;
+            }
+        }
+        if any {
+            return Ok(true);
+        }
+        self.ended().map(|_| false)
+    }
+
     /// Hands the next received chunk to `f`, in place in the pool buffer, and gives the buffer back
     /// after. Ok(false) is the end of the stream. `serve` parses requests this way, with no buffer of
     /// its own unless a request spans two chunks.
