@@ -226,6 +226,17 @@ fn milliseconds(out: &mut Vec<u8>, ms: f64) {
 fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most strings (URLs, paths) need no escape: one pass without an early exit, which the compiler
+    // vectorises, then one copy, instead of a branch per byte (3.2% of fetch's samples at -p 16
+    // against serve, now 0.8%).
+    let plain = !bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
