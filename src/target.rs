@@ -124,7 +124,8 @@ impl Target {
             return None;
         }
         let path_end = query_at.unwrap_or(fragment_at);
-        let mut target = String::with_capacity(fragment_at + 1);
+        // Exactly its length: a job keeps it as a Box<str>, and spare room would cost a realloc.
+        let mut target = String::with_capacity(fragment_at + usize::from(path_end == 0));
         if path_end == 0 {
             target.push('/');
         }
