@@ -299,6 +299,40 @@ fn many_requests_in_flight_get_many_small_buffers_and_own_bodies() {
     assert_eq!((lent, open), (0, 0), "{}", out.stderr);
 }
 
+/// bench's pool follows its connections at depth 1 (two buffers each past 512 per worker: 1,100
+/// connections get 4,096 of 4 KiB), and stays 1,024 of 16 KiB when pipelined, where a batch of
+/// responses fits one buffer; both answer every request.
+#[test]
+fn bench_sizes_its_pool_by_connections_at_depth_1_only() {
+    let serve = start_serve(&["--transport", "direct", "--threads", "1"]);
+    for (depth, pool) in [
+        ("1", "receiving into 4096 buffers of 4096 bytes"),
+        ("4", "receiving into 1024 buffers of 16384 bytes"),
+    ] {
+        let mut cmd = Command::new(bin());
+        cmd.arg("bench").arg(serve.url("/")).args([
+            "--transport",
+            "direct",
+            "-c",
+            "1100",
+            "-p",
+            depth,
+            "-n",
+            "6000",
+            "-t",
+            "1",
+            "--json",
+            "-v",
+        ]);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 0, "-p {depth}: {}", tail(&done.stderr));
+        assert!(done.stderr.contains(pool), "-p {depth}: {}", done.stderr);
+        let s = parse_summary(&done.stdout);
+        assert_eq!(s["requests"], 6000, "-p {depth}: {s}");
+        assert_eq!(error_total(&s), 0, "-p {depth}: {s}");
+    }
+}
+
 /// A connection per request (`--no-keepalive`) on both ends over direct descriptors: slots churn
 /// faster than closes complete, so a new connect may wait for a closing slot but never fails for
 /// lack of one, and the server's kernel-allocated slots are reused as they come free.
