@@ -1238,7 +1238,10 @@ impl Workload for OriginWork<'_> {
             s.pass_room();
             self.origin.idle.set(self.origin.idle.get() + 1);
             let turn = paced.unwrap_or_else(Instant::now);
+            // Any wake-up only loops to the checks above, so the order is free: `biased` spares
+            // the random draw select! makes per wait (0.6% of samples over 10,000 origins).
             tokio::select! {
+                biased;
                 _ = self.origin.wake.notified() => {}
                 _ = s.wake_idle.notified() => {}
                 _ = s.evict.notified(), if !queued => asked = true,
