@@ -84,12 +84,12 @@ pub struct RingSize {
 const LOAD_POOL_BYTES: u32 = 16 << 20;
 
 /// A load ring's pool for `receivers` responses that may arrive at once (bench's connections at
-/// depth 1, the requests in flight for a fetch): at least two buffers each, up to 8,192 of 2 KiB, in the same
-/// 16 MiB. Every response takes a buffer when it lands, so a pool smaller than that runs dry, and
-/// each receive that lands on a dry group ends with ENOBUFS and is armed again: with 4,096 requests
-/// in flight over 10,000 origins, the default 1,024 buffers took 8.8 such ends per response and
-/// 8,192 of 2 KiB took 0.2 (docs/PERFORMANCE.md, "Bulk fetch against serve"). Rings with at most
-/// 512 receivers keep 1,024 × 16 KiB, where a pipelined batch fits one buffer.
+/// depth 1, the requests in flight for a fetch): at least two buffers each, up to 8,192 of 2 KiB,
+/// in the same 16 MiB. Every response takes a buffer when it lands, so a pool smaller than that runs
+/// dry, and each receive that lands on a dry group ends with ENOBUFS and is armed again: with 4,096
+/// requests in flight over 10,000 origins, the default 1,024 buffers took 8.8 such ends per response
+/// and 8,192 of 2 KiB took 0.2 (docs/PERFORMANCE.md, "Bulk fetch: whose core bounds it"). Rings with
+/// at most 512 receivers keep 1,024 × 16 KiB, where a pipelined batch fits one buffer.
 pub fn load_pool(receivers: usize) -> (u16, u32) {
     let count = receivers
         .saturating_mul(2)
