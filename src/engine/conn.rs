@@ -151,47 +151,43 @@ async fn pump<W: Workload>(
         // received into `rx`.
         let in_place = io.in_place();
         let take = || rx.take(&env.pool);
-        let (send_failed, (res, buf)) = {
+        // `copied`: None when the bytes wait in the transport's buffers (in place), else what a
+        // copying receive returned, with its buffer.
+        let (send_failed, copied) = {
             // Pinned here and lent by reference: moving the future into `batching.receive` cost a
             // memcpy of its state per response (1% of the samples at depth 1).
             let receive = std::pin::pin!(async {
                 if in_place {
                     io.wait_received().await;
-                    (Ok(1), None)
+                    None
                 } else {
-                    let (res, buf) = io.receive(take).await;
-                    (res, Some(buf))
+                    Some(io.receive(take).await)
                 }
             });
             // What the socket did not take at once goes out through the ring, with the next
             // receive submitted beside it so neither waits for the other.
             if flush {
-                let ((written, sent), received) = tokio::join!(
+                let ((written, sent), copied) = tokio::join!(
                     io.flush(std::mem::take(&mut out)),
                     batching.receive(io, receive)
                 );
                 out = sent;
                 out.clear();
-                (written.err(), received)
+                (written.err(), copied)
             } else {
                 (None, batching.receive(io, receive).await)
             }
         };
-        if let Some(buf) = buf {
+        let res = copied.map(|(res, buf)| {
             rx.put(buf);
-        }
+            res
+        });
         if let (Fired::No, Some(e)) = (watch.fired(), send_failed) {
             // A server may answer before it has read the whole request (413 while a large body is
             // still being sent) and then close: its answer counts; the failed send only ends the
             // connection.
             let now = Instant::now();
-            if in_place {
-                let _ = io.each_received(|chunk| {
-                    deliver_chunk(work, conn, rx, &env.pool, &mut batching, now, chunk)
-                });
-            } else if matches!(res, Ok(n) if n > 0) {
-                deliver(work, conn, rx, &mut batching, now);
-            }
+            let _ = received(work, conn, rx, &env.pool, &mut batching, now, io, res);
             conn.fail(FetchError::io("cannot send the request", &e));
             break;
         }
@@ -208,34 +204,16 @@ async fn pump<W: Workload>(
             Fired::No => {}
         }
         let now = Instant::now();
-        let res = match res {
-            Ok(_) if in_place => {
-                let mut alive = true;
-                io.each_received(|chunk| {
-                    alive = deliver_chunk(work, conn, rx, &env.pool, &mut batching, now, chunk);
-                    alive
-                })
-                .map(|any| match (any, alive) {
-                    (false, _) => Some(0),
-                    (true, true) => Some(1),
-                    (true, false) => None,
-                })
-            }
-            Ok(0) => Ok(Some(0)),
-            Ok(_) => Ok(deliver(work, conn, rx, &mut batching, now).then_some(1)),
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(Some(0)) => {
+        match received(work, conn, rx, &env.pool, &mut batching, now, io, res) {
+            Received::More => {}
+            Received::Ended => break,
+            Received::Eof => {
                 if let Some(done) = conn.eof(rx.data().len(), io.closed_cleanly()) {
                     work.on_done(done, now);
                 }
                 break;
             }
-            Ok(Some(_)) => {}
-            // The connection ended on what was delivered.
-            Ok(None) => break,
-            Err(e) => {
+            Received::Failed(e) => {
                 conn.lost(FetchError::io("connection failed while reading", &e));
                 break;
             }
@@ -279,6 +257,51 @@ fn write<W: Workload>(
     scratch.clear();
     env.scratch.set(scratch);
     res
+}
+
+/// What a receive brought, once delivered.
+enum Received {
+    /// Bytes, delivered: the connection goes on.
+    More,
+    /// Bytes, and the connection ended on them (`deliver`'s false).
+    Ended,
+    /// The end of the stream, with nothing before it.
+    Eof,
+    /// The receive failed.
+    Failed(std::io::Error),
+}
+
+/// Delivers what a receive brought: from `rx` after a copying receive that returned `copied`, or
+/// (None) in place from the transport's buffers.
+#[allow(clippy::too_many_arguments)]
+fn received<W: Workload>(
+    work: &W,
+    conn: &mut Connection<W::Ticket>,
+    rx: &mut RecvBuf,
+    pool: &Pool,
+    batching: &mut ReadBatching,
+    now: Instant,
+    io: &Transport,
+    copied: Option<std::io::Result<usize>>,
+) -> Received {
+    let Some(res) = copied else {
+        let mut alive = true;
+        return match io.each_received(|chunk| {
+            alive = deliver_chunk(work, conn, rx, pool, batching, now, chunk);
+            alive
+        }) {
+            Ok(true) if alive => Received::More,
+            Ok(true) => Received::Ended,
+            Ok(false) => Received::Eof,
+            Err(e) => Received::Failed(e),
+        };
+    };
+    match res {
+        Ok(0) => Received::Eof,
+        Ok(_) if deliver(work, conn, rx, batching, now) => Received::More,
+        Ok(_) => Received::Ended,
+        Err(e) => Received::Failed(e),
+    }
 }
 
 /// Feeds everything buffered to the connection before receiving again (one read often holds many

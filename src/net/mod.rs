@@ -156,9 +156,7 @@ impl Transport {
     /// `closed_cleanly`). A direct socket's bytes land in its ring's buffer pool first, so it waits for
     /// them before it takes the buffer: idle connections hold none, and the few in use stay in cache.
     pub async fn receive(&self, take: impl FnOnce() -> Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if let Transport::Plain(Socket::Direct(c)) = self {
-            c.readable().await;
-        }
+        self.wait_received().await;
         each!(self, c => c.read(take()).await)
     }
 
@@ -168,7 +166,8 @@ impl Transport {
         matches!(self, Transport::Plain(Socket::Direct(_)))
     }
 
-    /// Waits until received bytes, the end of the stream or an error are there (`in_place` only).
+    /// Waits until received bytes, the end of the stream or an error are there, on a plain direct
+    /// socket (`in_place`, and before `receive` takes a buffer); at once on the others.
     pub async fn wait_received(&self) {
         if let Transport::Plain(Socket::Direct(c)) = self {
             c.readable().await;

@@ -130,21 +130,26 @@ impl Conn {
         (self.ended(), buf)
     }
 
-    /// Hands every received chunk to `f` in place in the pool buffer, oldest first, giving each
-    /// buffer back once `f` returns; `f` takes all of a chunk (what it cannot use yet it copies), and
-    /// its false stops the handing (the rest is given back at the close). Ok(false): nothing had
-    /// arrived, which after `readable` is the end of the stream; an error is the receive's failure.
+    /// Hands the oldest received chunk to `f`, in place in the pool buffer, and gives the buffer back
+    /// after; None when nothing has arrived. The chunk stays queued while `f` runs (not borrowed: it
+    /// may do anything but read this connection), so a panic in `f` leaves it to the close.
+    fn next_chunk<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (bid, len) = self.sh.rx.borrow().front().copied()?;
+        let off = self.sh.rx_off.replace(0);
+        let r = f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
+        self.sh.rx.borrow_mut().pop_front();
+        self.ring.pool.recycle(bid);
+        Some(r)
+    }
+
+    /// Hands every received chunk to `f` in place, oldest first (`next_chunk`); `f` takes all of a
+    /// chunk (what it cannot use yet it copies), and its false stops the handing (the rest is given
+    /// back at the close). Ok(false): nothing had arrived, which after `readable` is the end of the
+    /// stream; an error is the receive's failure.
     pub fn each_received(&self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
         let mut any = false;
-        loop {
-            // Not borrowed while `f` runs: it may do anything but read this connection.
-            let front = self.sh.rx.borrow().front().copied();
-            let Some((bid, len)) = front else { break };
+        while let Some(go) = self.next_chunk(&mut f) {
             any = true;
-            let off = self.sh.rx_off.replace(0);
-            let go = f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
-            self.sh.rx.borrow_mut().pop_front();
-            self.ring.pool.recycle(bid);
             if !go {
                 break;
             }
@@ -155,19 +160,12 @@ impl Conn {
         self.ended().map(|_| false)
     }
 
-    /// Hands the next received chunk to `f`, in place in the pool buffer, and gives the buffer back
-    /// after. Ok(false) is the end of the stream. `serve` parses requests this way, with no buffer of
-    /// its own unless a request spans two chunks.
+    /// Hands the next received chunk to `f` (`next_chunk`). Ok(false) is the end of the stream.
+    /// `serve` parses requests this way, with no buffer of its own unless a request spans two chunks.
     pub async fn recv_with(&self, f: impl FnOnce(&[u8])) -> io::Result<bool> {
         self.readable().await;
-        let front = self.sh.rx.borrow_mut().pop_front();
-        match front {
-            Some((bid, len)) => {
-                let off = self.sh.rx_off.replace(0);
-                f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
-                self.ring.pool.recycle(bid);
-                Ok(true)
-            }
+        match self.next_chunk(f) {
+            Some(()) => Ok(true),
             None => self.ended().map(|_| false),
         }
     }
