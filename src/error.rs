@@ -66,6 +66,9 @@ impl fmt::Display for ErrorKind {
 pub struct FetchError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The OS error behind a failed connect, for the one the engine acts on (EADDRNOTAVAIL: see
+    /// `no_local_port`); None otherwise.
+    pub errno: Option<i32>,
 }
 
 impl FetchError {
@@ -73,7 +76,14 @@ impl FetchError {
         FetchError {
             kind,
             message: message.into(),
+            errno: None,
         }
+    }
+
+    /// The connect failed for want of a free local port toward its address: every port of the
+    /// ephemeral range is held by a connection to it (or in TIME_WAIT). Closing one of ours frees one.
+    pub fn no_local_port(&self) -> bool {
+        self.errno == Some(libc::EADDRNOTAVAIL)
     }
 
     /// Classifies an I/O error from a connection that was established. EMFILE and EADDRNOTAVAIL are
@@ -99,10 +109,13 @@ impl FetchError {
             Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => "; check the address and routes",
             _ => "",
         };
-        FetchError::new(
-            ErrorKind::Connect,
-            format!("cannot connect to {addr}: {}{hint}", describe(err)),
-        )
+        FetchError {
+            errno: err.raw_os_error(),
+            ..FetchError::new(
+                ErrorKind::Connect,
+                format!("cannot connect to {addr}: {}{hint}", describe(err)),
+            )
+        }
     }
 }
 

@@ -117,6 +117,30 @@ pub fn shutdown_write(fd: RawFd) {
     }
 }
 
+/// Sets SO_LINGER to {on, 0 s}: the close that follows sends RST instead of FIN, so no TIME_WAIT socket
+/// keeps the local port for a minute (see `net::Transport::abort_on_close`).
+pub fn set_linger_abort(fd: RawFd) {
+    let value = ABORT_ON_CLOSE;
+    // SAFETY: setsockopt reads size_of::<linger>() bytes from `value`, a live local. An error (a socket
+    // the peer already reset) only leaves the ordinary close, which is then what happens.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&value as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// SO_LINGER's value for an abortive close: lingering on, for zero seconds. A static, so a ring's
+/// SETSOCKOPT may point at it however long the operation waits in the queue.
+pub static ABORT_ON_CLOSE: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
 /// Sets SO_RCVLOWAT: readiness (and so a POLL_FIRST receive) waits for this many bytes, or for the
 /// end of the stream or an error. Linux re-checks readiness when it is lowered, waking a waiting read.
 pub fn set_recv_lowat(fd: RawFd, bytes: usize) {

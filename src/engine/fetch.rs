@@ -423,6 +423,16 @@ fn local(path: &Path, e: &std::io::Error) -> FetchError {
     )
 }
 
+/// What a connection's end means for the origins waiting in `starved`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Freed {
+    /// Room (its descriptor, its local port), or at least an end: the next waiter's turn.
+    Room,
+    /// Its connect found no free local port and its origin went to wait for one: it freed nothing
+    /// another connect could use, so waking a waiter would only make it try again.
+    Nothing,
+}
+
 struct OriginState {
     key: target::Origin,
     authority: String,
@@ -478,6 +488,8 @@ pub struct FetchShard {
     /// Jobs waiting out a "try later" status (`--retry-status`): neither queued nor in flight.
     waiting: Cell<usize>,
     open_conns: Cell<usize>,
+    /// Connections established and not yet closed: each holds a local port, which its end frees.
+    holding: Cell<usize>,
     /// Origins with queued jobs and no connection, waiting for the fd budget.
     starved: RefCell<VecDeque<Rc<OriginState>>>,
     /// Origins whose idle connection has jobs queued and waits for room under the request cap,
@@ -529,6 +541,7 @@ impl FetchShard {
             queued: Cell::new(0),
             waiting: Cell::new(0),
             open_conns: Cell::new(0),
+            holding: Cell::new(0),
             starved: RefCell::new(VecDeque::new()),
             blocked: RefCell::new(VecDeque::new()),
             input_done: Cell::new(false),
@@ -724,15 +737,27 @@ impl FetchShard {
         if !wanted {
             return;
         }
+        if origin.starved.get() {
+            // It waits in `starved` for a connection to close (its turn comes from `connection`).
+            return;
+        }
         if self.open_conns.get() < self.limits.conn_budget {
             origin.conns.set(conns + 1);
             self.open_conns.set(self.open_conns.get() + 1);
             tokio_uring::spawn(Self::connection(self.clone(), origin.clone()));
-        } else if conns == 0 && !origin.starved.replace(true) {
-            // Every fd is taken: ask an idle connection of another origin to make room.
-            self.starved.borrow_mut().push_back(origin.clone());
-            self.evict.notify_one();
+        } else if conns == 0 {
+            // Every fd is taken.
+            self.wait_for_room(origin);
         }
+    }
+
+    /// `origin` needs a connection and there is no room for one (fds, or local ports toward its
+    /// address): it waits in `starved`, and an idle connection of another origin is asked to close.
+    fn wait_for_room(&self, origin: &Rc<OriginState>) {
+        if !origin.starved.replace(true) {
+            self.starved.borrow_mut().push_back(origin.clone());
+        }
+        self.evict.notify_one();
     }
 
     /// One connection to `origin`, from connect to close, then the bookkeeping that lets the worker go
@@ -740,20 +765,25 @@ impl FetchShard {
     async fn connection(self: Rc<Self>, origin: Rc<OriginState>) {
         // A panic inside `drive` is caught there, with its requests; one outside it had none on the
         // connection, so only the counts below need to stay right.
-        let _ = super::panic::catch(self.connect_and_drive(&origin)).await;
+        let freed = super::panic::catch(self.connect_and_drive(&origin)).await;
         origin.conns.set(origin.conns.get() - 1);
         self.open_conns.set(self.open_conns.get() - 1);
         self.schedule(&origin);
         self.release_if_idle(&origin);
-        let next = self.starved.borrow_mut().pop_front();
-        if let Some(starved) = next {
-            starved.starved.set(false);
-            self.schedule(&starved);
+        // A connect that found no local port freed none: the turn of the origins waiting for room
+        // (its own among them) comes from a connection that held one, or it would only try again.
+        if !matches!(freed, Ok(Freed::Nothing)) {
+            let next = self.starved.borrow_mut().pop_front();
+            if let Some(starved) = next {
+                starved.starved.set(false);
+                self.schedule(&starved);
+            }
         }
         self.settled.notify_one();
     }
 
-    async fn connect_and_drive(self: &Rc<Self>, origin: &Rc<OriginState>) {
+    /// Connects, serves the origin's queue, and says what ending freed.
+    async fn connect_and_drive(self: &Rc<Self>, origin: &Rc<OriginState>) -> Freed {
         let resolving = Instant::now();
         let proxy = origin.proxy.as_deref();
         let resolver = &self.settings.resolver;
@@ -822,6 +852,7 @@ impl FetchShard {
             Ok((io, times)) => {
                 self.report.borrow_mut().connected(io.tls_resumed());
                 origin.established.set(origin.established.get() + 1);
+                self.holding.set(self.holding.get() + 1);
                 origin.limit.set(self.settings.conns_per_host);
                 let start = origin.start.get();
                 let work = OriginWork {
@@ -829,8 +860,12 @@ impl FetchShard {
                     origin,
                     times,
                     sent: Cell::new(0),
+                    reset_on_close: Cell::new(false),
                 };
                 let ended = conn::drive(&self.env, &work, &io, start).await;
+                if work.reset_on_close.get() {
+                    io.abort_on_close();
+                }
                 origin
                     .start
                     .set(match (origin.start.get(), ended.end, ended.answered) {
@@ -843,9 +878,21 @@ impl FetchShard {
                         _ => Start::Open,
                     });
                 origin.established.set(origin.established.get() - 1);
+                self.holding.set(self.holding.get() - 1);
+                Freed::Room
             }
             Err(err) => {
                 origin.limit.set(origin.established.get().max(1));
+                if origin.established.get() == 0 && err.no_local_port() && self.holding.get() > 0 {
+                    // Every local port toward its address is held, by our own connections among
+                    // others (a list of many host names behind one address, more than the port
+                    // range of them kept open): wait for one of ours to close, as for the fd
+                    // budget, rather than fail the queue. Connections closed to make room close
+                    // with a reset, so the port is free at once; the end of one that held a port
+                    // gives the next waiter its turn.
+                    self.wait_for_room(origin);
+                    return Freed::Nothing;
+                }
                 // With no connection to this origin established, nobody will serve its queue: the
                 // error is every queued URL's answer (a refused port fails the whole backlog at once,
                 // instead of once per URL). Connections still opening find an empty queue.
@@ -857,6 +904,7 @@ impl FetchShard {
                         self.finish_failed(key, err.clone());
                     }
                 }
+                Freed::Room
             }
         }
     }
@@ -1082,6 +1130,12 @@ struct OriginWork<'a> {
     times: ConnTimes,
     /// Requests written on it so far: the later ones went on a `reused` connection.
     sent: Cell<u32>,
+    /// It closes idle while other URLs wait for a connection (to make room for a starving origin,
+    /// or at the end of the input): with a reset (`Transport::abort_on_close`), since a run that
+    /// closes thousands of connections toward one address would otherwise fill the port range
+    /// toward it with TIME_WAIT, and the waiting URLs find no local port. At the very end, and
+    /// otherwise, in good order.
+    reset_on_close: Cell<bool>,
 }
 
 impl OriginWork<'_> {
@@ -1230,9 +1284,13 @@ impl Workload for OriginWork<'_> {
                     s.blocked.borrow_mut().push_back(self.origin.clone());
                 }
             }
-            if !queued && (s.input_done.get() || s.draining.get() || !s.starved.borrow().is_empty())
-            {
-                return false;
+            if !queued {
+                let making_room = !s.starved.borrow().is_empty();
+                if making_room || s.input_done.get() || s.draining.get() {
+                    // While other URLs wait for a connection, one of them may need its port.
+                    self.reset_on_close.set(making_room || s.queued.get() > 0);
+                    return false;
+                }
             }
             // This connection takes no room now (paced, or nothing queued): another may.
             s.pass_room();

@@ -253,6 +253,22 @@ impl Conn {
         .user_data(user_data(Op::SockOpt, self.slot, self.gen))]);
     }
 
+    /// The close that ends this connection resets it (SO_LINGER 0; see `Transport::abort_on_close`).
+    /// Issued through the ring ahead of the close, which the ring submits only after this connection
+    /// is dropped and its operations ended; no completion unless it fails.
+    pub fn abort_on_close(&self) {
+        self.ring.push(&[opcode::SetSockOpt::new(
+            types::Fixed(self.slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_LINGER as u32,
+            (&crate::sys::ABORT_ON_CLOSE as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
+        .user_data(user_data(Op::SockOpt, self.slot, self.gen))]);
+    }
+
     /// Queues `bytes` as this connection's last send, without waiting (TLS's close_notify just before
     /// the connection is dropped): the send goes out before the close that follows it in the ring.
     /// Skipped if a send is still in flight.

@@ -30,6 +30,33 @@ impl Ring {
         dst: SocketAddr,
         src: Option<std::net::IpAddr>,
     ) -> io::Result<Conn> {
+        // No free local port (EADDRNOTAVAIL) while closes of this ring are under way: one of them
+        // may hold the port this connect needs (an idle connection closed to make room, whose
+        // close waits for its receive to be cancelled). Each close ends in time, so the connect
+        // tries again after each of those, and only then reports the error.
+        let mut closes = None;
+        loop {
+            let closed = self.closed.notified();
+            let under_way = self.closing.get();
+            match self.connect_once(dst, src).await {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    let left = closes.get_or_insert(under_way);
+                    if *left == 0 {
+                        return Err(e);
+                    }
+                    *left -= 1;
+                    closed.await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn connect_once(
+        self: &Rc<Self>,
+        dst: SocketAddr,
+        src: Option<std::net::IpAddr>,
+    ) -> io::Result<Conn> {
         // A connection that just closed gives its slot back once its close completes (the driver's
         // next turn): churning connections (--no-keepalive) wait for that rather than fail.
         let slot = loop {

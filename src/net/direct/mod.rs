@@ -174,6 +174,8 @@ pub struct Ring {
     flush: tokio::sync::Notify,
     /// A slot came free: wakes a connect waiting for one.
     freed: tokio::sync::Notify,
+    /// A close completed (its local port is free): wakes every connect that found none.
+    closed: tokio::sync::Notify,
     /// Slots whose close is under way (they come free soon).
     closing: Cell<usize>,
     stopping: Cell<bool>,
@@ -217,6 +219,7 @@ impl Ring {
             dirty: Cell::new(false),
             flush: tokio::sync::Notify::new(),
             freed: tokio::sync::Notify::new(),
+            closed: tokio::sync::Notify::new(),
             closing: Cell::new(0),
             stopping: Cell::new(false),
             scratch: RefCell::new(Vec::with_capacity(256)),

@@ -332,6 +332,7 @@ impl Ring {
         s.state = free;
         s.gen = s.gen.wrapping_add(1);
         self.closing.set(self.closing.get() - 1);
+        self.closed.notify_waiters();
         // A ring that accepts lets the kernel pick free slots; only a connecting ring keeps the list.
         if self.listeners.borrow().is_empty() {
             self.free.borrow_mut().push(slot);
