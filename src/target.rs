@@ -73,11 +73,7 @@ impl Target {
         } else {
             return None;
         };
-        let bytes = rest.as_bytes();
-        let end = bytes
-            .iter()
-            .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-            .unwrap_or(bytes.len());
+        let end = authority_end(rest);
         let (authority, tail) = rest.split_at(end);
         let (host_text, port) = match authority.bytes().position(|b| b == b':') {
             None => (authority, default_port),
@@ -95,42 +91,7 @@ impl Target {
             }
         };
         let host = plain_host(host_text)?;
-        // One pass over path and query: only bytes a WHATWG parser leaves alone, no dot segments
-        // (`/.`, `%2e`), no empty segments; the fragment is dropped but must be plain ASCII too.
-        let tail = tail.as_bytes();
-        let mut query_at = None;
-        let mut fragment_at = tail.len();
-        let mut prev = 0u8;
-        for (i, &b) in tail.iter().enumerate() {
-            if b == b'#' {
-                fragment_at = i;
-                break;
-            }
-            if query_at.is_none() {
-                if b == b'?' {
-                    query_at = Some(i);
-                } else if !PLAIN_PATH[usize::from(b)]
-                    || (prev == b'/' && (b == b'.' || b == b'/'))
-                    || (b == b'%' && matches!(tail.get(i + 1..i + 3), Some([b'2', b'e' | b'E'])))
-                {
-                    return None;
-                }
-            } else if !PLAIN_QUERY[usize::from(b)] {
-                return None;
-            }
-            prev = b;
-        }
-        if !tail[fragment_at..].iter().all(u8::is_ascii_graphic) {
-            return None;
-        }
-        let path_end = query_at.unwrap_or(fragment_at);
-        // Exactly its length: a job keeps it as a Box<str>, and spare room would cost a realloc.
-        let mut target = String::with_capacity(fragment_at + usize::from(path_end == 0));
-        if path_end == 0 {
-            target.push('/');
-        }
-        // Only ASCII was accepted above, so these byte ranges are whole characters.
-        target.push_str(&rest[end..end + fragment_at]);
+        let path = plain_request_target(tail)?;
         // The Host header: as written, minus a port that is the scheme's default.
         let authority = if port == default_port {
             host_text
@@ -141,8 +102,36 @@ impl Target {
         Some(Target {
             origin: Origin { scheme, host, port },
             authority,
-            path: target,
+            path,
         })
+    }
+
+    /// The request target of `text` when it starts with `origin_text` (the `scheme://authority` of a
+    /// URL that parsed plain, exactly as written there: `plain_origin_text`) and the rest is plain
+    /// too. Then `text` has that URL's origin, found without parsing and allocating the authority
+    /// again (a list's URLs mostly share their origin with the line before). None whenever `parse`
+    /// must decide.
+    pub fn path_after(text: &str, origin_text: &str) -> Option<String> {
+        let tail = text.strip_prefix(origin_text)?;
+        // The authority must end where it ended there ("http://a.com:80" is no prefix of
+        // "http://a.com:8080/").
+        if authority_end(tail) != 0 {
+            return None;
+        }
+        plain_request_target(tail)
+    }
+
+    /// As `parse`, with the `scheme://authority` part of `text` as written when the plain parser took
+    /// it (the key of `path_after`).
+    pub fn parse_noting_origin(text: &str) -> Result<(Target, Option<&str>), FetchError> {
+        match Target::parse_plain(text) {
+            Some(target) => {
+                let start = text.find("://").map_or(0, |i| i + 3);
+                let written = &text[..start + authority_end(&text[start..])];
+                Ok((target, Some(written)))
+            }
+            None => Target::parse_whatwg(text).map(|t| (t, None)),
+        }
     }
 
     fn parse_whatwg(text: &str) -> Result<Target, FetchError> {
@@ -204,6 +193,54 @@ impl Target {
 /// Bytes a WHATWG parser leaves alone in the path, and in the query, of an http(s) URL.
 static PLAIN_PATH: [bool; 256] = byte_set(b"-._~!$&'()*+,;=:@/%");
 static PLAIN_QUERY: [bool; 256] = byte_set(b"-._~!$&()*+,;=:@/?%");
+
+/// Where the authority after `scheme://` ends: at the first `/`, `?` or `#`, or the end.
+fn authority_end(rest: &str) -> usize {
+    rest.bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len())
+}
+
+/// The request target (path and query, never the fragment) of what follows a plain authority, in one
+/// pass: only bytes a WHATWG parser leaves alone, no dot segments (`/.`, `%2e`), no empty segments; the
+/// fragment is dropped but must be plain ASCII too. None when the full parser must decide.
+fn plain_request_target(text: &str) -> Option<String> {
+    let tail = text.as_bytes();
+    let mut query_at = None;
+    let mut fragment_at = tail.len();
+    let mut prev = 0u8;
+    for (i, &b) in tail.iter().enumerate() {
+        if b == b'#' {
+            fragment_at = i;
+            break;
+        }
+        if query_at.is_none() {
+            if b == b'?' {
+                query_at = Some(i);
+            } else if !PLAIN_PATH[usize::from(b)]
+                || (prev == b'/' && (b == b'.' || b == b'/'))
+                || (b == b'%' && matches!(tail.get(i + 1..i + 3), Some([b'2', b'e' | b'E'])))
+            {
+                return None;
+            }
+        } else if !PLAIN_QUERY[usize::from(b)] {
+            return None;
+        }
+        prev = b;
+    }
+    if !tail[fragment_at..].iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    let path_end = query_at.unwrap_or(fragment_at);
+    // Exactly its length: a job keeps it as a Box<str>, and spare room would cost a realloc.
+    let mut target = String::with_capacity(fragment_at + usize::from(path_end == 0));
+    if path_end == 0 {
+        target.push('/');
+    }
+    // Only ASCII was accepted above, so this byte range is whole characters.
+    target.push_str(&text[..fragment_at]);
+    Some(target)
+}
 
 const fn byte_set(extra: &[u8]) -> [bool; 256] {
     let mut set = [false; 256];
@@ -400,6 +437,9 @@ mod tests {
             "é.fr",
         ];
         let mut accepted = 0;
+        // URLs seen, by their origin as written: the shortcut is tried against each.
+        let mut origins: Vec<(String, Target)> = Vec::new();
+        let mut shortcuts = 0;
         for _ in 0..400_000 {
             let mut url = String::from(if next() % 2 == 0 {
                 "http://"
@@ -423,7 +463,32 @@ mod tests {
                 accepted += 1;
                 assert_eq!(Target::parse_whatwg(&url).ok(), Some(plain), "{url:?}");
             }
+            // The shortcut for a URL after one of known origin: wherever it answers, it answers
+            // what the full parser does, with that origin.
+            for (written, known) in &origins {
+                if let Some(path) = Target::path_after(&url, written) {
+                    shortcuts += 1;
+                    let full =
+                        Target::parse_whatwg(&url).unwrap_or_else(|e| panic!("{url:?}: {e}"));
+                    assert_eq!(
+                        (&full.origin, &full.authority, &full.path),
+                        (&known.origin, &known.authority, &path),
+                        "{url:?} after {written:?}"
+                    );
+                }
+            }
+            if let Ok((target, Some(written))) = Target::parse_noting_origin(&url) {
+                if origins.len() < 64 {
+                    origins.push((written.to_string(), target));
+                } else {
+                    origins[(next() % 64) as usize] = (written.to_string(), target);
+                }
+            }
         }
+        assert!(
+            shortcuts > 20_000,
+            "only {shortcuts} inputs took the known-origin shortcut"
+        );
         // The generator must reach the plain path often enough for the check to mean something.
         assert!(
             accepted > 20_000,

@@ -468,6 +468,8 @@ struct OriginState {
     starved: Cell<bool>,
     /// In the worker's `blocked` queue.
     blocked: Cell<bool>,
+    /// `scheme://authority` as the first plain URL of this origin wrote it (`FetchShard::same_origin`).
+    written: std::cell::OnceCell<Box<str>>,
 }
 
 pub struct FetchShard {
@@ -481,6 +483,8 @@ pub struct FetchShard {
     jobs: RefCell<Slab<Job>>,
     /// Origins with something queued or a connection open (`release_if_idle` frees the others).
     origins: RefCell<HashMap<target::Origin, Rc<OriginState>>>,
+    /// The origin of the URL admitted last, while it is in `origins` (`same_origin`).
+    last_origin: RefCell<Option<Rc<OriginState>>>,
     /// How the next connection to a freed origin starts, when not `Start::Open`; bounded.
     starts: RefCell<HashMap<target::Origin, Start>>,
     in_flight: Cell<usize>,
@@ -536,6 +540,7 @@ impl FetchShard {
             dialer: RefCell::new(net::Dialer::Tcp),
             jobs: RefCell::new(Slab::with_capacity((limits.cap * 2).min(PREALLOCATED_JOBS))),
             origins: RefCell::new(HashMap::new()),
+            last_origin: RefCell::new(None),
             starts: RefCell::new(HashMap::new()),
             in_flight: Cell::new(0),
             queued: Cell::new(0),
@@ -663,23 +668,37 @@ impl FetchShard {
             self.report.borrow_mut().not_fetched += 1;
             return;
         }
-        let target = match Target::parse(&line.url) {
-            Ok(t) => t,
-            Err(err) => {
-                let job = Job::new(line.index, line.url.into_boxed_str(), Box::default());
-                return self.report_error(&job, 0.0, err);
-            }
+        let (origin, path) = match self.same_origin(&line.url) {
+            Some(known) => known,
+            None => match Target::parse_noting_origin(&line.url) {
+                Ok((target, written)) => {
+                    let origin = self.origin(&target);
+                    if let Some(written) = written {
+                        origin.written.get_or_init(|| written.into());
+                    }
+                    *self.last_origin.borrow_mut() = Some(origin.clone());
+                    (origin, target.path)
+                }
+                Err(err) => {
+                    let job = Job::new(line.index, line.url.into_boxed_str(), Box::default());
+                    return self.report_error(&job, 0.0, err);
+                }
+            },
         };
-        let origin = self.origin(&target);
-        let job = Job::new(
-            line.index,
-            line.url.into_boxed_str(),
-            target.path.into_boxed_str(),
-        );
+        let job = Job::new(line.index, line.url.into_boxed_str(), path.into_boxed_str());
         let key = self.jobs.borrow_mut().insert(job);
         origin.queue.borrow_mut().push_back(key);
         self.queued.set(self.queued.get() + 1);
         self.schedule(&origin);
+    }
+
+    /// The origin of the URL admitted before, when `url` starts with it as written there, and the
+    /// request target: the host is neither parsed nor looked up again (`Target::path_after`).
+    fn same_origin(&self, url: &str) -> Option<(Rc<OriginState>, String)> {
+        let last = self.last_origin.borrow();
+        let origin = last.as_ref()?;
+        let path = Target::path_after(url, origin.written.get()?)?;
+        Some((origin.clone(), path))
     }
 
     fn origin(&self, target: &Target) -> Rc<OriginState> {
@@ -715,6 +734,7 @@ impl FetchShard {
             ),
             starved: Cell::new(false),
             blocked: Cell::new(false),
+            written: std::cell::OnceCell::new(),
         });
         origins.insert(target.origin.clone(), o.clone());
         o
@@ -981,6 +1001,12 @@ impl FetchShard {
             return;
         }
         self.origins.borrow_mut().remove(&origin.key);
+        let mut last = self.last_origin.borrow_mut();
+        if last.as_ref().is_some_and(|l| Rc::ptr_eq(l, origin)) {
+            // A freed origin must not be found again: its successor is a new one in `origins`.
+            *last = None;
+        }
+        drop(last);
         let start = origin.start.get();
         if start != Start::Open {
             let mut starts = self.starts.borrow_mut();
