@@ -220,7 +220,7 @@ fn undecodable(coding: decode::Coding, why: &str) -> FetchError {
 }
 
 impl Job {
-    fn new(index: u64, url: Box<str>, path: Box<str>) -> Job {
+    fn new(index: u64, url: Box<str>, path: Box<str>, now: Instant) -> Job {
         Job {
             index,
             url,
@@ -229,7 +229,7 @@ impl Job {
             retries_used: 0,
             status: None,
             body_bytes: 0,
-            sent: Instant::now(),
+            sent: now,
             save: Body::Unsaved,
             chain: None,
             decode: Decode::Plain,
@@ -568,8 +568,11 @@ impl FetchShard {
         let direct = super::transport::start_worker(&self.settings.direct, &self.dialer);
         let ticker = tokio_uring::spawn(Self::tick(self.clone()));
         while let Ok(batch) = input.recv().await {
+            // One clock read per batch: a URL's clock starts when its batch arrives (it times a
+            // failure before any request is sent; sending restarts it).
+            let now = Instant::now();
             for line in batch {
-                self.admit(line);
+                self.admit(line, now);
             }
             while self.queued.get() >= self.limits.cap {
                 self.room.notified().await;
@@ -663,7 +666,7 @@ impl FetchShard {
         self.after_job();
     }
 
-    fn admit(self: &Rc<Self>, line: Line) {
+    fn admit(self: &Rc<Self>, line: Line, now: Instant) {
         if self.draining.get() {
             self.report.borrow_mut().not_fetched += 1;
             return;
@@ -680,12 +683,17 @@ impl FetchShard {
                     (origin, target.path)
                 }
                 Err(err) => {
-                    let job = Job::new(line.index, line.url.into_boxed_str(), Box::default());
+                    let job = Job::new(line.index, line.url.into_boxed_str(), Box::default(), now);
                     return self.report_error(&job, 0.0, err);
                 }
             },
         };
-        let job = Job::new(line.index, line.url.into_boxed_str(), path.into_boxed_str());
+        let job = Job::new(
+            line.index,
+            line.url.into_boxed_str(),
+            path.into_boxed_str(),
+            now,
+        );
         let key = self.jobs.borrow_mut().insert(job);
         origin.queue.borrow_mut().push_back(key);
         self.queued.set(self.queued.get() + 1);
