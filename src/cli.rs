@@ -415,7 +415,9 @@ pub struct BenchArgs {
 
     /// Connection-count mode: open -c connections (paced by --connect-rate), prove each with one
     /// request, hold them all open this long (with --rate's requests spread over them, if given), then
-    /// close them. The summary adds peak_connections, connect_rate and memory per connection.
+    /// close them. The summary adds peak_connections, connect_rate, memory per connection, and how
+    /// many of the held connections the server closed or reset before the hold ended
+    /// (closed_during_hold: a server's idle timeout shorter than the hold shows here).
     #[arg(long, value_name = "DURATION", value_parser = units::duration, conflicts_with_all = ["requests", "duration"])]
     pub hold: Option<Duration>,
 

@@ -117,6 +117,22 @@ pub fn shutdown_write(fd: RawFd) {
     }
 }
 
+/// Whether the socket is still quietly open: nothing to read and no end of stream or error from the
+/// peer (a nonblocking one-byte receive with MSG_PEEK fails with EAGAIN). Leaves any bytes in place.
+pub fn quietly_open(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most 1 byte into `byte`, a live local; MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+}
+
 /// Sets SO_LINGER to {on, 0 s}: the close that follows sends RST instead of FIN, so no TIME_WAIT socket
 /// keeps the local port for a minute (see `net::Transport::abort_on_close`).
 pub fn set_linger_abort(fd: RawFd) {

@@ -280,6 +280,13 @@ impl BenchShard {
         if let Some(s) = scheduler {
             s.abort();
         }
+        if let (Load::Hold(_), Some(w)) = (&shard.load, &direct) {
+            // Before the held connections close: which of them the server dropped meanwhile.
+            let gone = w.ring.peek_held(Duration::from_secs(1)).await;
+            if let Some(h) = shard.report.borrow_mut().hold.as_mut() {
+                h.closed += gone;
+            }
+        }
         let ring = super::transport::finish_worker(direct, &shard.dialer).await;
         let started = shard.measured.get();
         let mut report = std::mem::take(&mut *shard.report.borrow_mut());
@@ -324,6 +331,14 @@ impl BenchShard {
                 Load::Hold(hold) => hold.over(now, &shard.report),
             };
             if over {
+                if matches!(shard.load, Load::Hold(_)) {
+                    // Before they are stopped: which held connections the server dropped (those
+                    // its ring holds are looked at when the worker finishes).
+                    let gone = shard.env.watchdog.idle_gone();
+                    if let Some(h) = shard.report.borrow_mut().hold.as_mut() {
+                        h.closed += gone;
+                    }
+                }
                 shard.end_run();
                 return;
             }

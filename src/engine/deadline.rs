@@ -93,6 +93,18 @@ impl Watchdog {
         }
     }
 
+    /// Connections with nothing in flight that the peer closed, reset or wrote to unasked
+    /// (`Kill::quietly_open`): `bench --hold`'s look at the connections its tasks hold, at its end.
+    pub fn idle_gone(&self) -> u64 {
+        self.watches
+            .borrow()
+            .iter()
+            .filter(|(_, w)| {
+                w.fired.get() == Fired::No && w.deadline.get().is_none() && !w.kill.quietly_open()
+            })
+            .count() as u64
+    }
+
     /// Connections currently watched.
     pub fn watched(&self) -> usize {
         self.watches.borrow().len()

@@ -144,6 +144,7 @@ impl Hold {
         });
         report.borrow_mut().hold = Some(HoldReport {
             peak: self.peak.get() as u64,
+            closed: 0,
             ramp: now - self.started,
             rss_before_kib: self.rss_before,
             rss_up_kib: crate::sys::rss_kib().unwrap_or(0),

@@ -127,6 +127,15 @@ impl Kill {
             Kill::Direct(h) => h.interrupt(),
         }
     }
+
+    /// Whether the peer has neither closed nor reset the connection, nor sent anything that waits
+    /// unread (what a server may do at its idle timeout): `bench --hold`'s look at its end.
+    pub fn quietly_open(&self) -> bool {
+        match self {
+            Kill::Fd(fd) => crate::sys::quietly_open(*fd),
+            Kill::Direct(h) => h.quietly_open(),
+        }
+    }
 }
 
 /// How a worker opens connections: tokio-uring sockets (descriptors), or sockets in its direct ring,

@@ -104,6 +104,9 @@ impl Tally {
 pub struct HoldReport {
     /// Connections open and answered at the same time, at most.
     pub peak: u64,
+    /// Of those, found no longer quietly open at the end of the hold: closed or reset by the
+    /// server during it, or written to unasked.
+    pub closed: u64,
     /// From the start until every connection had answered (or failed).
     pub ramp: Duration,
     pub rss_before_kib: u64,
@@ -116,6 +119,7 @@ impl HoldReport {
     /// Workers of one process: peaks add up (they hold at once), the rest is process- or machine-wide.
     fn merge(&mut self, o: &HoldReport) {
         self.peak += o.peak;
+        self.closed += o.closed;
         self.ramp = self.ramp.max(o.ramp);
         self.rss_before_kib = self.rss_before_kib.min(o.rss_before_kib);
         self.rss_up_kib = self.rss_up_kib.max(o.rss_up_kib);
@@ -298,6 +302,10 @@ pub struct Summary {
     /// `bench --hold`: connections open and answered at once, at most.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_connections: Option<u64>,
+    /// `bench --hold`: held connections the server closed, reset or wrote to during the hold (a look
+    /// at each at its end); `peak_connections` minus this were still open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_during_hold: Option<u64>,
     /// `bench --hold`: connections per second until all had answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_rate: Option<f64>,
@@ -411,6 +419,7 @@ impl Summary {
             urls: Vec::new(),
             latency_histogram: report.latency.buckets(),
             peak_connections: report.hold.map(|h| h.peak),
+            closed_during_hold: report.hold.map(|h| h.closed),
             connect_rate: report
                 .hold
                 .map(|h| (h.peak as f64 / h.ramp.as_secs_f64().max(1e-6) * 10.0).round() / 10.0),
@@ -604,6 +613,20 @@ impl Summary {
                  {user} B user memory and {kernel} B kernel memory per connection",
                 "held"
             );
+            match self.closed_during_hold {
+                Some(0) | None => {
+                    let _ = writeln!(s, "  {:<12}all {peak} still open at the end", "");
+                }
+                Some(gone) => {
+                    let _ = writeln!(
+                        s,
+                        "  {:<12}{} still open at the end: the server closed or reset {gone} \
+                         during the hold (an idle timeout? check its keep-alive timeout)",
+                        "",
+                        peak.saturating_sub(gone)
+                    );
+                }
+            }
         }
         if self.tls_handshakes > 0 {
             let _ = writeln!(

@@ -503,6 +503,7 @@ fn hold_keeps_every_connection_open_and_answered() {
     );
     assert!(started.elapsed() >= Duration::from_secs(1), "{s}");
     assert_eq!(s["peak_connections"], 300, "{s}");
+    assert_eq!(s["closed_during_hold"], 0, "serve closes none: {s}");
     assert_eq!(s["connections_opened"], 300, "{s}");
     assert_eq!(s["requests"], 300, "one proof request each: {s}");
     assert_eq!(error_total(&s), 0, "{s}");
@@ -812,4 +813,52 @@ fn a_server_that_starts_late_is_waited_for() {
     assert!(ok > 0, "{s}");
     assert_eq!(ok + refused, 50, "{s}");
     drop(server);
+}
+
+/// `--hold` tells which connections the server dropped during the hold: a server that answers each
+/// proof, then closes every other connection after 300 ms (as an idle timeout would) and resets one
+/// more, keeping the rest open. The summary counts them (`closed_during_hold`) on both transports,
+/// and says so in words; before, a hold reported every connection held to the end.
+#[test]
+fn hold_counts_the_connections_the_server_dropped() {
+    for transport in ["tcp", "direct"] {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let server = {
+            let accepted = accepted.clone();
+            Hostile::start(move |conn| {
+                let k = accepted.fetch_add(1, Ordering::SeqCst);
+                conn.read_requests(1)?;
+                conn.send(&ok(b"held"))?;
+                std::thread::sleep(Duration::from_millis(300));
+                match k {
+                    1 => conn.reset(),
+                    k if k % 2 == 0 => conn.close(),
+                    _ => conn.stall(),
+                }
+                Ok(())
+            })
+        };
+        let mut cmd = Command::new(bin());
+        cmd.args(["bench", &server.url("/"), "--hold", "1500ms", "-c", "10"])
+            .args(["-t", "1", "--transport", transport, "--json"]);
+        let done = run_child(cmd, None);
+        assert_eq!(done.code, 0, "{transport}: {}", tail(&done.stderr));
+        let s = parse_summary(&done.stdout);
+        assert_eq!(s["peak_connections"], 10, "{transport}: {s}");
+        // Connections 0, 2, 4, 6, 8 closed, 1 reset: 6 of 10.
+        assert_eq!(s["closed_during_hold"], 6, "{transport}: {s}");
+
+        // The text summary says it too.
+        let mut cmd = Command::new(bin());
+        accepted.store(0, Ordering::SeqCst);
+        cmd.args(["bench", &server.url("/"), "--hold", "1500ms", "-c", "10"])
+            .args(["-t", "1", "--transport", transport]);
+        let done = run_child(cmd, None);
+        assert!(
+            done.stdout
+                .contains("4 still open at the end: the server closed or reset 6 during the hold"),
+            "{transport}:\n{}",
+            done.stdout
+        );
+    }
 }

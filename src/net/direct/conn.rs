@@ -34,6 +34,16 @@ impl Handle {
     pub fn interrupt(&self) {
         self.ring.interrupt(self.slot, self.gen);
     }
+
+    /// Whether the peer has neither closed nor reset the connection, nor sent anything that waits
+    /// unread, as far as its receive has seen (see `net::Kill::quietly_open`). A connection whose
+    /// receive is not armed counts as open: nothing says otherwise.
+    pub fn quietly_open(&self) -> bool {
+        match self.ring.owner(self.slot, self.gen) {
+            Some((_, Some(sh))) => sh.inbound.get() == Inbound::Open && sh.rx.borrow().is_empty(),
+            _ => false,
+        }
+    }
 }
 
 impl Conn {

@@ -76,7 +76,8 @@ impl Ring {
             // A chain must not be split across two submits.
             if sq.capacity() - sq.len() >= entries.len() {
                 // SAFETY: every pointer in these entries (addresses, option values, send buffers)
-                // is kept alive until its completion: in `Shared`, in `pool` or static.
+                // is kept alive until its completion: in `Shared`, in `pool`, static, or the ring's
+                // own `peek_byte`, which is dropped after the ring itself.
                 unsafe { sq.push_multiple(entries).expect("room was checked") };
                 break;
             }
@@ -128,6 +129,7 @@ impl Ring {
         match op {
             Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),
             Some(Op::Close) => return self.closed(slot, gen),
+            Some(Op::Peek) => return self.peeked(res),
             _ => {}
         }
         let Some((state, Some(sh))) = self.owner(slot, gen) else {
@@ -143,7 +145,7 @@ impl Ring {
             Some(Op::Chain | Op::Connect) => self.connect_done(&sh, res),
             Some(Op::Cancel | Op::Shutdown) => self.other_done(&sh),
             // A SETSOCKOPT posts only if it failed; nothing waits for it (see `Shared::idle`).
-            Some(Op::SockOpt) | Some(Op::Accept) | Some(Op::Close) | None => {}
+            Some(Op::SockOpt) | Some(Op::Accept) | Some(Op::Close) | Some(Op::Peek) | None => {}
         }
         // Only a released or held slot changes here; a completion for an open one (every receive and
         // send of a live connection) needs no second look at the slot table.

@@ -188,6 +188,14 @@ pub struct Ring {
     listeners: RefCell<Vec<(RawFd, bool)>>,
     /// `listen_one_at_a_time`: single accepts, armed only while a slot is free.
     single_accepts: Cell<bool>,
+    /// `peek_held`: looks still in flight, those that found the connection not quietly open, and a
+    /// wake-up when the last completes.
+    peeking: Cell<usize>,
+    peeked_gone: Cell<u64>,
+    peeks_done: tokio::sync::Notify,
+    /// Where a peek's byte lands (never read). After `uring` in this struct: a peek still in flight
+    /// when the ring is dropped is over (the ring is gone) before this is freed.
+    peek_byte: Box<std::cell::UnsafeCell<[u8; 1]>>,
 }
 
 impl Ring {
@@ -228,6 +236,10 @@ impl Ring {
             acceptor: Cell::new(None),
             listeners: RefCell::new(Vec::new()),
             single_accepts: Cell::new(false),
+            peeking: Cell::new(0),
+            peeked_gone: Cell::new(0),
+            peeks_done: tokio::sync::Notify::new(),
+            peek_byte: Box::new(std::cell::UnsafeCell::new([0])),
         }))
     }
 

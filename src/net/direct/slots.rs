@@ -409,6 +409,57 @@ impl Ring {
         sh.others.set(sh.others.get().saturating_sub(1));
     }
 
+    /// At the end of `bench --hold`, before `close_held`: how many held connections are no longer
+    /// quietly open, because the server closed or reset them during the hold, or wrote to them
+    /// unasked (a `408` before closing). One nonblocking receive of a byte with MSG_PEEK on each:
+    /// EAGAIN is quietly open; an end of stream, an error or a byte are not. Waits up to `limit`
+    /// for the answers (each completes at once: MSG_DONTWAIT never waits for data); an answer still
+    /// missing then counts as open.
+    pub async fn peek_held(&self, limit: std::time::Duration) -> u64 {
+        let held: Vec<(u32, u32)> = self
+            .slots
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == State::Held)
+            .map(|(i, s)| (i as u32, s.gen))
+            .collect();
+        self.peeked_gone.set(0);
+        self.peeking.set(self.peeking.get() + held.len());
+        for (slot, gen) in held {
+            self.push(&[opcode::Recv::new(
+                types::Fixed(slot),
+                self.peek_byte.get().cast::<u8>(),
+                1,
+            )
+            .flags(libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            .build()
+            .user_data(user_data(Op::Peek, slot, gen))]);
+        }
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let done = self.peeks_done.notified();
+                if self.peeking.get() == 0 {
+                    break;
+                }
+                done.await;
+            }
+        })
+        .await;
+        self.peeked_gone.get()
+    }
+
+    /// A peek of `peek_held` completed with `res`.
+    pub(super) fn peeked(&self, res: i32) {
+        if res != -libc::EAGAIN {
+            self.peeked_gone.set(self.peeked_gone.get() + 1);
+        }
+        self.peeking.set(self.peeking.get().saturating_sub(1));
+        if self.peeking.get() == 0 {
+            self.peeks_done.notify_waiters();
+        }
+    }
+
     /// Closes every held connection (FIN), at the end of `bench --hold`.
     pub fn close_held(&self) {
         let held: Vec<u32> = self

@@ -22,11 +22,13 @@ pub(super) enum Op {
     /// A listener's multishot accept: the "slot" is the listener's index.
     Accept,
     SockOpt,
+    /// `bench --hold`'s look at a held connection at the end (`Ring::peek_held`).
+    Peek,
 }
 
 impl Op {
     #[cfg(test)]
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 10] = [
         Op::Connect,
         Op::Chain,
         Op::Recv,
@@ -36,6 +38,7 @@ impl Op {
         Op::Shutdown,
         Op::Accept,
         Op::SockOpt,
+        Op::Peek,
     ];
 
     #[inline]
@@ -50,6 +53,7 @@ impl Op {
             7 => Op::Shutdown,
             8 => Op::Accept,
             9 => Op::SockOpt,
+            10 => Op::Peek,
             _ => return None,
         })
     }
@@ -142,6 +146,6 @@ mod tests {
     fn a_tag_of_none_of_ours_is_no_kind() {
         assert_eq!(split(0), (None, 0, 0));
         assert_eq!(split(u64::MAX).0, None);
-        assert_eq!(split(10 << 56).0, None);
+        assert_eq!(split(11 << 56).0, None);
     }
 }
