@@ -24,6 +24,8 @@
 #   BULK_ORIGINS=N      host names of (g)'s many-origin rows (default 10000)
 #   BULK_ORIGIN_RUN=N   consecutive URLs of one origin in that list (default 1: round-robin)
 #   BULK_LIMIT=S        time limit of one (g) client run (default 900)
+#   HEADS=bare          every client sends the bare request head (Host only; h2load and oha add their
+#                       User-Agent, which they cannot drop) instead of ringfetch's (the default)
 #   BULK_SERVER=serve   (g) against `ringfetch serve` (one thread, SERVER_CPU) instead of nginx:
 #                    nginx's one core bounds every ringfetch row of (g), serve's (2x nginx per core
 #                    at depth 1) leaves the client the bound, so fetch vs bench measures the client
@@ -208,7 +210,20 @@ fi
 # faster, which lowers every other cost per request too (measured: a client sending wrk's head spends
 # ~5% less CPU per request than the same client sending ringfetch's).
 RF_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)
-SAME_HEAD=(-H "User-Agent: ringfetch/$RF_VERSION" -H "Accept: */*")
+# HEADS=bare instead sends the bare head, as issue 15 measured: Host only from wrk and ringfetch (its
+# User-Agent and Accept emptied with -H), h2load its own User-Agent (it cannot drop it), oha its own.
+HEADS=${HEADS:-ringfetch}
+case $HEADS in
+ringfetch)
+    SAME_HEAD=(-H "User-Agent: ringfetch/$RF_VERSION" -H "Accept: */*")
+    RF_HEAD=()
+    ;;
+bare)
+    SAME_HEAD=()
+    RF_HEAD=(-H "User-Agent:" -H "Accept:")
+    ;;
+*) die "HEADS=$HEADS: expected ringfetch or bare" ;;
+esac
 
 # ---------------------------------------------------------------- header
 tool_version() { "$@" 2>&1 | head -n 1 || true; }
@@ -242,6 +257,11 @@ REPORT="$TMP/report.md"
     echo "- kernel: $(uname -r); CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)$LOAD_NOTE"
     echo "- nginx: $(tool_version /usr/sbin/nginx -v | sed 's/^nginx version: //'); wrk: $(tool_version wrk -v | awk '{print $2}'); h2load: $(tool_version h2load --version | awk '{print $2}'); curl: $(tool_version curl --version | awk '{print $2}'); aiohttp: $("$PY" -c 'import aiohttp; print(aiohttp.__version__)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
     echo "- ringfetch: git $RF_REV"
+    if [[ $HEADS == bare ]]; then
+        echo "- request heads: bare (HEADS=bare): Host only from ringfetch (-H 'User-Agent:' -H 'Accept:') and wrk; h2load and oha add their own User-Agent"
+    else
+        echo "- request heads: ringfetch's (Host, User-Agent, Accept) from every client"
+    fi
     echo "- $RUNS run(s) of ${DURATION} s per client (fetch: all $NURLS URLs once per run), medians; clients pinned to CPU $CLIENT_CPU (taskset), nginx (1 worker, access_log off, sendfile ${NB_SENDFILE:-off}) to CPU $NB_SERVER_CPU"
     if want g; then
         echo "- (g): ringfetch fetches $BULK_URLS URLs per run, curl and aiohttp $BULK_SLOW_URLS (the row says which); URLs/s and µs/URL compare across counts; many origins: $BULK_ORIGINS names h0.test… pinned to 127.0.0.1 with --resolve, $BULK_ORIGIN_RUN consecutive URL(s) per name; nginx worker_connections raised to $((BULK_ORIGINS + 8192)) for the run; server: $BULK_SERVER"
@@ -527,15 +547,15 @@ for ((run = 1; run <= RUNS; run++)); do
     log " $SA"
     if [[ $RF != none ]]; then
         measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json
+            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
         measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
+            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
     fi
     if [[ -n ${RINGFETCH_BASE:-} ]]; then
         measure a "$SA" base "base ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
         measure a "$SA" base-direct "base ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
     fi
     if [[ -n $FLOOR && $FLOOR != none ]]; then
         measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
@@ -555,15 +575,15 @@ for ((run = 1; run <= RUNS; run++)); do
     log " $SB"
     if [[ $RF != none ]]; then
         measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
         measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
+            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
     fi
     if [[ -n ${RINGFETCH_BASE:-} ]]; then
         measure b "$SB" base "base ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
         measure b "$SB" base-direct "base ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct
+            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
     fi
     measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
         wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"
