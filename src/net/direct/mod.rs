@@ -193,8 +193,9 @@ pub struct Ring {
     peeking: Cell<usize>,
     peeked_gone: Cell<u64>,
     peeks_done: tokio::sync::Notify,
-    /// Where a peek's byte lands (never read). After `uring` in this struct: a peek still in flight
-    /// when the ring is dropped is over (the ring is gone) before this is freed.
+    /// Where a peek's byte lands (never read). A peek never waits in the kernel (MSG_DONTWAIT: it is
+    /// answered inside the submit that issues it), and this field comes after `uring`, so it is
+    /// freed after the ring in any case.
     peek_byte: Box<std::cell::UnsafeCell<[u8; 1]>>,
 }
 
