@@ -423,6 +423,22 @@ fn local(path: &Path, e: &std::io::Error) -> FetchError {
     )
 }
 
+/// One connection counted in `FetchShard::holding` while this lives.
+struct Holding<'a>(&'a Cell<usize>);
+
+impl Holding<'_> {
+    fn count(count: &Cell<usize>) -> Holding<'_> {
+        count.set(count.get() + 1);
+        Holding(count)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 /// What a connection's end means for the origins waiting in `starved`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Freed {
@@ -801,10 +817,17 @@ impl FetchShard {
         // A connect that found no local port freed none: the turn of the origins waiting for room
         // (its own among them) comes from a connection that held one, or it would only try again.
         if !matches!(freed, Ok(Freed::Nothing)) {
-            let next = self.starved.borrow_mut().pop_front();
-            if let Some(starved) = next {
+            // The first waiter that still has something queued (one whose queue a failed connect
+            // answered meanwhile would spend the turn, and leave the others waiting for nobody).
+            loop {
+                let next = self.starved.borrow_mut().pop_front();
+                let Some(starved) = next else { break };
                 starved.starved.set(false);
-                self.schedule(&starved);
+                if !starved.queue.borrow().is_empty() {
+                    self.schedule(&starved);
+                    break;
+                }
+                self.release_if_idle(&starved);
             }
         }
         self.settled.notify_one();
@@ -880,7 +903,8 @@ impl FetchShard {
             Ok((io, times)) => {
                 self.report.borrow_mut().connected(io.tls_resumed());
                 origin.established.set(origin.established.get() + 1);
-                self.holding.set(self.holding.get() + 1);
+                // Counted down however this arm ends (a waiter for a port relies on the count).
+                let _holding = Holding::count(&self.holding);
                 origin.limit.set(self.settings.conns_per_host);
                 let start = origin.start.get();
                 let work = OriginWork {
@@ -906,7 +930,6 @@ impl FetchShard {
                         _ => Start::Open,
                     });
                 origin.established.set(origin.established.get() - 1);
-                self.holding.set(self.holding.get() - 1);
                 Freed::Room
             }
             Err(err) => {

@@ -412,9 +412,9 @@ impl Ring {
     /// At the end of `bench --hold`, before `close_held`: how many held connections are no longer
     /// quietly open, because the server closed or reset them during the hold, or wrote to them
     /// unasked (a `408` before closing). One nonblocking receive of a byte with MSG_PEEK on each:
-    /// EAGAIN is quietly open; an end of stream, an error or a byte are not. Waits up to `limit`
-    /// for the answers (each completes at once: MSG_DONTWAIT never waits for data); an answer still
-    /// missing then counts as open.
+    /// EAGAIN is quietly open; an end of stream, an error or a byte are not. Waits up to `limit`,
+    /// or 5 µs per held connection if longer (a million take about a second here), for the answers
+    /// (each completes at once: MSG_DONTWAIT never waits for data); one still missing counts as open.
     pub async fn peek_held(&self, limit: std::time::Duration) -> u64 {
         let held: Vec<(u32, u32)> = self
             .slots
@@ -424,6 +424,7 @@ impl Ring {
             .filter(|(_, s)| s.state == State::Held)
             .map(|(i, s)| (i as u32, s.gen))
             .collect();
+        let limit = limit.max(std::time::Duration::from_micros(5) * held.len() as u32);
         self.peeked_gone.set(0);
         self.peeking.set(self.peeking.get() + held.len());
         for (slot, gen) in held {
