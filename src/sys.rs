@@ -134,20 +134,10 @@ pub fn quietly_open(fd: RawFd) -> bool {
 }
 
 /// Sets SO_LINGER to {on, 0 s}: the close that follows sends RST instead of FIN, so no TIME_WAIT socket
-/// keeps the local port for a minute (see `net::Transport::abort_on_close`).
+/// keeps the local port for a minute (see `net::Transport::abort_on_close`). An error (a socket the
+/// peer already reset) only leaves the ordinary close, which is then what happens.
 pub fn set_linger_abort(fd: RawFd) {
-    let value = ABORT_ON_CLOSE;
-    // SAFETY: setsockopt reads size_of::<linger>() bytes from `value`, a live local. An error (a socket
-    // the peer already reset) only leaves the ordinary close, which is then what happens.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&value as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(fd, libc::SO_LINGER, &ABORT_ON_CLOSE);
 }
 
 /// SO_LINGER's value for an abortive close: lingering on, for zero seconds. A static, so a ring's
@@ -159,17 +149,23 @@ pub static ABORT_ON_CLOSE: libc::linger = libc::linger {
 
 /// Sets SO_RCVLOWAT: readiness (and so a POLL_FIRST receive) waits for this many bytes, or for the
 /// end of the stream or an error. Linux re-checks readiness when it is lowered, waking a waiting read.
+/// An error (a socket already closed by the peer) only leaves the old mark, which the closed state
+/// overrides anyway.
 pub fn set_recv_lowat(fd: RawFd, bytes: usize) {
     let value = bytes.clamp(1, i32::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `value`, a live local. An error (a socket
-    // already closed by the peer) only leaves the old mark, which the closed state overrides anyway.
+    set_socket_option(fd, libc::SO_RCVLOWAT, &value);
+}
+
+/// setsockopt(SOL_SOCKET, `name`) to `value`; the callers say why an error may be ignored.
+fn set_socket_option<T>(fd: RawFd, name: libc::c_int, value: &T) {
+    // SAFETY: setsockopt reads size_of::<T>() bytes from `value`, a live reference for the call.
     unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         );
     }
 }
