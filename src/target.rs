@@ -107,18 +107,22 @@ impl Target {
     }
 
     /// The request target of `text` when it starts with `origin_text` (the `scheme://authority` of a
-    /// URL that parsed plain, exactly as written there: `plain_origin_text`) and the rest is plain
+    /// URL that parsed plain, exactly as written there: `parse_noting_origin`) and the rest is plain
     /// too. Then `text` has that URL's origin, found without parsing and allocating the authority
-    /// again (a list's URLs mostly share their origin with the line before). None whenever `parse`
-    /// must decide.
-    pub fn path_after(text: &str, origin_text: &str) -> Option<String> {
+    /// again (a list's URLs mostly share their origin with the line before), and its request target
+    /// is mostly a slice of it. None whenever `parse` must decide.
+    pub fn path_after(text: &str, origin_text: &str) -> Option<PathIn> {
         let tail = text.strip_prefix(origin_text)?;
         // The authority must end where it ended there ("http://a.com:80" is no prefix of
         // "http://a.com:8080/").
         if authority_end(tail) != 0 {
             return None;
         }
-        plain_request_target(tail)
+        let start = origin_text.len();
+        Some(match plain_request_target_span(tail)? {
+            (end, true) => PathIn::Slice(start, start + end),
+            (end, false) => PathIn::Built(rooted(&tail[..end])),
+        })
     }
 
     /// As `parse`, with the `scheme://authority` part of `text` as written when the plain parser took
@@ -203,8 +207,10 @@ fn authority_end(rest: &str) -> usize {
 
 /// The request target (path and query, never the fragment) of what follows a plain authority, in one
 /// pass: only bytes a WHATWG parser leaves alone, no dot segments (`/.`, `%2e`), no empty segments; the
-/// fragment is dropped but must be plain ASCII too. None when the full parser must decide.
-fn plain_request_target(text: &str) -> Option<String> {
+/// fragment is dropped but must be plain ASCII too. Says where it ends (the fragment's start) and
+/// whether it begins with its own path (else the target is "/" and the query). None when the full
+/// parser must decide.
+fn plain_request_target_span(text: &str) -> Option<(usize, bool)> {
     let tail = text.as_bytes();
     let mut query_at = None;
     let mut fragment_at = tail.len();
@@ -231,15 +237,44 @@ fn plain_request_target(text: &str) -> Option<String> {
     if !tail[fragment_at..].iter().all(u8::is_ascii_graphic) {
         return None;
     }
-    let path_end = query_at.unwrap_or(fragment_at);
-    // Exactly its length: a job keeps it as a Box<str>, and spare room would cost a realloc.
-    let mut target = String::with_capacity(fragment_at + usize::from(path_end == 0));
-    if path_end == 0 {
-        target.push('/');
+    // Only ASCII was accepted above, so this byte offset is a character boundary.
+    Some((fragment_at, query_at.unwrap_or(fragment_at) > 0))
+}
+
+/// The request target of what follows a plain authority (see `plain_request_target_span`).
+fn plain_request_target(text: &str) -> Option<String> {
+    Some(match plain_request_target_span(text)? {
+        (end, true) => text[..end].to_string(),
+        (end, false) => rooted(&text[..end]),
+    })
+}
+
+/// A request target with no path of its own ("" or "?q"): the path is "/". Exactly its length: a
+/// job keeps it as a Box<str>, and spare room would cost a realloc.
+fn rooted(rest: &str) -> String {
+    let mut target = String::with_capacity(rest.len() + 1);
+    target.push('/');
+    target.push_str(rest);
+    target
+}
+
+/// Where a request target found by `Target::path_after` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathIn {
+    /// The byte range of the URL's own text that is its request target (path and query).
+    Slice(usize, usize),
+    /// No path of its own: "/" and the query, built.
+    Built(String),
+}
+
+impl PathIn {
+    /// The request target, given the text `path_after` was given.
+    pub fn of<'a>(&'a self, text: &'a str) -> &'a str {
+        match self {
+            PathIn::Slice(start, end) => &text[*start..*end],
+            PathIn::Built(path) => path,
+        }
     }
-    // Only ASCII was accepted above, so this byte range is whole characters.
-    target.push_str(&text[..fragment_at]);
-    Some(target)
 }
 
 const fn byte_set(extra: &[u8]) -> [bool; 256] {
@@ -466,7 +501,8 @@ mod tests {
             // The shortcut for a URL after one of known origin: wherever it answers, it answers
             // what the full parser does, with that origin.
             for (written, known) in &origins {
-                if let Some(path) = Target::path_after(&url, written) {
+                if let Some(found) = Target::path_after(&url, written) {
+                    let path = found.of(&url).to_string();
                     shortcuts += 1;
                     let full =
                         Target::parse_whatwg(&url).unwrap_or_else(|e| panic!("{url:?}: {e}"));

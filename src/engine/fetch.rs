@@ -32,7 +32,7 @@ use crate::input::Line;
 use crate::net;
 use crate::report::jsonl::{Headers, Lines, MetaLine, ResultLine, Sink};
 use crate::report::summary::Report;
-use crate::target::{self, Scheme, Target};
+use crate::target::{self, PathIn, Scheme, Target};
 
 /// What every worker of a fetch shares, read-only.
 pub struct FetchSettings {
@@ -163,7 +163,8 @@ pub struct ShardLimits {
 struct Job {
     index: u64,
     url: Box<str>,
-    path: Box<str>,
+    /// The request target: mostly a slice of `url` (no allocation of its own), see `path`.
+    target: JobPath,
     attempts: u32,
     retries_used: u32,
     status: Option<u16>,
@@ -219,12 +220,27 @@ fn undecodable(coding: decode::Coding, why: &str) -> FetchError {
     )
 }
 
+/// Where a job's request target is.
+enum JobPath {
+    /// `url[start..end]` (`Target::path_after` found it there).
+    InUrl(usize, usize),
+    Own(Box<str>),
+}
+
 impl Job {
-    fn new(index: u64, url: Box<str>, path: Box<str>, now: Instant) -> Job {
+    /// The request target: path and query.
+    fn path(&self) -> &str {
+        match &self.target {
+            JobPath::InUrl(start, end) => &self.url[*start..*end],
+            JobPath::Own(path) => path,
+        }
+    }
+
+    fn new(index: u64, url: Box<str>, target: JobPath, now: Instant) -> Job {
         Job {
             index,
             url,
-            path,
+            target,
             attempts: 0,
             retries_used: 0,
             status: None,
@@ -687,8 +703,9 @@ impl FetchShard {
             self.report.borrow_mut().not_fetched += 1;
             return;
         }
-        let (origin, path) = match self.same_origin(&line.url) {
-            Some(known) => known,
+        let (origin, target) = match self.same_origin(&line.url) {
+            Some((origin, PathIn::Slice(start, end))) => (origin, JobPath::InUrl(start, end)),
+            Some((origin, PathIn::Built(path))) => (origin, JobPath::Own(path.into_boxed_str())),
             None => match Target::parse_noting_origin(&line.url) {
                 Ok((target, written)) => {
                     let origin = self.origin(&target);
@@ -696,20 +713,20 @@ impl FetchShard {
                         origin.written.get_or_init(|| written.into());
                     }
                     *self.last_origin.borrow_mut() = Some(origin.clone());
-                    (origin, target.path)
+                    (origin, JobPath::Own(target.path.into_boxed_str()))
                 }
                 Err(err) => {
-                    let job = Job::new(line.index, line.url.into_boxed_str(), Box::default(), now);
+                    let job = Job::new(
+                        line.index,
+                        line.url.into_boxed_str(),
+                        JobPath::Own(Box::default()),
+                        now,
+                    );
                     return self.report_error(&job, 0.0, err);
                 }
             },
         };
-        let job = Job::new(
-            line.index,
-            line.url.into_boxed_str(),
-            path.into_boxed_str(),
-            now,
-        );
+        let job = Job::new(line.index, line.url.into_boxed_str(), target, now);
         let key = self.jobs.borrow_mut().insert(job);
         origin.queue.borrow_mut().push_back(key);
         self.queued.set(self.queued.get() + 1);
@@ -718,7 +735,7 @@ impl FetchShard {
 
     /// The origin of the URL admitted before, when `url` starts with it as written there, and the
     /// request target: the host is neither parsed nor looked up again (`Target::path_after`).
-    fn same_origin(&self, url: &str) -> Option<(Rc<OriginState>, String)> {
+    fn same_origin(&self, url: &str) -> Option<(Rc<OriginState>, PathIn)> {
         let last = self.last_origin.borrow();
         let origin = last.as_ref()?;
         let path = Target::path_after(url, origin.written.get()?)?;
@@ -1240,7 +1257,7 @@ impl OriginWork<'_> {
         }
         let before = std::mem::replace(&mut chain.url, url.into_boxed_str());
         chain.recent.push_back(before);
-        job.path = target.path.as_str().into();
+        job.target = JobPath::Own(target.path.as_str().into());
         job.status = None;
         job.body_bytes = 0;
         // Each hop has the network retries of any request.
@@ -1290,7 +1307,7 @@ impl Workload for OriginWork<'_> {
             template.write_via(
                 out,
                 &self.origin.absolute,
-                &job.path,
+                job.path(),
                 &self.origin.authority,
                 &self.origin.authorization,
             );
@@ -1370,7 +1387,7 @@ impl Workload for OriginWork<'_> {
         let s = self.shard;
         let mut jobs = s.jobs.borrow_mut();
         let job = &mut jobs[key];
-        super::panic::injected(Point::Head, &job.path);
+        super::panic::injected(Point::Head, job.path());
         job.status = Some(head.status);
         if let Some(plan) = &s.settings.meta {
             let ttfb = job.sent.elapsed();
@@ -1510,7 +1527,7 @@ impl Workload for OriginWork<'_> {
     fn on_left(&self, key: usize, fate: Fate, err: &FetchError) {
         let s = self.shard;
         if err.kind == ErrorKind::Internal {
-            super::panic::injected(Point::Left, &s.jobs.borrow()[key].path);
+            super::panic::injected(Point::Left, s.jobs.borrow()[key].path());
         }
         self.release_slot();
         if s.draining.get() {
