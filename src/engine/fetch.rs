@@ -1205,10 +1205,11 @@ struct OriginWork<'a> {
     /// Requests written on it so far: the later ones went on a `reused` connection.
     sent: Cell<u32>,
     /// It closes idle while other URLs wait for a connection (to make room for a starving origin,
-    /// or at the end of the input): with a reset (`Transport::abort_on_close`), since a run that
-    /// closes thousands of connections toward one address would otherwise fill the port range
-    /// toward it with TIME_WAIT, and the waiting URLs find no local port. At the very end, and
-    /// otherwise, in good order.
+    /// or at the end of the input), or because the run is interrupted: with a reset
+    /// (`Transport::abort_on_close`), since a run that closes thousands of connections toward one
+    /// address would otherwise fill the port range toward it with TIME_WAIT, and the waiting URLs
+    /// (or those of the --resume that follows) find no local port. At the very end of a run that
+    /// was not interrupted, in good order.
     reset_on_close: Cell<bool>,
 }
 
@@ -1361,8 +1362,11 @@ impl Workload for OriginWork<'_> {
             if !queued {
                 let making_room = !s.starved.borrow().is_empty();
                 if making_room || s.input_done.get() || s.draining.get() {
-                    // While other URLs wait for a connection, one of them may need its port.
-                    self.reset_on_close.set(making_room || s.queued.get() > 0);
+                    // While other URLs wait for a connection, one of them may need its port; and
+                    // an interrupted run is likely followed at once by its --resume, whose connects
+                    // would find the ports toward the same addresses held by our TIME_WAITs.
+                    self.reset_on_close
+                        .set(making_room || s.queued.get() > 0 || s.draining.get());
                     return false;
                 }
             }
