@@ -439,19 +439,24 @@ fn local(path: &Path, e: &std::io::Error) -> FetchError {
     )
 }
 
-/// One connection counted in `FetchShard::holding` while this lives.
-struct Holding<'a>(&'a Cell<usize>);
+/// One established connection, counted in its origin's `established` and the shard's `holding` while
+/// this lives.
+struct Established<'a>([&'a Cell<usize>; 2]);
 
-impl Holding<'_> {
-    fn count(count: &Cell<usize>) -> Holding<'_> {
-        count.set(count.get() + 1);
-        Holding(count)
+impl<'a> Established<'a> {
+    fn count(origin: &'a Cell<usize>, shard: &'a Cell<usize>) -> Established<'a> {
+        for c in [origin, shard] {
+            c.set(c.get() + 1);
+        }
+        Established([origin, shard])
     }
 }
 
-impl Drop for Holding<'_> {
+impl Drop for Established<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        for c in self.0 {
+            c.set(c.get() - 1);
+        }
     }
 }
 
@@ -919,9 +924,8 @@ impl FetchShard {
         match connected {
             Ok((io, times)) => {
                 self.report.borrow_mut().connected(io.tls_resumed());
-                origin.established.set(origin.established.get() + 1);
-                // Counted down however this arm ends (a waiter for a port relies on the count).
-                let _holding = Holding::count(&self.holding);
+                // Counted down however this arm ends (a waiter for a port relies on the counts).
+                let _established = Established::count(&origin.established, &self.holding);
                 origin.limit.set(self.settings.conns_per_host);
                 let start = origin.start.get();
                 let work = OriginWork {
@@ -946,7 +950,6 @@ impl FetchShard {
                         (_, End::Closed, 1) if self.settings.depth > 1 => Start::Single,
                         _ => Start::Open,
                     });
-                origin.established.set(origin.established.get() - 1);
                 Freed::Room
             }
             Err(err) => {
