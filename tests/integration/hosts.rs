@@ -2,6 +2,7 @@
 //! hosts once, so per-origin state and cached names must not pile up.
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -254,13 +255,69 @@ fn an_origin_short_of_connections_closes_one_idle_connection_not_all() {
     );
 }
 
+/// Names in the lists of the two tests below, and URLs per name.
+const NAMES: usize = 400;
+const PER_NAME: usize = 10;
+
+/// Writes `list.txt` into `dir`: `PER_NAME` URLs of each of `NAMES` host names in turn (sorted by
+/// host), all on port 8080; returns the `--resolve` arguments that pin every name to 127.0.0.1.
+fn names_behind_one_address(dir: &Path) -> String {
+    let mut list = String::new();
+    let mut pins = String::new();
+    for h in 0..NAMES {
+        for i in 0..PER_NAME {
+            list.push_str(&format!("http://h{h}.test:8080/p{i}\n"));
+        }
+        pins.push_str(&format!(" --resolve h{h}.test:8080:127.0.0.1"));
+    }
+    fs::write(dir.join("list.txt"), list).unwrap();
+    pins
+}
+
+/// Runs `commands` (sh) in `dir` inside a network namespace of their own with 200 ephemeral ports and
+/// no reuse of TIME_WAIT ports (`tcp_tw_reuse=0`, what any address but loopback gets), once
+/// `ringfetch serve SERVE_ARGS` listens on 127.0.0.1:8080 there.
+fn in_narrow_namespace(dir: &Path, serve_args: &str, commands: &str) -> Finished {
+    let script = format!(
+        "set -e
+         ip link set lo up
+         echo '50000 50199' > /proc/sys/net/ipv4/ip_local_port_range
+         echo 0 > /proc/sys/net/ipv4/tcp_tw_reuse
+         {bin} serve --addr 127.0.0.1:8080 --threads 1 --body-size 100 {serve_args} >/dev/null 2>&1 &
+         trap \"kill $!\" EXIT
+         i=0; until ss -Htln | grep -q 127.0.0.1:8080; do i=$((i+1)); [ $i -lt 200 ] || exit 99; sleep 0.05; done
+         {commands}",
+        bin = bin().display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.current_dir(dir).args(["-n", "sh", "-c", &script]);
+    let run = run_child(cmd, None);
+    assert_ne!(run.code, 99, "serve did not start\n{}", run.stderr);
+    run
+}
+
+/// The run exited 0 and `out.jsonl` in `dir` has a 200 for every URL of the list.
+fn assert_every_url_answered(dir: &Path, run: &Finished, what: &str) {
+    let results = parse_jsonl(&fs::read_to_string(dir.join("out.jsonl")).unwrap_or_default());
+    let failed: Vec<_> = results.iter().filter(|r| r["status"] != 200).collect();
+    assert!(
+        run.code == 0 && results.len() == NAMES * PER_NAME && failed.is_empty(),
+        "{what}: exit {}, {} result lines, {} without a 200, e.g. {:?}\n{}",
+        run.code,
+        results.len(),
+        failed.len(),
+        failed.first(),
+        tail(&run.stderr)
+    );
+}
+
 /// Many host names behind one address, more of them kept open than there are local ports toward
-/// it: a list sorted by host (each name's URLs together), fetched in a network namespace of its own
-/// with 200 ephemeral ports and no reuse of TIME_WAIT ports (`tcp_tw_reuse=0`, what any address
-/// but loopback gets). Idle connections closed to make room must free their port at once (a reset,
-/// not a TIME_WAIT minute), and a connect that still finds none waits for one of ours to close:
-/// every URL gets its response. Before, most of the 4,000 URLs failed with EADDRNOTAVAIL: 2,280–3,070
-/// under the lower limit (TIME_WAIT filled the range), 3,740 under the higher (the open ones did).
+/// it: a list sorted by host (each name's URLs together), fetched in a namespace with 200 ephemeral
+/// ports and no TIME_WAIT reuse (`in_narrow_namespace`). Idle connections closed to make room must
+/// free their port at once (a reset, not a TIME_WAIT minute), and a connect that still finds none
+/// waits for one of ours to close: every URL gets its response. Before, most of the 4,000 URLs failed
+/// with EADDRNOTAVAIL: 2,280–3,070 under the lower limit (TIME_WAIT filled the range), 3,740 under
+/// the higher (the open ones did).
 #[test]
 fn many_names_behind_one_address_never_run_out_of_local_ports() {
     if let Some(why) = namespace_missing() {
@@ -268,16 +325,7 @@ fn many_names_behind_one_address_never_run_out_of_local_ports() {
         return;
     }
     let dir = tempdir();
-    let (names, per_name) = (400, 10);
-    let mut list = String::new();
-    let mut pins = String::new();
-    for h in 0..names {
-        for i in 0..per_name {
-            list.push_str(&format!("http://h{h}.test:8080/p{i}\n"));
-        }
-        pins.push_str(&format!(" --resolve h{h}.test:8080:127.0.0.1"));
-    }
-    fs::write(dir.path().join("list.txt"), list).unwrap();
+    let pins = names_behind_one_address(dir.path());
     // The fd limit sets how many connections a worker keeps: below the 200 ports, and above them.
     for (nofile, transport) in [
         (160, "tcp"),
@@ -285,44 +333,24 @@ fn many_names_behind_one_address_never_run_out_of_local_ports() {
         (1000, "tcp"),
         (1000, "direct"),
     ] {
-        let script = format!(
-            "set -e
-             ip link set lo up
-             echo '50000 50199' > /proc/sys/net/ipv4/ip_local_port_range
-             echo 0 > /proc/sys/net/ipv4/tcp_tw_reuse
-             {bin} serve --addr 127.0.0.1:8080 --threads 1 --body-size 100 >/dev/null 2>&1 &
-             trap \"kill $!\" EXIT
-             i=0; until ss -Htln | grep -q 127.0.0.1:8080; do i=$((i+1)); [ $i -lt 200 ] || exit 99; sleep 0.05; done
-             prlimit --nofile={nofile}:{nofile} {bin} fetch list.txt -o out.jsonl --force --json -c 32 -t 1 \
-                 --transport {transport}{pins}",
-            bin = bin().display()
+        let run = in_narrow_namespace(
+            dir.path(),
+            "",
+            &format!(
+                "prlimit --nofile={nofile}:{nofile} {bin} fetch list.txt -o out.jsonl --force \
+                 --json -c 32 -t 1 --transport {transport}{pins}",
+                bin = bin().display()
+            ),
         );
-        let mut cmd = Command::new("unshare");
-        cmd.current_dir(dir.path())
-            .args(["-n", "sh", "-c", &script]);
-        let run = run_child(cmd, None);
         let what = format!("fd limit {nofile}, --transport {transport}");
-        assert_ne!(run.code, 99, "{what}: serve did not start\n{}", run.stderr);
-        let results =
-            parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default());
-        let failed: Vec<_> = results.iter().filter(|r| r["status"] != 200).collect();
-        assert!(
-            run.code == 0 && results.len() == names * per_name && failed.is_empty(),
-            "{what}: exit {}, {} result lines, {} without a 200, e.g. {:?}\n{}",
-            run.code,
-            results.len(),
-            failed.len(),
-            failed.first(),
-            tail(&run.stderr)
-        );
+        assert_every_url_answered(dir.path(), &run, &what);
     }
 }
 
 /// An interrupted run's `--resume`, started at once toward the same address, finds local ports: the
 /// interrupted run resets its idle connections instead of leaving each port in TIME_WAIT for a
-/// minute (same namespace as above: 200 ports, no TIME_WAIT reuse; a server slow enough, 50 ms per
-/// answer, that SIGINT after 1 s lands mid-run). Before, the resume failed 3,453–3,472 of its URLs
-/// with EADDRNOTAVAIL at once.
+/// minute (same namespace as above; a server slow enough, 50 ms per answer, that SIGINT after 1 s
+/// lands mid-run). Before, the resume failed 3,453–3,472 of its URLs with EADDRNOTAVAIL at once.
 #[test]
 fn an_interrupted_run_leaves_its_resume_the_ports() {
     if let Some(why) = namespace_missing() {
@@ -330,16 +358,7 @@ fn an_interrupted_run_leaves_its_resume_the_ports() {
         return;
     }
     let dir = tempdir();
-    let (names, per_name) = (400, 10);
-    let mut list = String::new();
-    let mut pins = String::new();
-    for h in 0..names {
-        for i in 0..per_name {
-            list.push_str(&format!("http://h{h}.test:8080/p{i}\n"));
-        }
-        pins.push_str(&format!(" --resolve h{h}.test:8080:127.0.0.1"));
-    }
-    fs::write(dir.path().join("list.txt"), list).unwrap();
+    let pins = names_behind_one_address(dir.path());
     for transport in ["tcp", "direct"] {
         let _ = fs::remove_file(dir.path().join("out.jsonl"));
         let fetch = format!(
@@ -347,30 +366,21 @@ fn an_interrupted_run_leaves_its_resume_the_ports() {
              --transport {transport}{pins}",
             bin = bin().display()
         );
-        let script = format!(
-            "set -e
-             ip link set lo up
-             echo '50000 50199' > /proc/sys/net/ipv4/ip_local_port_range
-             echo 0 > /proc/sys/net/ipv4/tcp_tw_reuse
-             {bin} serve --addr 127.0.0.1:8080 --threads 1 --body-size 100 --delay 50ms >/dev/null 2>&1 &
-             trap \"kill $!\" EXIT
-             i=0; until ss -Htln | grep -q 127.0.0.1:8080; do i=$((i+1)); [ $i -lt 200 ] || exit 99; sleep 0.05; done
-             {fetch} 2>first.err &
-             f=$!
-             sleep 1
-             kill -INT $f
-             rc=0; wait $f || rc=$?
-             echo $rc > first.rc
-             cp out.jsonl first.jsonl
-             {fetch} --resume",
-            bin = bin().display()
+        let run = in_narrow_namespace(
+            dir.path(),
+            "--delay 50ms",
+            &format!(
+                "{fetch} 2>first.err &
+                 f=$!
+                 sleep 1
+                 kill -INT $f
+                 rc=0; wait $f || rc=$?
+                 echo $rc > first.rc
+                 cp out.jsonl first.jsonl
+                 {fetch} --resume"
+            ),
         );
-        let mut cmd = Command::new("unshare");
-        cmd.current_dir(dir.path())
-            .args(["-n", "sh", "-c", &script]);
-        let run = run_child(cmd, None);
         let what = format!("--transport {transport}");
-        assert_ne!(run.code, 99, "{what}: serve did not start\n{}", run.stderr);
         let first_rc = fs::read_to_string(dir.path().join("first.rc")).unwrap_or_default();
         let first = fs::read_to_string(dir.path().join("first.jsonl")).unwrap_or_default();
         // The interruption must have landed mid-run, or the resume proves nothing.
@@ -380,44 +390,20 @@ fn an_interrupted_run_leaves_its_resume_the_ports() {
             "{what}: the first run was not interrupted"
         );
         assert!(
-            first.lines().count() < names * per_name,
+            first.lines().count() < NAMES * PER_NAME,
             "{what}: the first run finished before its interruption"
         );
-        let results =
-            parse_jsonl(&fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default());
-        let failed: Vec<_> = results.iter().filter(|r| r["status"] != 200).collect();
-        assert!(
-            run.code == 0 && results.len() == names * per_name && failed.is_empty(),
-            "{what}: resume exit {}, {} result lines, {} without a 200, e.g. {:?}\n{}",
-            run.code,
-            results.len(),
-            failed.len(),
-            failed.first(),
-            tail(&run.stderr)
-        );
+        assert_every_url_answered(dir.path(), &run, &format!("{what}, the resume"));
     }
 }
 
 /// Why a network namespace with its own sysctls cannot be made here, if it cannot.
 fn namespace_missing() -> Option<String> {
-    let root = fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    if !root {
+    if !is_root() {
         return Some("not root (a network namespace needs it)".into());
     }
-    for tool in ["unshare", "ip", "ss", "prlimit"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
+    ["unshare", "ip", "ss", "prlimit"]
+        .into_iter()
+        .find(|tool| !have(tool))
+        .map(|tool| format!("{tool} is not installed"))
 }

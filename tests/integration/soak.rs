@@ -14,24 +14,6 @@ use crate::common::*;
 /// The short soak takes about a minute; five on a loaded 2-core machine is still not a hang.
 const SOAK_DEADLINE: Duration = Duration::from_secs(300);
 
-fn is_root() -> bool {
-    // The effective uid is the second field of /proc's `Uid:` line.
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Why the soak cannot run here, if it cannot.
 fn missing() -> Option<String> {
     if !is_root() {

@@ -18,6 +18,26 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ringfetch"))
 }
 
+/// Whether this process runs as root (network namespaces, nftables and tc need it).
+pub fn is_root() -> bool {
+    // The effective uid is the second field of /proc's `Uid:` line.
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Whether `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn tempdir() -> TempDir {
     tempfile::tempdir().expect("create a temp dir")
 }
