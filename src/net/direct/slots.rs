@@ -332,11 +332,12 @@ impl Ring {
         s.state = free;
         s.gen = s.gen.wrapping_add(1);
         self.closing.set(self.closing.get() - 1);
-        self.closed.notify_waiters();
-        // A ring that accepts lets the kernel pick free slots; only a connecting ring keeps the list.
+        // A ring that accepts lets the kernel pick free slots; only a connecting ring keeps the list,
+        // and only its connects wait for a close (a slot, or the local port it held).
         if self.listeners.borrow().is_empty() {
             self.free.borrow_mut().push(slot);
             self.freed.notify_one();
+            self.closed.notify_waiters();
         } else if let Some(w) = self.acceptor.take() {
             // An accept may be waiting for a free slot to be armed.
             w.wake();
