@@ -283,9 +283,7 @@ impl BenchShard {
         if let (Load::Hold(_), Some(w)) = (&shard.load, &direct) {
             // Before the held connections close: which of them the server dropped meanwhile.
             let gone = w.ring.peek_held(Duration::from_secs(1)).await;
-            if let Some(h) = shard.report.borrow_mut().hold.as_mut() {
-                h.closed += gone;
-            }
+            shard.report.borrow_mut().held_but_closed(gone);
         }
         let ring = super::transport::finish_worker(direct, &shard.dialer).await;
         let started = shard.measured.get();
@@ -335,9 +333,7 @@ impl BenchShard {
                     // Before they are stopped: which held connections the server dropped (those
                     // its ring holds are looked at when the worker finishes).
                     let gone = shard.env.watchdog.idle_gone();
-                    if let Some(h) = shard.report.borrow_mut().hold.as_mut() {
-                        h.closed += gone;
-                    }
+                    shard.report.borrow_mut().held_but_closed(gone);
                 }
                 shard.end_run();
                 return;

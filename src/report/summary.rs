@@ -167,6 +167,14 @@ pub struct UrlSummary {
 }
 
 impl Report {
+    /// `bench --hold`: `n` more held connections were found closed by the server at the hold's end
+    /// (those tasks held, then those the ring held).
+    pub fn held_but_closed(&mut self, n: u64) {
+        if let Some(h) = self.hold.as_mut() {
+            h.closed += n;
+        }
+    }
+
     /// Counts a connection that was established; `tls` says whether its session was resumed.
     pub fn connected(&mut self, tls: Option<bool>) {
         self.connections_opened += 1;
