@@ -136,7 +136,14 @@ fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
             "ringfetch: direct descriptors: {} fixed-file slots per worker{}{}",
             d.slots,
             match d.buffers {
-                Some((count, size)) => format!(", receiving into {count} buffers of {size} bytes"),
+                Some((count, size)) => format!(
+                    ", receiving into {count} buffers of {size} bytes{}",
+                    if crate::net::direct::incremental_buffers() {
+                        " (consumed incrementally: a receive takes only the bytes it needs)"
+                    } else {
+                        ""
+                    }
+                ),
                 None => String::new(),
             },
             if d.sources.is_empty() {

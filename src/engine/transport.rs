@@ -50,8 +50,11 @@ impl DirectSettings {
         buffers: Option<(u16, u32)>,
     ) -> (DirectSettings, usize, usize) {
         let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
-        let buffers =
-            buffers.or_else(|| (!scale).then(|| direct::load_pool(receivers.div_ceil(threads))));
+        let buffers = buffers.or_else(|| {
+            (!scale).then(|| {
+                direct::load_pool(receivers.div_ceil(threads), direct::incremental_buffers())
+            })
+        });
         let settings = DirectSettings {
             slots: ring_slots(connections.div_ceil(threads), max_slots),
             scale,

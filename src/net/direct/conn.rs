@@ -10,6 +10,7 @@ use std::task::Poll;
 
 use io_uring7::{opcode, squeue, types};
 
+use super::buffers::Piece;
 use super::slots::{Inbound, Sending, Shared, State};
 use super::user_data::{user_data, Op};
 use super::Ring;
@@ -119,9 +120,9 @@ impl Conn {
         }
         let mut copied = 0;
         let mut rx = self.sh.rx.borrow_mut();
-        while let Some(&(bid, len)) = rx.front() {
+        while let Some(&piece) = rx.front() {
             let off = self.sh.rx_off.get();
-            let data = &self.ring.pool.buffer(bid)[off as usize..len as usize];
+            let data = &self.ring.pool.bytes(piece)[off as usize..];
             let room = buf.capacity() - buf.len();
             let n = data.len().min(room);
             buf.extend_from_slice(&data[..n]);
@@ -132,7 +133,7 @@ impl Conn {
             }
             rx.pop_front();
             self.sh.rx_off.set(0);
-            self.ring.pool.recycle(bid);
+            self.ring.pool.consumed(piece);
         }
         if copied > 0 {
             return (Ok(copied), buf);
@@ -144,11 +145,11 @@ impl Conn {
     /// after; None when nothing has arrived. The chunk stays queued while `f` runs (not borrowed: it
     /// may do anything but read this connection), so a panic in `f` leaves it to the close.
     fn next_chunk<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let (bid, len) = self.sh.rx.borrow().front().copied()?;
+        let piece = self.sh.rx.borrow().front().copied()?;
         let off = self.sh.rx_off.replace(0);
-        let r = f(&self.ring.pool.buffer(bid)[off as usize..len as usize]);
+        let r = f(&self.ring.pool.bytes(piece)[off as usize..]);
         self.sh.rx.borrow_mut().pop_front();
-        self.ring.pool.recycle(bid);
+        self.ring.pool.consumed(piece);
         Some(r)
     }
 
@@ -328,8 +329,8 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         // Whatever arrived and was not read goes back to the pool now.
-        for (bid, _) in self.sh.rx.borrow_mut().drain(..) {
-            self.ring.pool.recycle(bid);
+        for piece in self.sh.rx.borrow_mut().drain(..) {
+            self.ring.pool.consumed(piece);
         }
         self.sh.rx_off.set(0);
         let held = self.ring.slots.borrow()[self.slot as usize].state == State::Held;
@@ -354,18 +355,24 @@ impl Ring {
         state: State,
         sh: &Shared,
         res: i32,
-        bid: Option<u16>,
+        piece: Option<Piece>,
         more: bool,
     ) {
         if !more {
             sh.recv.set(sh.recv.get().ended(res));
         }
-        match (res, bid) {
-            (n, Some(bid)) if n > 0 => {
+        if let (n, Some(piece)) = (res, piece) {
+            if n <= 0 {
+                // No bytes: nothing to queue (never seen: the kernel names a buffer only with data).
+                self.pool.consumed(piece);
+            }
+        }
+        match (res, piece) {
+            (n, Some(piece)) if n > 0 => {
                 if state == State::Open {
                     let held = {
                         let mut rx = sh.rx.borrow_mut();
-                        rx.push_back((bid, n as u32));
+                        rx.push_back(piece);
                         rx.len()
                     };
                     if let Some(capped) = sh.recv.get().filled(held, self.pool.share) {
@@ -378,7 +385,7 @@ impl Ring {
                         self.submit();
                     }
                 } else {
-                    self.pool.recycle(bid);
+                    self.pool.consumed(piece);
                 }
             }
             (0, _) => sh.inbound.set(sh.inbound.get().eof()),

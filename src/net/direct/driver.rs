@@ -122,10 +122,10 @@ impl Ring {
         let (op, gen, slot) = split(cqe.user_data());
         let res = cqe.result();
         let flags = cqe.flags();
-        let bid = cqueue::buffer_select(flags);
-        if let Some(bid) = bid {
-            self.pool.lend(bid);
-        }
+        let piece = cqueue::buffer_select(flags).map(|bid| {
+            self.pool
+                .received(bid, res.max(0) as u32, cqueue::buffer_more(flags))
+        });
         match op {
             Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),
             Some(Op::Close) => return self.closed(slot, gen),
@@ -133,14 +133,16 @@ impl Ring {
             _ => {}
         }
         let Some((state, Some(sh))) = self.owner(slot, gen) else {
-            // Nothing owns the slot any more: give back any buffer.
-            if let Some(bid) = bid {
-                self.pool.recycle(bid);
+            // Nothing owns the slot any more: give back any piece of a buffer.
+            if let Some(piece) = piece {
+                self.pool.consumed(piece);
             }
             return;
         };
         match op {
-            Some(Op::Recv) => self.recv_done(slot, gen, state, &sh, res, bid, cqueue::more(flags)),
+            Some(Op::Recv) => {
+                self.recv_done(slot, gen, state, &sh, res, piece, cqueue::more(flags))
+            }
             Some(Op::Send) => self.send_done(&sh, res),
             Some(Op::Chain | Op::Connect) => self.connect_done(&sh, res),
             Some(Op::Cancel | Op::Shutdown) => self.other_done(&sh),

@@ -10,6 +10,7 @@ use std::task::Waker;
 
 use io_uring7::{opcode, types};
 
+use super::buffers::Piece;
 use super::connect::Addrs;
 use super::user_data::{current, user_data, Op};
 use super::Ring;
@@ -95,8 +96,8 @@ impl Slot {
 /// What the driver and a connection's futures share about one slot.
 #[derive(Default)]
 pub(super) struct Shared {
-    /// Received (buffer id, length), oldest first, and how much of the front one was consumed.
-    pub(super) rx: RefCell<VecDeque<(u16, u32)>>,
+    /// Received pieces of pool buffers, oldest first, and how much of the front one was consumed.
+    pub(super) rx: RefCell<VecDeque<Piece>>,
     pub(super) rx_off: Cell<u32>,
     /// How the receiving side ended, if it did.
     pub(super) inbound: Cell<Inbound>,
@@ -356,8 +357,8 @@ impl Ring {
                 return;
             }
             if let Some(sh) = s.shared.take() {
-                for (bid, _) in sh.rx.borrow_mut().drain(..) {
-                    self.pool.recycle(bid);
+                for piece in sh.rx.borrow_mut().drain(..) {
+                    self.pool.consumed(piece);
                 }
             }
             if disposal == Disposal::DropShared {
