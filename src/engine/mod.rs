@@ -136,9 +136,11 @@ fn describe_direct(verbose: bool, direct: &Option<transport::DirectSettings>) {
             "ringfetch: direct descriptors: {} fixed-file slots per worker{}{}",
             d.slots,
             match d.buffers {
-                Some((count, size)) => format!(
-                    ", receiving into {count} buffers of {size} bytes{}",
-                    if crate::net::direct::incremental_buffers() {
+                Some(pool) => format!(
+                    ", receiving into {} buffers of {} bytes{}",
+                    pool.count,
+                    pool.size,
+                    if pool.incremental {
                         " (consumed incrementally: a receive takes only the bytes it needs)"
                     } else {
                         ""

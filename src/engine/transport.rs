@@ -28,7 +28,7 @@ pub struct DirectSettings {
     pub sources: Arc<[IpAddr]>,
     /// The pool's buffer count and size: `--ring-buffers`, or one for the responses a worker may
     /// have arriving at once (`direct::load_pool`); None: the default of the mode.
-    pub buffers: Option<(u16, u32)>,
+    pub buffers: Option<direct::PoolSize>,
 }
 
 impl DirectSettings {
@@ -50,7 +50,13 @@ impl DirectSettings {
         buffers: Option<(u16, u32)>,
     ) -> (DirectSettings, usize, usize) {
         let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
-        let buffers = buffers.or_else(|| {
+        // Asked for by --ring-buffers: taken whole, as asked.
+        let asked = buffers.map(|(count, size)| direct::PoolSize {
+            count,
+            size,
+            incremental: false,
+        });
+        let buffers = asked.or_else(|| {
             (!scale).then(|| {
                 direct::load_pool(receivers.div_ceil(threads), direct::incremental_buffers())
             })
@@ -72,9 +78,10 @@ impl DirectSettings {
         } else {
             RingSize::load(self.slots)
         };
-        if let Some((count, bytes)) = self.buffers {
-            size.buffers = count;
-            size.buffer_size = bytes;
+        if let Some(pool) = self.buffers {
+            size.buffers = pool.count;
+            size.buffer_size = pool.size;
+            size.incremental = pool.incremental;
         }
         let ring = Ring::new(size, self.single_issuer)?;
         let driver = tokio_uring::spawn(ring.clone().drive());

@@ -117,10 +117,10 @@ impl BufPool {
         Ok(pool)
     }
 
-    /// Registers each group with `submitter`'s ring as buffer group 0, 1, ... (incremental where
-    /// the kernel has it) and lends it every buffer. The caller keeps the pool alive until that ring
-    /// is dropped (`Ring`'s field order).
-    pub(super) fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
+    /// Registers each group with `submitter`'s ring as buffer group 0, 1, ... (consumed
+    /// incrementally if `incremental` and the kernel has it) and lends it every buffer. The caller
+    /// keeps the pool alive until that ring is dropped (`Ring`'s field order).
+    pub(super) fn register(&self, submitter: &Submitter<'_>, incremental: bool) -> io::Result<()> {
         for (bgid, g) in self.groups.iter().enumerate() {
             let register = |flags| {
                 // SAFETY: the entries and the buffers they point at are this pool's mappings, which
@@ -136,7 +136,7 @@ impl BufPool {
                     )
                 }
             };
-            if bgid == 0 {
+            if bgid == 0 && incremental {
                 // A kernel before 6.12 refuses the flag (EINVAL): whole buffers then.
                 match register(PBUF_RING_INC) {
                     Ok(()) => self.incremental.set(true),
@@ -369,7 +369,7 @@ mod tests {
         use io_uring7::{cqueue, opcode, squeue, IoUring};
         let pool = BufPool::new(8, 64).unwrap();
         let mut ring = IoUring::new(8).unwrap();
-        pool.register(&ring.submitter()).unwrap();
+        pool.register(&ring.submitter(), true).unwrap();
         let mut fds = [0; 2];
         // SAFETY: a plain socketpair into a two-element array.
         let made =

@@ -75,6 +75,8 @@ pub struct RingSize {
     /// Provided buffers (a power of two) and the size of each.
     pub buffers: u16,
     pub buffer_size: u32,
+    /// Consumed incrementally where the kernel can (`buffers`).
+    pub incremental: bool,
     pub sq: u32,
     pub cq: u32,
 }
@@ -83,26 +85,47 @@ pub struct RingSize {
 /// ones for a ring with many responses arriving at once (`load_pool`).
 const LOAD_POOL_BYTES: u32 = 16 << 20;
 
+/// A ring's buffer pool: `count` buffers (a power of two) of `size` bytes, consumed incrementally
+/// or whole (see `buffers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize {
+    pub count: u16,
+    pub size: u32,
+    pub incremental: bool,
+}
+
 /// A load ring's pool for `receivers` responses that may arrive at once (bench's connections at
-/// depth 1, the requests in flight for a fetch). Where the kernel consumes buffers incrementally
-/// (`incremental`, Linux 6.12: each receive takes only the bytes it needs from a buffer) 1,024 of
-/// 16 KiB serve every case: a pipelined batch lands in one buffer, and 4,096 connections' small
-/// responses share the pool (300,000 URLs over 10,000 origins at `-c 4096 -p 16`: 0.03 receives
-/// ended by an empty pool per response). Where each receive takes a whole buffer, every response
-/// takes one, so a pool smaller than that runs dry and each receive that lands on a dry group ends
-/// with ENOBUFS and is armed again (8.8 such ends per response with 1,024 buffers there): then at
-/// least two buffers per receiver, up to 8,192 of 2 KiB, in the same 16 MiB; rings with at most 512
-/// receivers keep 1,024 × 16 KiB.
-pub fn load_pool(receivers: usize, incremental: bool) -> (u16, u32) {
-    let count = if incremental {
-        1024
-    } else {
+/// depth 1, the requests in flight for a fetch). Up to 512 receivers: 1,024 buffers of 16 KiB taken
+/// whole, where a pipelined batch lands in one buffer. Past that, each receive taking a whole buffer
+/// would run the pool dry (every response takes one; each receive that lands on a dry group ends with
+/// ENOBUFS and is armed again: 8.8 such ends per response with 4,096 requests in flight over 10,000
+/// origins). So where the kernel consumes buffers incrementally (`incremental`, Linux 6.12: a
+/// receive takes only the bytes it needs) the same 1,024 of 16 KiB are shared that way (300,000 URLs
+/// over 10,000 origins at `-c 4096 -p 16`: 0.03 such ends per response), and elsewhere the pool has
+/// two buffers per receiver, up to 8,192 of 2 KiB, in the same 16 MiB. Not incremental below 512
+/// receivers: a pipelined bench against nginx spent 6–8% more CPU per response with it (the whole
+/// 16 MiB cycles through the cache instead of the first pages of each buffer).
+pub fn load_pool(receivers: usize, incremental: bool) -> PoolSize {
+    let whole = |count: u16| PoolSize {
+        count,
+        size: LOAD_POOL_BYTES / u32::from(count),
+        incremental: false,
+    };
+    if receivers <= 512 {
+        return whole(1024);
+    }
+    if incremental {
+        return PoolSize {
+            incremental: true,
+            ..whole(1024)
+        };
+    }
+    whole(
         receivers
             .saturating_mul(2)
             .clamp(1024, 8192)
-            .next_power_of_two() as u16
-    };
-    (count, LOAD_POOL_BYTES / u32::from(count))
+            .next_power_of_two() as u16,
+    )
 }
 
 /// Whether this kernel consumes provided buffers incrementally (`IOU_PBUF_RING_INC`): found once, by
@@ -117,18 +140,19 @@ pub fn incremental_buffers() -> bool {
         let Ok(ring) = IoUring::new(2) else {
             return false;
         };
-        pool.register(&ring.submitter()).is_ok() && pool.incremental()
+        pool.register(&ring.submitter(), true).is_ok() && pool.incremental()
     })
 }
 
 impl RingSize {
     /// A ring for a load test or a fetch: few connections, large buffers for a pipeline's responses.
     pub fn load(slots: u32) -> RingSize {
-        let (buffers, buffer_size) = load_pool(0, false);
+        let pool = load_pool(0, false);
         RingSize {
             slots,
-            buffers,
-            buffer_size,
+            buffers: pool.count,
+            buffer_size: pool.size,
+            incremental: false,
             sq: 4096,
             cq: 32768,
         }
@@ -142,6 +166,7 @@ impl RingSize {
             slots,
             buffers: 128,
             buffer_size: 2048,
+            incremental: false,
             sq: 512,
             cq: 4096,
         }
@@ -234,7 +259,7 @@ impl Ring {
         let uring = b.build(size.sq)?;
         uring.submitter().register_files_sparse(size.slots)?;
         let pool = BufPool::new(size.buffers, size.buffer_size)?;
-        pool.register(&uring.submitter())?;
+        pool.register(&uring.submitter(), size.incremental)?;
         let fd = uring.as_raw_fd();
         // SAFETY: the fd is the ring's, which lives in `uring`; `notify` is declared first, so it is
         // deregistered before the ring (and its fd) is dropped.
@@ -331,24 +356,35 @@ pub fn available() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::load_pool;
+    use super::{load_pool, PoolSize};
 
     #[test]
     fn a_pool_has_two_buffers_per_receiver_in_the_same_memory() {
-        // Up to 512 receivers: the pool a pipelined batch fits one buffer of.
-        assert_eq!(load_pool(0, false), (1024, 16 * 1024));
-        assert_eq!(load_pool(512, false), (1024, 16 * 1024));
-        assert_eq!(load_pool(513, false), (2048, 8 * 1024));
-        assert_eq!(load_pool(4096, false), (8192, 2 * 1024));
+        let whole = |count, size| PoolSize {
+            count,
+            size,
+            incremental: false,
+        };
+        // Up to 512 receivers: the pool a pipelined batch fits one buffer of, incremental or not.
+        for incremental in [false, true] {
+            assert_eq!(load_pool(0, incremental), whole(1024, 16 * 1024));
+            assert_eq!(load_pool(512, incremental), whole(1024, 16 * 1024));
+        }
+        assert_eq!(load_pool(513, false), whole(2048, 8 * 1024));
+        assert_eq!(load_pool(4096, false), whole(8192, 2 * 1024));
         // Never past 8,192 buffers of 2 KiB (a response of one buffer's head and 1 KiB body).
-        assert_eq!(load_pool(1_000_000, false), (8192, 2 * 1024));
-        assert_eq!(load_pool(usize::MAX, false), (8192, 2 * 1024));
+        assert_eq!(load_pool(1_000_000, false), whole(8192, 2 * 1024));
+        assert_eq!(load_pool(usize::MAX, false), whole(8192, 2 * 1024));
     }
 
     #[test]
-    fn an_incremental_pool_is_large_buffers_for_any_number_of_receivers() {
-        for receivers in [0, 512, 4096, usize::MAX] {
-            assert_eq!(load_pool(receivers, true), (1024, 16 * 1024));
+    fn many_receivers_share_large_buffers_where_the_kernel_consumes_them_by_the_byte() {
+        for receivers in [513, 4096, usize::MAX] {
+            let pool = load_pool(receivers, true);
+            assert_eq!(
+                (pool.count, pool.size, pool.incremental),
+                (1024, 16 * 1024, true)
+            );
         }
     }
 }
