@@ -182,11 +182,13 @@ pub struct HttpArgs {
     pub source_addrs: Option<units::AddressRange>,
 
     /// Direct transport: the buffers each worker's ring receives into, COUNTxSIZE (COUNT a power of
-    /// two up to 32768), e.g. 4096x16k. Any response larger than one buffer spans several [default:
-    /// 1024x16k; two buffers per connection (bench at depth 1) or request in flight (fetch) of a
-    /// worker past 512 of them, up to 8192x2k, in the same 16 MiB; 128x2k with --hold].
-    #[arg(long, value_name = "COUNTxSIZE", value_parser = units::ring_buffers)]
-    pub ring_buffers: Option<(u16, u32)>,
+    /// two up to 32768), e.g. 4096x16k; each receive takes a whole buffer. COUNTxSIZE,incremental
+    /// (Linux 6.12+): a receive takes only its bytes and the next one, of any connection, goes on in
+    /// the same buffer. Any response larger than one buffer spans several [default: 1024x16k; past
+    /// 512 connections (bench at depth 1) or requests in flight (fetch) per worker, 1024x16k,incremental
+    /// where the kernel has it, else two buffers for each up to 8192x2k; 128x2k with --hold].
+    #[arg(long, value_name = "COUNTxSIZE[,incremental]", value_parser = units::ring_buffers)]
+    pub ring_buffers: Option<units::RingBuffers>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -49,7 +49,7 @@ pub struct HttpPlan {
     pub transport: crate::cli::TransportArg,
     /// `--source-addrs`, empty when not given.
     pub source_addrs: Vec<std::net::IpAddr>,
-    pub ring_buffers: Option<(u16, u32)>,
+    pub ring_buffers: Option<crate::units::RingBuffers>,
     /// `-H` as given, and `--body`'s bytes: the redirect variants of the request are built from them.
     pub headers: Vec<String>,
     pub body: Option<Vec<u8>>,
@@ -245,6 +245,16 @@ fn http(args: &HttpArgs) -> Result<HttpPlan, UsageError> {
     } else {
         args.method.as_str()
     };
+    if let Some(pool) = args.ring_buffers.filter(|p| p.incremental) {
+        if !crate::net::direct::incremental_buffers() {
+            return Err(usage(format!(
+                "--ring-buffers {}x{},incremental: this kernel ({}) cannot consume buffers incrementally (Linux 6.12 can); drop ',incremental'",
+                pool.count,
+                pool.size,
+                crate::sys::kernel_release()
+            )));
+        }
+    }
     Ok(HttpPlan {
         template: RequestTemplate::with_body(method, &args.headers, body.as_deref())?,
         depth,

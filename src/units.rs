@@ -214,8 +214,26 @@ pub fn address_range(text: &str) -> Result<AddressRange, String> {
 }
 
 /// `--ring-buffers`: COUNTxSIZE, COUNT a power of two from 1 to 32768, SIZE from 64 bytes to 1 MiB.
-pub fn ring_buffers(text: &str) -> Result<(u16, u32), String> {
-    let (count, size) = text
+/// `--ring-buffers COUNTxSIZE[,incremental]`: the direct transport's receive pool, as asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingBuffers {
+    pub count: u16,
+    pub size: u32,
+    /// Consumed incrementally (Linux 6.12): a receive takes only its bytes from a buffer.
+    pub incremental: bool,
+}
+
+pub fn ring_buffers(text: &str) -> Result<RingBuffers, String> {
+    let (pool, incremental) = match text.split_once(',') {
+        None => (text, false),
+        Some((pool, "incremental")) => (pool, true),
+        Some((_, other)) => {
+            return Err(format!(
+                "'{text}': unknown '{other}' after the pool; expected COUNTxSIZE or COUNTxSIZE,incremental"
+            ))
+        }
+    };
+    let (count, size) = pool
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("'{text}': expected COUNTxSIZE, e.g. 1024x16k"))?;
     let count: u32 = count
@@ -228,7 +246,11 @@ pub fn ring_buffers(text: &str) -> Result<(u16, u32), String> {
     if !(64..=1 << 20).contains(&size) {
         return Err(format!("'{text}': SIZE must be from 64 bytes to 1 MiB"));
     }
-    Ok((count as u16, size as u32))
+    Ok(RingBuffers {
+        count: count as u16,
+        size: size as u32,
+        incremental,
+    })
 }
 
 /// The addresses of `--source-addrs`, in order (a newtype, so clap takes the list as one value).
@@ -316,8 +338,24 @@ mod tests {
 
     #[test]
     fn ring_buffer_sizes() {
-        assert_eq!(ring_buffers("1024x16k").unwrap(), (1024, 16 * 1024));
-        assert_eq!(ring_buffers("4x512").unwrap(), (4, 512));
+        let pool = |count, size, incremental| RingBuffers {
+            count,
+            size,
+            incremental,
+        };
+        assert_eq!(
+            ring_buffers("1024x16k").unwrap(),
+            pool(1024, 16 * 1024, false)
+        );
+        assert_eq!(ring_buffers("4x512").unwrap(), pool(4, 512, false));
+        assert_eq!(
+            ring_buffers("4x512,incremental").unwrap(),
+            pool(4, 512, true)
+        );
+        assert!(ring_buffers("4x512,inc")
+            .unwrap_err()
+            .contains("COUNTxSIZE,incremental"));
+        assert!(ring_buffers("3x512,incremental").is_err());
         assert!(ring_buffers("3x512").is_err());
         assert!(ring_buffers("65536x1k").is_err());
         assert!(ring_buffers("4x8").is_err());

@@ -47,14 +47,13 @@ impl DirectSettings {
         scale: bool,
         single_issuer: bool,
         sources: Vec<IpAddr>,
-        buffers: Option<(u16, u32)>,
+        buffers: Option<crate::units::RingBuffers>,
     ) -> (DirectSettings, usize, usize) {
         let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
-        // Asked for by --ring-buffers: taken whole, as asked.
-        let asked = buffers.map(|(count, size)| direct::PoolSize {
-            count,
-            size,
-            incremental: false,
+        let asked = buffers.map(|b| direct::PoolSize {
+            count: b.count,
+            size: b.size,
+            incremental: b.incremental,
         });
         let buffers = asked.or_else(|| {
             (!scale).then(|| {

@@ -143,13 +143,29 @@ fn holds_25000_connections_past_the_fd_limit() {
 fn a_dry_buffer_pool_and_responses_over_many_buffers_lose_nothing() {
     let server = numbered_server();
     let urls = list(&server, 600);
-    let dir = tempdir();
-    let out = fetch_direct(&urls, "4x512", "256", "4", dir.path());
-    assert_eq!(out.code, 0, "{}", out.describe());
-    assert_own_bodies(&out, dir.path(), urls.len());
-    let (enobufs, lent, unclosed) = ring_counters(&out.stderr);
-    assert!(enobufs > 0, "the pool never ran dry: {}", out.stderr);
-    assert_eq!((lent, unclosed), (0, 0), "leaked: {}", out.stderr);
+    for pool in pools("4x512") {
+        let dir = tempdir();
+        let out = fetch_direct(&urls, &pool, "256", "4", dir.path());
+        assert_eq!(out.code, 0, "{pool}: {}", out.describe());
+        assert_own_bodies(&out, dir.path(), urls.len());
+        let (enobufs, lent, unclosed) = ring_counters(&out.stderr);
+        assert!(
+            enobufs > 0,
+            "{pool}: the pool never ran dry: {}",
+            out.stderr
+        );
+        assert_eq!((lent, unclosed), (0, 0), "{pool}: leaked: {}", out.stderr);
+    }
+}
+
+/// `pool` taken whole, and consumed incrementally where the kernel can (pieces of one buffer then
+/// belong to different connections, and a buffer goes back only after its last piece).
+fn pools(pool: &str) -> Vec<String> {
+    let mut pools = vec![pool.to_string()];
+    if incremental_kernel() {
+        pools.push(format!("{pool},incremental"));
+    }
+    pools
 }
 
 /// Every third connection is reset in the middle of a response, while its bytes sit in the ring's
@@ -166,29 +182,35 @@ fn resets_while_buffers_are_lent_leak_nothing_and_cross_no_bodies() {
         }
     });
     let urls = list(&server, 300);
-    let dir = tempdir();
-    let out = fetch_direct(&urls, "8x512", "32", "2", dir.path());
-    assert_eq!(out.results.len(), urls.len(), "{}", out.describe());
-    let mut failed = 0;
-    for (i, r) in out.by_index() {
-        if r["error"].is_null() {
-            let expected = body(i as usize);
-            assert_response(r, 200, expected.len() as u64);
-            assert_eq!(
-                saved(dir.path(), i).as_deref(),
-                Some(&expected[..]),
-                "body of {i}"
-            );
-        } else {
-            assert_error(r, "io");
-            failed += 1;
+    for pool in pools("8x512") {
+        let dir = tempdir();
+        let out = fetch_direct(&urls, &pool, "32", "2", dir.path());
+        assert_eq!(out.results.len(), urls.len(), "{pool}: {}", out.describe());
+        let mut failed = 0;
+        for (i, r) in out.by_index() {
+            if r["error"].is_null() {
+                let expected = body(i as usize);
+                assert_response(r, 200, expected.len() as u64);
+                assert_eq!(
+                    saved(dir.path(), i).as_deref(),
+                    Some(&expected[..]),
+                    "{pool}: body of {i}"
+                );
+            } else {
+                assert_error(r, "io");
+                failed += 1;
+            }
         }
+        assert!(
+            failed > 0,
+            "{pool}: no reset reached a request: {}",
+            out.describe()
+        );
+        assert!(failed < urls.len(), "{pool}: {}", out.describe());
+        let (_, lent, unclosed) = ring_counters(&out.stderr);
+        assert_eq!((lent, unclosed), (0, 0), "{pool}: leaked: {}", out.stderr);
+        assert_finished_within(&out, Duration::from_secs(20));
     }
-    assert!(failed > 0, "no reset reached a request: {}", out.describe());
-    assert!(failed < urls.len(), "{}", out.describe());
-    let (_, lent, unclosed) = ring_counters(&out.stderr);
-    assert_eq!((lent, unclosed), (0, 0), "leaked: {}", out.stderr);
-    assert_finished_within(&out, Duration::from_secs(20));
 }
 
 /// A server that never answers: the watchdog ends the wait through the ring (a SHUTDOWN on the fixed
@@ -567,56 +589,58 @@ fn slow_numbered_server(delay: Duration) -> Hostile {
 /// not spin.
 #[test]
 fn one_flooded_connection_leaves_the_pool_to_the_others() {
-    let flooder = Hostile::start(|conn| {
-        if conn.next_requests()?.is_empty() {
-            return Ok(());
-        }
-        conn.send(&ok(b"more follows, unasked"))?;
-        conn.flood(Duration::from_secs(30))
-    });
-    let healthy = slow_numbered_server(Duration::from_millis(300));
-    let mut urls = vec![flooder.url("/flood")];
-    urls.extend(list(&healthy, 128));
-    let (done, results, cpu, wall) = fetch_with_cpu(
-        &urls,
-        Duration::from_secs(6),
-        &[
-            "--transport",
-            "direct",
-            "-t",
-            "1",
-            "-c",
-            "129",
-            "-p",
-            "1",
-            "--ring-buffers",
-            "64x16k",
-            "--timeout",
-            "3s",
-            "--retries",
-            "0",
-            "-v",
-        ],
-    );
-    let describe = || format!("exit {}: {}", done.code, tail(&done.stderr));
-    assert_eq!(results.len(), 129, "{}", describe());
-    let failed: Vec<_> = results.iter().filter(|r| !r["error"].is_null()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed: {failed:?}\n{}",
-        failed.len(),
-        describe()
-    );
-    assert_eq!(done.code, 0, "{}", describe());
-    // Spinning on an empty pool costs the worker's whole core for the run; fetching 129 small
-    // bodies costs a few percent of it.
-    assert!(
-        cpu < wall * 0.5,
-        "{cpu:.2} s of CPU in {wall:.2} s: the worker spun\n{}",
-        describe()
-    );
-    let (_, lent, unclosed) = ring_counters(&done.stderr);
-    assert_eq!((lent, unclosed), (0, 0), "{}", describe());
+    for pool in pools("64x16k") {
+        let flooder = Hostile::start(|conn| {
+            if conn.next_requests()?.is_empty() {
+                return Ok(());
+            }
+            conn.send(&ok(b"more follows, unasked"))?;
+            conn.flood(Duration::from_secs(30))
+        });
+        let healthy = slow_numbered_server(Duration::from_millis(300));
+        let mut urls = vec![flooder.url("/flood")];
+        urls.extend(list(&healthy, 128));
+        let (done, results, cpu, wall) = fetch_with_cpu(
+            &urls,
+            Duration::from_secs(6),
+            &[
+                "--transport",
+                "direct",
+                "-t",
+                "1",
+                "-c",
+                "129",
+                "-p",
+                "1",
+                "--ring-buffers",
+                &pool,
+                "--timeout",
+                "3s",
+                "--retries",
+                "0",
+                "-v",
+            ],
+        );
+        let describe = || format!("{pool}: exit {}: {}", done.code, tail(&done.stderr));
+        assert_eq!(results.len(), 129, "{}", describe());
+        let failed: Vec<_> = results.iter().filter(|r| !r["error"].is_null()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} failed: {failed:?}\n{}",
+            failed.len(),
+            describe()
+        );
+        assert_eq!(done.code, 0, "{}", describe());
+        // Spinning on an empty pool costs the worker's whole core for the run; fetching 129 small
+        // bodies costs a few percent of it.
+        assert!(
+            cpu < wall * 0.5,
+            "{cpu:.2} s of CPU in {wall:.2} s: the worker spun\n{}",
+            describe()
+        );
+        let (_, lent, unclosed) = ring_counters(&done.stderr);
+        assert_eq!((lent, unclosed), (0, 0), "{}", describe());
+    }
 }
 
 /// A raw client that never reads: it asks `addr` for more large responses than the socket buffers
