@@ -1376,7 +1376,14 @@ impl Workload for OriginWork<'_> {
             // This connection takes no room now (paced, or nothing queued): another may.
             s.pass_room();
             self.origin.idle.set(self.origin.idle.get() + 1);
-            let turn = paced.unwrap_or_else(Instant::now);
+            // select! builds every branch's future, enabled or not: a timer only when paced (a
+            // `Sleep` built and dropped per wait read the clock and touched the timer wheel).
+            let turn = async {
+                match paced {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             // Any wake-up only loops to the checks above, so the order is free: `biased` spares
             // the random draw select! makes per wait (0.6% of samples over 10,000 origins).
             tokio::select! {
@@ -1384,7 +1391,7 @@ impl Workload for OriginWork<'_> {
                 _ = self.origin.wake.notified() => {}
                 _ = s.wake_idle.notified() => {}
                 _ = s.evict.notified(), if !queued => asked = true,
-                _ = tokio::time::sleep_until(turn.into()), if paced.is_some() => {}
+                _ = turn, if paced.is_some() => {}
             }
             self.origin.idle.set(self.origin.idle.get() - 1);
         }
