@@ -541,54 +541,96 @@ SG="(g) bulk fetch, ${BULK_CONNS} conns"
 NGINX_PIDS="$NB_PID $(pgrep -P "$NB_PID" | tr '\n' ' ')"
 D=$DURATION
 
+# Runs the functions named after the run number in turn, starting at the run's own offset: over the
+# runs each client takes each place in the order, so none always runs first (after another
+# scenario's last client and the warm-up) or last. Rows are reported by client, not by order.
+in_turn() {
+    local run=$1 k i
+    shift
+    for ((k = 0; k < $#; k++)); do
+        i=$(((run - 1 + k) % $# + 1))
+        "${!i}"
+    done
+}
+
+# The rows of (a) and (b), one function each (see in_turn); they read the loop's $run.
+a_ringfetch() {
+    measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+        "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
+}
+a_ringfetch_direct() {
+    measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+        "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
+}
+a_base() {
+    measure a "$SA" base "base ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
+}
+a_base_direct() {
+    measure a "$SA" base-direct "base ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
+}
+a_floor() {
+    measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
+        "$FLOOR" "$BASE/1k" "$CONNS" "$D"
+}
+a_wrk() {
+    measure a "$SA" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
+        wrk -t1 -c"$CONNS" -d"${D}s" "${SAME_HEAD[@]}" "$BASE/1k"
+}
+a_h2load() {
+    measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
+        h2load --h1 -t1 -c"$CONNS" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
+}
+a_oha() {
+    measure a "$SA" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
+        "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "${SAME_HEAD[@]}" "$BASE/1k"
+}
+b_ringfetch() {
+    measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+        "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
+}
+b_ringfetch_direct() {
+    measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+        "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
+}
+b_base() {
+    measure b "$SB" base "base ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
+}
+b_base_direct() {
+    measure b "$SB" base-direct "base ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
+}
+b_wrk() {
+    measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
+        wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"
+}
+b_h2load() {
+    measure b "$SB" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
+        h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
+}
+
 for ((run = 1; run <= RUNS; run++)); do
     log "run $run/$RUNS"
     if want a; then
     log " $SA"
-    if [[ $RF != none ]]; then
-        measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-        measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-    fi
-    if [[ -n ${RINGFETCH_BASE:-} ]]; then
-        measure a "$SA" base "base ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-        measure a "$SA" base-direct "base ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-    fi
-    if [[ -n $FLOOR && $FLOOR != none ]]; then
-        measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
-            "$FLOOR" "$BASE/1k" "$CONNS" "$D"
-    fi
-    measure a "$SA" wrk "wrk" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_wrk \
-        wrk -t1 -c"$CONNS" -d"${D}s" "${SAME_HEAD[@]}" "$BASE/1k"
-    measure a "$SA" h2load "h2load --h1" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_h2load \
-        h2load --h1 -t1 -c"$CONNS" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
-    if [[ -n $OHA ]]; then
-        measure a "$SA" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
-            "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "${SAME_HEAD[@]}" "$BASE/1k"
-    fi
+    rows=()
+    [[ $RF == none ]] || rows+=(a_ringfetch a_ringfetch_direct)
+    [[ -z ${RINGFETCH_BASE:-} ]] || rows+=(a_base a_base_direct)
+    [[ -z $FLOOR || $FLOOR == none ]] || rows+=(a_floor)
+    rows+=(a_wrk a_h2load)
+    [[ -z $OHA ]] || rows+=(a_oha)
+    in_turn "$run" "${rows[@]}"
     fi
 
     if want b; then
     log " $SB"
-    if [[ $RF != none ]]; then
-        measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-        measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-    fi
-    if [[ -n ${RINGFETCH_BASE:-} ]]; then
-        measure b "$SB" base "base ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-        measure b "$SB" base-direct "base ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-            "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-    fi
-    measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
-        wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"
-    measure b "$SB" h2load "h2load --h1 -m $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_h2load \
-        h2load --h1 -t1 -c"$CONNS" -m "$DEPTH" -D "$D" "${SAME_HEAD[@]}" "$BASE/1k"
+    rows=()
+    [[ $RF == none ]] || rows+=(b_ringfetch b_ringfetch_direct)
+    [[ -z ${RINGFETCH_BASE:-} ]] || rows+=(b_base b_base_direct)
+    rows+=(b_wrk b_h2load)
+    in_turn "$run" "${rows[@]}"
     fi
 
     if want c; then
