@@ -26,7 +26,7 @@ pub struct DirectSettings {
     pub scale: bool,
     pub single_issuer: bool,
     pub sources: Arc<[IpAddr]>,
-    /// The pool's buffer count and size: `--ring-buffers`, or one for the responses a worker may
+    /// The pool's buffer count and size, and whether taken whole: `--ring-buffers`, or one for the responses a worker may
     /// have arriving at once (`direct::load_pool`); None: the default of the mode.
     pub buffers: Option<direct::PoolSize>,
 }

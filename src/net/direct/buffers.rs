@@ -3,9 +3,10 @@
 //! mappings (the ring of entries and the buffers), their registration, the entries we write into the
 //! ring and the bytes we read out of a buffer the kernel filled.
 //!
-//! Buffers are consumed incrementally where the kernel can (`IOU_PBUF_RING_INC`, Linux 6.12): a
-//! receive takes only the bytes it needs from the buffer at the head of the ring, and the next
-//! receive, for this connection or another, continues in the same buffer. Each completion is then a
+//! A pool may be registered for incremental consumption where the kernel can (`IOU_PBUF_RING_INC`,
+//! Linux 6.12; `direct::load_pool` says which pools): a receive takes only the bytes it needs from the
+//! buffer at the head of the ring, and the next receive, for this connection or another, continues in
+//! the same buffer. Each completion is then a
 //! `Piece` of a buffer; the buffer goes back to the kernel once the kernel has filled it (a completion
 //! without `F_BUF_MORE`) and every piece of it has been consumed. So one pool of large buffers serves
 //! a pipelined batch in one completion and thousands of connections' small responses alike (a 1 KiB
@@ -49,8 +50,9 @@ pub(super) struct BufPool {
     turn: Cell<u16>,
     /// Registered with `IOU_PBUF_RING_INC`: a buffer may carry many completions.
     incremental: Cell<bool>,
-    /// Buffers one connection may hold before its receive is cancelled (`Receiving::filled`): one
-    /// group's worth, which is also the most one receive can take.
+    /// Pieces one connection may hold before its receive is cancelled (`Receiving::filled`): one
+    /// group's worth, which is also the most one receive can take. A piece lies in one buffer, so
+    /// this also bounds the buffers a connection that never reads keeps from going back.
     pub(super) share: usize,
     /// A reader is parked on an empty pool (`wait_for_buffers`): the next buffer back wakes `back`.
     parked: Cell<bool>,
