@@ -26,8 +26,9 @@ pub struct DirectSettings {
     pub scale: bool,
     pub single_issuer: bool,
     pub sources: Arc<[IpAddr]>,
-    /// The pool's buffer count and size, and whether taken whole: `--ring-buffers`, or one for the responses a worker may
-    /// have arriving at once (`direct::load_pool`); None: the default of the mode.
+    /// The pool's buffer count and size, and whether taken whole: `--ring-buffers`, or one for the
+    /// responses a worker may have arriving at once (`direct::load_pool`); None: the default of the
+    /// mode.
     pub buffers: Option<direct::PoolSize>,
 }
 
