@@ -158,16 +158,6 @@ fn a_dry_buffer_pool_and_responses_over_many_buffers_lose_nothing() {
     }
 }
 
-/// `pool` taken whole, and consumed incrementally where the kernel can (pieces of one buffer then
-/// belong to different connections, and a buffer goes back only after its last piece).
-fn pools(pool: &str) -> Vec<String> {
-    let mut pools = vec![pool.to_string()];
-    if incremental_kernel() {
-        pools.push(format!("{pool},incremental"));
-    }
-    pools
-}
-
 /// Every third connection is reset in the middle of a response, while its bytes sit in the ring's
 /// buffers: those requests fail (their response had started: no retry), the others get their own
 /// bodies, every URL gets exactly one result, and the small pool is whole at the end.
@@ -285,16 +275,6 @@ fn a_ring_that_cannot_start_fails_its_urls_with_the_reason() {
         done.stderr
     );
     assert_eq!(server.connections(), 0);
-}
-
-/// Whether this kernel consumes provided buffers incrementally (Linux 6.12): the pool is then 1,024
-/// buffers of 16 KiB whatever the load.
-fn incremental_kernel() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut v = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
 }
 
 const INCREMENTAL_POOL: &str = "receiving into 1024 buffers of 16384 bytes (consumed incrementally";

@@ -738,6 +738,44 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
     assert_finished_within(&out, NO_STALL);
 }
 
+/// TLS over direct descriptors with a pool of 512-byte buffers, taken whole and consumed incrementally:
+/// the certificate chain and every record span pieces of several buffers, which the TLS reader copies
+/// out in order; 20 pipelined bodies arrive whole over one connection either way.
+#[test]
+fn tls_records_over_small_ring_buffers_of_both_kinds() {
+    for pool in pools("8x512") {
+        let (_dir, pki, server) = localhost_server(Behaviour::KeepAlive);
+        let paths: Vec<String> = (0..20).map(|i| format!("/item/{i}")).collect();
+        let list: Vec<String> = paths.iter().map(|p| server.url("localhost", p)).collect();
+        let save = tempdir();
+        let one_conn = [
+            "-p",
+            "4",
+            "--conns-per-host",
+            "1",
+            "-t",
+            "1",
+            "--retries",
+            "0",
+            "--transport",
+            "direct",
+            "--ring-buffers",
+            &pool,
+        ];
+        let mut args = trusting(&pki.ca_pem, &one_conn);
+        args.extend(["--save-dir", arg(save.path())]);
+        let out = run_fetch(&list, &args);
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        assert_bodies(&out, save.path(), &paths);
+        assert_eq!(
+            server.connections(),
+            1,
+            "{pool}: one TLS connection carries all 20"
+        );
+        assert_finished_within(&out, NO_STALL);
+    }
+}
+
 /// `--system-roots` swaps the built-in roots for the system store (which does not know the test CA),
 /// and `--cacert` still adds to it.
 #[test]

@@ -30,6 +30,26 @@ pub fn is_root() -> bool {
 }
 
 /// Whether `tool` is on the PATH.
+/// Whether this kernel consumes provided buffers incrementally (Linux 6.12): `--ring-buffers
+/// COUNTxSIZE,incremental` is then accepted, and pools past 512 receivers are incremental.
+pub fn incremental_kernel() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
+}
+
+/// `pool` taken whole, and consumed incrementally where the kernel can (pieces of one buffer then
+/// belong to different connections, and a buffer goes back only after its last piece).
+pub fn pools(pool: &str) -> Vec<String> {
+    let mut pools = vec![pool.to_string()];
+    if incremental_kernel() {
+        pools.push(format!("{pool},incremental"));
+    }
+    pools
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
