@@ -188,7 +188,7 @@ pub struct HttpArgs {
     /// 512 connections (bench at depth 1) or requests in flight (fetch) per worker, 1024x16k,incremental
     /// where the kernel has it, else two buffers for each up to 8192x2k; 128x2k with --hold].
     #[arg(long, value_name = "COUNTxSIZE[,incremental]", value_parser = units::ring_buffers)]
-    pub ring_buffers: Option<units::RingBuffers>,
+    pub ring_buffers: Option<crate::net::direct::PoolSize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -49,7 +49,7 @@ pub struct HttpPlan {
     pub transport: crate::cli::TransportArg,
     /// `--source-addrs`, empty when not given.
     pub source_addrs: Vec<std::net::IpAddr>,
-    pub ring_buffers: Option<crate::units::RingBuffers>,
+    pub ring_buffers: Option<crate::net::direct::PoolSize>,
     /// `-H` as given, and `--body`'s bytes: the redirect variants of the request are built from them.
     pub headers: Vec<String>,
     pub body: Option<Vec<u8>>,

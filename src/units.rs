@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::net::direct::PoolSize;
+
 /// `1.5` (seconds), `500ms`, `10s`, `2m`, `1h`.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -215,15 +217,7 @@ pub fn address_range(text: &str) -> Result<AddressRange, String> {
 
 /// `--ring-buffers`: COUNTxSIZE, COUNT a power of two from 1 to 32768, SIZE from 64 bytes to 1 MiB.
 /// `--ring-buffers COUNTxSIZE[,incremental]`: the direct transport's receive pool, as asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingBuffers {
-    pub count: u16,
-    pub size: u32,
-    /// Consumed incrementally (Linux 6.12): a receive takes only its bytes from a buffer.
-    pub incremental: bool,
-}
-
-pub fn ring_buffers(text: &str) -> Result<RingBuffers, String> {
+pub fn ring_buffers(text: &str) -> Result<PoolSize, String> {
     let (pool, incremental) = match text.split_once(',') {
         None => (text, false),
         Some((pool, "incremental")) => (pool, true),
@@ -246,7 +240,7 @@ pub fn ring_buffers(text: &str) -> Result<RingBuffers, String> {
     if !(64..=1 << 20).contains(&size) {
         return Err(format!("'{text}': SIZE must be from 64 bytes to 1 MiB"));
     }
-    Ok(RingBuffers {
+    Ok(PoolSize {
         count: count as u16,
         size: size as u32,
         incremental,
@@ -338,7 +332,7 @@ mod tests {
 
     #[test]
     fn ring_buffer_sizes() {
-        let pool = |count, size, incremental| RingBuffers {
+        let pool = |count, size, incremental| PoolSize {
             count,
             size,
             incremental,

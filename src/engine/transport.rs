@@ -48,15 +48,10 @@ impl DirectSettings {
         scale: bool,
         single_issuer: bool,
         sources: Vec<IpAddr>,
-        buffers: Option<crate::units::RingBuffers>,
+        buffers: Option<direct::PoolSize>,
     ) -> (DirectSettings, usize, usize) {
         let (threads, capacity) = workers(threads, connections, max_slots, fd_limit);
-        let asked = buffers.map(|b| direct::PoolSize {
-            count: b.count,
-            size: b.size,
-            incremental: b.incremental,
-        });
-        let buffers = asked.or_else(|| {
+        let buffers = buffers.or_else(|| {
             (!scale).then(|| {
                 direct::load_pool(receivers.div_ceil(threads), direct::incremental_buffers())
             })
@@ -79,9 +74,7 @@ impl DirectSettings {
             RingSize::load(self.slots)
         };
         if let Some(pool) = self.buffers {
-            size.buffers = pool.count;
-            size.buffer_size = pool.size;
-            size.incremental = pool.incremental;
+            size.pool = pool;
         }
         let ring = Ring::new(size, self.single_issuer)?;
         let driver = tokio_uring::spawn(ring.clone().drive());

@@ -343,7 +343,7 @@ impl Drop for Conn {
 }
 
 impl Ring {
-    /// A receive completed: bytes in pool buffer `bid`, the end of the stream, or an error. Without
+    /// A receive completed: bytes in a piece of a pool buffer, the end of the stream, or an error. Without
     /// F_MORE the multishot has ended and the next read re-arms it. A connection that now holds its
     /// share of the pool has its receive cancelled (`Receiving::filled`).
     #[inline]
@@ -361,14 +361,9 @@ impl Ring {
         if !more {
             sh.recv.set(sh.recv.get().ended(res));
         }
-        if let (n, Some(piece)) = (res, piece) {
-            if n <= 0 {
-                // No bytes: nothing to queue (never seen: the kernel names a buffer only with data).
-                self.pool.consumed(piece);
-            }
-        }
         match (res, piece) {
-            (n, Some(piece)) if n > 0 => {
+            // The driver hands on a piece only with bytes in it.
+            (_, Some(piece)) => {
                 if state == State::Open {
                     let held = {
                         let mut rx = sh.rx.borrow_mut();

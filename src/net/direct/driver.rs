@@ -122,9 +122,16 @@ impl Ring {
         let (op, gen, slot) = split(cqe.user_data());
         let res = cqe.result();
         let flags = cqe.flags();
-        let piece = cqueue::buffer_select(flags).map(|bid| {
-            self.pool
-                .received(bid, res.max(0) as u32, cqueue::buffer_more(flags))
+        let piece = cqueue::buffer_select(flags).and_then(|bid| {
+            let piece = self
+                .pool
+                .received(bid, res.max(0) as u32, cqueue::buffer_more(flags));
+            // A buffer named with no bytes (never seen) goes straight back: no piece to hand on.
+            if res > 0 {
+                return Some(piece);
+            }
+            self.pool.consumed(piece);
+            None
         });
         match op {
             Some(Op::Accept) => return self.accept_done(slot, res, cqueue::more(flags)),

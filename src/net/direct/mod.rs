@@ -72,11 +72,8 @@ pub use conn::{Conn, Handle};
 pub struct RingSize {
     /// Fixed-file slots: connections this ring can hold (at most RLIMIT_NOFILE).
     pub slots: u32,
-    /// Provided buffers (a power of two) and the size of each.
-    pub buffers: u16,
-    pub buffer_size: u32,
-    /// Consumed incrementally where the kernel can (`buffers`).
-    pub incremental: bool,
+    /// The provided buffers.
+    pub pool: PoolSize,
     pub sq: u32,
     pub cq: u32,
 }
@@ -86,7 +83,7 @@ pub struct RingSize {
 const LOAD_POOL_BYTES: u32 = 16 << 20;
 
 /// A ring's buffer pool: `count` buffers (a power of two) of `size` bytes, consumed incrementally
-/// or whole (see `buffers`).
+/// or whole (see `buffers`); also what `--ring-buffers` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSize {
     pub count: u16,
@@ -147,12 +144,9 @@ pub fn incremental_buffers() -> bool {
 impl RingSize {
     /// A ring for a load test or a fetch: few connections, large buffers for a pipeline's responses.
     pub fn load(slots: u32) -> RingSize {
-        let pool = load_pool(0, false);
         RingSize {
             slots,
-            buffers: pool.count,
-            buffer_size: pool.size,
-            incremental: false,
+            pool: load_pool(0, false),
             sq: 4096,
             cq: 32768,
         }
@@ -164,9 +158,11 @@ impl RingSize {
     pub fn scale(slots: u32) -> RingSize {
         RingSize {
             slots,
-            buffers: 128,
-            buffer_size: 2048,
-            incremental: false,
+            pool: PoolSize {
+                count: 128,
+                size: 2048,
+                incremental: false,
+            },
             sq: 512,
             cq: 4096,
         }
@@ -258,8 +254,8 @@ impl Ring {
         }
         let uring = b.build(size.sq)?;
         uring.submitter().register_files_sparse(size.slots)?;
-        let pool = BufPool::new(size.buffers, size.buffer_size)?;
-        pool.register(&uring.submitter(), size.incremental)?;
+        let pool = BufPool::new(size.pool.count, size.pool.size)?;
+        pool.register(&uring.submitter(), size.pool.incremental)?;
         let fd = uring.as_raw_fd();
         // SAFETY: the fd is the ring's, which lives in `uring`; `notify` is declared first, so it is
         // deregistered before the ring (and its fd) is dropped.
