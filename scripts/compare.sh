@@ -553,23 +553,25 @@ in_turn() {
     done
 }
 
-# The rows of (a) and (b), one function each (see in_turn); they read the loop's $run.
-a_ringfetch() {
-    measure a "$SA" ringfetch "ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-        "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
+# ringfetch's rows of (a) and (b): CLIENT LABEL BINARY [ARG...], reading the loop's $run.
+a_rf() {
+    local client=$1 label=$2 bin=$3
+    shift 3
+    measure a "$SA" "$client" "$label" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
+        "$bin" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "$@" "${RF_HEAD[@]}"
 }
-a_ringfetch_direct() {
-    measure a "$SA" ringfetch-direct "ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-        "$RF" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
+b_rf() {
+    local client=$1 label=$2 bin=$3
+    shift 3
+    measure b "$SB" "$client" "$label" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
+        "$bin" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "$@" "${RF_HEAD[@]}"
 }
-a_base() {
-    measure a "$SA" base "base ringfetch" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-}
-a_base_direct() {
-    measure a "$SA" base-direct "base ringfetch --transport direct" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_ringfetch \
-        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-}
+
+# The rows of (a) and (b), one function each (see in_turn).
+a_ringfetch() { a_rf ringfetch "ringfetch" "$RF"; }
+a_ringfetch_direct() { a_rf ringfetch-direct "ringfetch --transport direct" "$RF" --transport direct; }
+a_base() { a_rf base "base ringfetch" "$RINGFETCH_BASE"; }
+a_base_direct() { a_rf base-direct "base ringfetch --transport direct" "$RINGFETCH_BASE" --transport direct; }
 a_floor() {
     measure a "$SA" floor "data-path floor (benches/floor.rs)" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_count \
         "$FLOOR" "$BASE/1k" "$CONNS" "$D"
@@ -586,22 +588,10 @@ a_oha() {
     measure a "$SA" oha "oha" "$run" 0 "$CONNS" "$BENCH_LIMIT" parse_oha \
         "$OHA" -z "${D}s" -c "$CONNS" --no-tui --output-format json "${SAME_HEAD[@]}" "$BASE/1k"
 }
-b_ringfetch() {
-    measure b "$SB" ringfetch "ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-        "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-}
-b_ringfetch_direct() {
-    measure b "$SB" ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-        "$RF" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-}
-b_base() {
-    measure b "$SB" base "base ringfetch -p $DEPTH" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json "${RF_HEAD[@]}"
-}
-b_base_direct() {
-    measure b "$SB" base-direct "base ringfetch -p $DEPTH --transport direct" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_ringfetch \
-        "$RINGFETCH_BASE" bench "$BASE/1k" -c "$CONNS" -p "$DEPTH" -t 1 -d "${D}s" --json --transport direct "${RF_HEAD[@]}"
-}
+b_ringfetch() { b_rf ringfetch "ringfetch -p $DEPTH" "$RF"; }
+b_ringfetch_direct() { b_rf ringfetch-direct "ringfetch -p $DEPTH --transport direct" "$RF" --transport direct; }
+b_base() { b_rf base "base ringfetch -p $DEPTH" "$RINGFETCH_BASE"; }
+b_base_direct() { b_rf base-direct "base ringfetch -p $DEPTH --transport direct" "$RINGFETCH_BASE" --transport direct; }
 b_wrk() {
     measure b "$SB" wrk "wrk (pipeline.lua)" "$run" 0 $((CONNS * DEPTH)) "$BENCH_LIMIT" parse_wrk \
         wrk -t1 -c"$CONNS" -d"${D}s" -s "$SCRIPT_DIR/pipeline.lua" "${SAME_HEAD[@]}" "$BASE/1k" -- "$DEPTH"

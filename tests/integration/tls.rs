@@ -712,13 +712,14 @@ fn handshake_alert_from_server_is_tls_error() {
     assert_finished_within(&out, NO_STALL);
 }
 
-#[test]
-fn twenty_urls_pipelined_over_one_tls_connection() {
+/// Twenty URLs pipelined four deep over one TLS connection (`extra` added to the arguments): every
+/// body arrives whole, and the server saw one connection.
+fn twenty_pipelined_over_one_connection(extra: &[&str]) {
     let (_dir, pki, server) = localhost_server(Behaviour::KeepAlive);
     let paths: Vec<String> = (0..20).map(|i| format!("/item/{i}")).collect();
     let list: Vec<String> = paths.iter().map(|p| server.url("localhost", p)).collect();
     let save = tempdir();
-    let one_conn = [
+    let mut one_conn = vec![
         "-p",
         "4",
         "--conns-per-host",
@@ -728,14 +729,24 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
         "--retries",
         "0",
     ];
+    one_conn.extend_from_slice(extra);
     let mut args = trusting(&pki.ca_pem, &one_conn);
     args.extend(["--save-dir", arg(save.path())]);
     let out = run_fetch(&list, &args);
     let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
     assert_bodies(&out, save.path(), &paths);
-    assert_eq!(server.connections(), 1, "one TLS connection carries all 20");
+    assert_eq!(
+        server.connections(),
+        1,
+        "{extra:?}: one TLS connection carries all 20"
+    );
     assert_eq!(server.requests(), 20);
     assert_finished_within(&out, NO_STALL);
+}
+
+#[test]
+fn twenty_urls_pipelined_over_one_tls_connection() {
+    twenty_pipelined_over_one_connection(&[]);
 }
 
 /// TLS over direct descriptors with a pool of 512-byte buffers, taken whole and consumed incrementally:
@@ -744,35 +755,7 @@ fn twenty_urls_pipelined_over_one_tls_connection() {
 #[test]
 fn tls_records_over_small_ring_buffers_of_both_kinds() {
     for pool in pools("8x512") {
-        let (_dir, pki, server) = localhost_server(Behaviour::KeepAlive);
-        let paths: Vec<String> = (0..20).map(|i| format!("/item/{i}")).collect();
-        let list: Vec<String> = paths.iter().map(|p| server.url("localhost", p)).collect();
-        let save = tempdir();
-        let one_conn = [
-            "-p",
-            "4",
-            "--conns-per-host",
-            "1",
-            "-t",
-            "1",
-            "--retries",
-            "0",
-            "--transport",
-            "direct",
-            "--ring-buffers",
-            &pool,
-        ];
-        let mut args = trusting(&pki.ca_pem, &one_conn);
-        args.extend(["--save-dir", arg(save.path())]);
-        let out = run_fetch(&list, &args);
-        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        assert_bodies(&out, save.path(), &paths);
-        assert_eq!(
-            server.connections(),
-            1,
-            "{pool}: one TLS connection carries all 20"
-        );
-        assert_finished_within(&out, NO_STALL);
+        twenty_pipelined_over_one_connection(&["--transport", "direct", "--ring-buffers", &pool]);
     }
 }
 
