@@ -54,7 +54,9 @@
 #   (g) bulk fetch: BULK_URLS distinct URLs (/1k?i=N) at -p 1 and -p 16 over 256 connections, from
 #       one origin and from BULK_ORIGINS origins (names pinned to 127.0.0.1 with --resolve), beside
 #       `ringfetch bench` on one URL with the same connections, depth and CPU (the rate to match),
-#       curl --parallel and the aiohttp pattern, session per request and shared (on BULK_SLOW_URLS URLs)
+#       `ringfetch bench` on one URL over BULK_ORIGINS connections (what the kernel and the server
+#       cost per response when the connections are as many as the origins), curl --parallel and the
+#       aiohttp pattern, session per request and shared (on BULK_SLOW_URLS URLs)
 #   (h) servers: `ringfetch serve` (both transports) vs nginx, both on SERVER_CPU with one thread,
 #       wrk with 256 connections at depth 1 and 16: responses/s and responses per server CPU second
 #
@@ -710,6 +712,15 @@ for ((run = 1; run <= RUNS; run++)); do
                         "$RF" fetch "$BULK_MANY_RUNS" "${BULK_RESOLVE[@]}" -c $((BULK_CONNS * depth)) \
                         --conns-per-host "$BULK_CONNS" -p "$depth" -t 1 --json -o /dev/null
                 fi
+                # One URL again, over a connection per origin: a many-origin fetch keeps BULK_ORIGINS
+                # connections open and comes back to each only every BULK_ORIGINS URLs, so each
+                # response meets a cold socket at both ends. This row prices that in the same kernel
+                # and server without the fetch's own work: the many-origin rows compare with it as the
+                # one-origin rows compare with the first bench row. Twice as long as the others, so
+                # its BULK_ORIGINS connects weigh on it about as they do on the longer fetch runs.
+                measure g "$SG" "bench-many-p$depth" "ringfetch bench, one URL, -c $BULK_ORIGINS -p $depth" "$run" 0 \
+                    $((BULK_ORIGINS * depth)) $((BENCH_LIMIT + D)) parse_ringfetch \
+                    "$RF" bench "$BULK_BASE/1k" -c "$BULK_ORIGINS" -p "$depth" -t 1 -d "$((2 * D))s" --json
             done
         fi
         measure g "$SG" curl "curl --parallel (max 300), $BULK_SLOW_URLS URLs" "$run" "$BULK_SLOW_URLS" 0 \
