@@ -87,7 +87,10 @@ pub struct HttpArgs {
     pub threads: Option<usize>,
 
     /// Requests written back to back on one connection before their responses arrive (HTTP/1.1
-    /// pipelining). 1 waits for each response.
+    /// pipelining). 1 waits for each response. fetch pipelines the URLs of one origin that wait
+    /// together among the next -c of the list: a list that goes through more hosts than that before
+    /// one comes back is fetched one request at a time per connection (keep each host's URLs
+    /// together, e.g. `sort -t/ -k3,3`, to pipeline them).
     #[arg(short = 'p', long, value_name = "N", default_value_t = 1)]
     pub pipeline: usize,
 
