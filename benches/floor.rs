@@ -9,34 +9,19 @@
 //!
 //! Prints the responses it counted. It sends the same request head as `ringfetch bench` by default.
 
+#[path = "floor_args.rs"]
+mod floor_args;
+
 use std::cell::Cell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: floor http://HOST:PORT/PATH CONNECTIONS SECONDS");
-        std::process::exit(2);
-    }
-    let url = url::Url::parse(&args[1]).expect("a URL");
-    let host = url.host_str().expect("a host").to_string();
-    let port = url.port_or_known_default().expect("a port");
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .expect("an address")
-        .next()
-        .expect("an address");
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    let conns: usize = args[2].parse().expect("a connection count");
-    let secs: u64 = args[3].parse().expect("seconds");
+    let target = floor_args::target("floor");
     let request: &'static [u8] = format!(
-        "GET {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ringfetch/{}\r\nAccept: */*\r\n\r\n",
-        url.path(),
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringfetch/{}\r\nAccept: */*\r\n\r\n",
+        target.path,
+        target.authority,
         env!("CARGO_PKG_VERSION")
     )
     .into_bytes()
@@ -53,11 +38,11 @@ fn main() {
         .entries(4096)
         .uring_builder(&ring)
         .start(async move {
-            let until = Instant::now() + Duration::from_secs(secs);
-            let tasks: Vec<_> = (0..conns)
+            let until = Instant::now() + Duration::from_secs(target.secs);
+            let tasks: Vec<_> = (0..target.conns)
                 .map(|_| {
                     let responses = responses.clone();
-                    tokio_uring::spawn(connection(addr, request, until, responses))
+                    tokio_uring::spawn(connection(target.addr, request, until, responses))
                 })
                 .collect();
             for t in tasks {
@@ -90,12 +75,7 @@ async fn connection(
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
             if let httparse::Status::Complete(head) = response.parse(&buf).expect("a response") {
-                let length: usize = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                    .expect("a Content-Length");
+                let length = floor_args::content_length(&response);
                 if buf.len() >= head + length {
                     break;
                 }

@@ -12,7 +12,9 @@
 //!
 //! Prints the responses it counted. Sends the bare request head (Host only), as issue 15 measured.
 
-use std::net::ToSocketAddrs;
+#[path = "floor_args.rs"]
+mod floor_args;
+
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -33,26 +35,12 @@ enum Reading {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: ring_floor http://HOST:PORT/PATH CONNECTIONS SECONDS");
-        std::process::exit(2);
-    }
-    let url = url::Url::parse(&args[1]).expect("a URL");
-    let host = url.host_str().expect("a host").to_string();
-    let port = url.port_or_known_default().expect("a port");
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .expect("an address")
-        .next()
-        .expect("an address");
-    let authority = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    let conns: usize = args[2].parse().expect("a connection count");
-    let secs: u64 = args[3].parse().expect("seconds");
-    let request = format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n\r\n", url.path()).into_bytes();
+    let target = floor_args::target("ring_floor");
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        target.path, target.authority
+    )
+    .into_bytes();
 
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
@@ -61,9 +49,9 @@ fn main() {
         .build(4096)
         .expect("an io_uring with DEFER_TASKRUN (Linux 6.1+)");
 
-    let streams: Vec<std::net::TcpStream> = (0..conns)
+    let streams: Vec<std::net::TcpStream> = (0..target.conns)
         .map(|_| {
-            let s = std::net::TcpStream::connect(addr).expect("connect");
+            let s = std::net::TcpStream::connect(target.addr).expect("connect");
             s.set_nodelay(true).expect("TCP_NODELAY");
             s
         })
@@ -142,13 +130,15 @@ fn main() {
             ring.submit().expect("submit");
         }
     };
-    let mut reading: Vec<Reading> = (0..conns).map(|_| Reading::Head(Vec::new())).collect();
-    for i in 0..conns {
+    let mut reading: Vec<Reading> = (0..target.conns)
+        .map(|_| Reading::Head(Vec::new()))
+        .collect();
+    for i in 0..target.conns {
         push(&mut ring, recv(i));
         push(&mut ring, send(i));
     }
 
-    let until = Instant::now() + Duration::from_secs(secs);
+    let until = Instant::now() + Duration::from_secs(target.secs);
     let mut responses: u64 = 0;
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(4096);
     while Instant::now() < until {
@@ -214,12 +204,7 @@ fn consume(reading: &mut Reading, mut bytes: &[u8]) -> u64 {
                         return done;
                     }
                     httparse::Status::Complete(n) => {
-                        let length: usize = response
-                            .headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                            .expect("a Content-Length");
+                        let length = floor_args::content_length(&response);
                         // What of `bytes` follows the head: all of the joined bytes past it came
                         // from `bytes`, since the part before them held no whole head.
                         let rest = head.len() - n;
