@@ -215,8 +215,8 @@ pub fn address_range(text: &str) -> Result<AddressRange, String> {
     ))
 }
 
-/// `--ring-buffers`: COUNTxSIZE, COUNT a power of two from 1 to 32768, SIZE from 64 bytes to 1 MiB.
-/// `--ring-buffers COUNTxSIZE[,incremental]`: the direct transport's receive pool, as asked.
+/// `--ring-buffers COUNTxSIZE[,incremental]`: the direct transport's receive pool, COUNT a power of
+/// two from 1 to 32768, SIZE from 64 bytes to 1 MiB.
 pub fn ring_buffers(text: &str) -> Result<PoolSize, String> {
     let (pool, incremental) = match text.split_once(',') {
         None => (text, false),

@@ -361,9 +361,9 @@ impl Ring {
         if !more {
             sh.recv.set(sh.recv.get().ended(res));
         }
-        match (res, piece) {
-            // The driver hands on a piece only with bytes in it.
-            (_, Some(piece)) => {
+        // The driver hands on a piece only with bytes in it, so without one `res` says why none came.
+        match piece {
+            Some(piece) => {
                 if state == State::Open {
                     let held = {
                         let mut rx = sh.rx.borrow_mut();
@@ -383,14 +383,12 @@ impl Ring {
                     self.pool.consumed(piece);
                 }
             }
-            (0, _) => sh.inbound.set(sh.inbound.get().eof()),
-            (e, _) if e == -libc::ENOBUFS => {
-                self.count(|s| s.enobufs += 1);
+            None if res == 0 => sh.inbound.set(sh.inbound.get().eof()),
+            None if res == -libc::ENOBUFS => self.count(|s| s.enobufs += 1),
+            None if res < 0 && res != -libc::ECANCELED => {
+                sh.inbound.set(sh.inbound.get().recv_failed(res))
             }
-            (e, _) if e < 0 && e != -libc::ECANCELED => {
-                sh.inbound.set(sh.inbound.get().recv_failed(e))
-            }
-            _ => {}
+            None => {}
         }
         if let Some(w) = sh.reader.take() {
             w.wake();
